@@ -1,0 +1,211 @@
+//! Types shared by the eBPF programs (drop-ebpf) and user space (drop-user).
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the kernel writes these
+//! into maps and user space reads them back byte for byte. With the `user`
+//! feature each type also implements `aya::Pod`.
+#![no_std]
+
+/// Map names, shared so neither side can drift.
+pub mod maps {
+    /// Per-CPU hash: reason -> drops.
+    pub const DROPS_BY_REASON: &str = "DROPS_BY_REASON";
+    /// Per-CPU hash: (reason, ifindex, netns) -> drops.
+    pub const DROPS_BY_IFACE: &str = "DROPS_BY_IFACE";
+    /// Per-CPU array: kfree_skb program health counters (see [`super::KfreeHealth`]).
+    pub const KFREE_HEALTH: &str = "KFREE_HEALTH";
+    /// Hash: ifindex -> slot in the per-interface arrays (written by user space).
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+    /// Per-CPU array indexed by slot: packet-shape counters per interface.
+    pub const IFACE_STATS: &str = "IFACE_STATS";
+    /// Array: UDP port -> bucket (written by user space).
+    pub const PORT_BUCKETS: &str = "PORT_BUCKETS";
+    /// Per-CPU array indexed by slot * UDP_PORT_BUCKETS + bucket.
+    pub const UDP_SRC_PORTS: &str = "UDP_SRC_PORTS";
+    /// LRU per-CPU hash: source address -> packets and bytes.
+    pub const SOURCES: &str = "SOURCES";
+}
+
+/// Global variable names in the eBPF object, set by user space at load time.
+pub mod globals {
+    pub const KFREE_CONFIG: &str = "KFREE_CONFIG";
+}
+
+/// Upper bound of distinct reasons tracked (the kernel has about 120).
+pub const MAX_REASONS: u32 = 1024;
+/// Upper bound of (reason, interface, netns) rows.
+pub const MAX_DROP_ROWS: u32 = 8192;
+/// Upper bound of watched interfaces.
+pub const MAX_IFACES: u32 = 64;
+/// Upper bound of tracked source addresses (LRU: least recently seen go first).
+pub const MAX_SOURCES: u32 = 65536;
+
+/// UDP source ports 0..1023 each get their own bucket; user space may give up
+/// to `UDP_EXTRA_PORTS` higher ports (reflectors such as 1900 or 11211) their
+/// own bucket too; every other port lands in `UDP_OTHER_BUCKET`.
+pub const UDP_EXTRA_PORTS: u32 = 63;
+pub const UDP_OTHER_BUCKET: u32 = 1024 + UDP_EXTRA_PORTS;
+pub const UDP_PORT_BUCKETS: u32 = UDP_OTHER_BUCKET + 1;
+
+/// Frame size buckets: upper bounds (inclusive) in bytes; the last is open.
+pub const SIZE_BUCKET_LIMITS: [u32; SIZE_BUCKETS - 1] = [64, 128, 256, 512, 1024, 1518, 9018];
+pub const SIZE_BUCKETS: usize = 8;
+
+/// Index into [`IfaceStats::proto_packets`] / `proto_bytes`.
+pub mod proto {
+    pub const TCP: usize = 0;
+    pub const UDP: usize = 1;
+    pub const ICMP: usize = 2;
+    pub const ICMPV6: usize = 3;
+    /// IPv4 or IPv6 with another transport (or a non-first fragment).
+    pub const OTHER_IP: usize = 4;
+    /// ARP, LLDP and everything else that is not IP.
+    pub const NON_IP: usize = 5;
+    /// Cut short or inconsistent headers.
+    pub const MALFORMED: usize = 6;
+    pub const COUNT: usize = 7;
+    pub const NAMES: [&str; COUNT] = ["tcp", "udp", "icmp", "icmpv6", "other_ip", "non_ip", "malformed"];
+}
+
+/// Key of the per-(reason, interface) drop map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    /// Raw `enum skb_drop_reason` value, subsystem bits included.
+    pub reason: u32,
+    /// Ingress ifindex (`skb_iif`), else the device's ifindex, else 0.
+    pub ifindex: u32,
+    /// Inode number of the device's (or socket's) network namespace, 0 if unknown.
+    pub netns: u32,
+    pub _pad: u32,
+}
+
+/// Offsets and constants the kfree_skb programs need, all read from the
+/// running kernel (BTF, tracefs) by user space: nothing is hard-coded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KfreeConfig {
+    /// `enum skb_drop_reason` values that are not drops.
+    pub reason_not_dropped_yet: u32,
+    pub reason_consumed: u32,
+    /// Bit 0: the sk_buff offsets below are valid.
+    pub flags: u32,
+    /// Only count drops in this network namespace (inode); 0 counts every namespace.
+    pub netns_filter: u32,
+    pub skb_dev: u32,
+    pub skb_iif: u32,
+    pub skb_sk: u32,
+    pub dev_ifindex: u32,
+    /// Offset of `net_device.nd_net.net`.
+    pub dev_net: u32,
+    /// Offset of `sock.__sk_common.skc_net.net`.
+    pub sk_net: u32,
+    /// Offset of `net.ns.inum`.
+    pub net_inum: u32,
+    /// Classic tracepoint record layout (from tracefs `format`).
+    pub tp_skbaddr: u32,
+    pub tp_reason: u32,
+    pub tp_reason_size: u32,
+}
+
+pub const KFREE_FLAG_SKB_OFFSETS: u32 = 1;
+
+/// Slots of the `KFREE_HEALTH` array.
+pub mod kfree_health {
+    /// Drop events counted.
+    pub const EVENTS: u32 = 0;
+    /// Events whose row could not be inserted because a map was full.
+    pub const MAP_FULL: u32 = 1;
+    /// Kernel reads that failed.
+    pub const READ_ERRORS: u32 = 2;
+    /// Events dropped by the namespace filter.
+    pub const OTHER_NETNS: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Packet-shape counters of one watched interface, as seen by XDP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IfaceStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub proto_packets: [u64; proto::COUNT],
+    pub proto_bytes: [u64; proto::COUNT],
+    pub ipv4: u64,
+    pub ipv6: u64,
+    /// Frames with at least one 802.1Q/802.1ad tag.
+    pub vlan: u64,
+    pub tcp_syn: u64,
+    pub tcp_syn_ack: u64,
+    /// ACK set and no SYN, FIN, RST or payload-independent flags beyond PSH.
+    pub tcp_ack_only: u64,
+    pub tcp_rst: u64,
+    pub tcp_fin: u64,
+    /// IPv4 with MF or offset set, IPv6 with a fragment header.
+    pub fragments: u64,
+    pub size_buckets: [u64; SIZE_BUCKETS],
+}
+
+impl IfaceStats {
+    pub fn add(&mut self, o: &IfaceStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        for i in 0..proto::COUNT {
+            self.proto_packets[i] += o.proto_packets[i];
+            self.proto_bytes[i] += o.proto_bytes[i];
+        }
+        self.ipv4 += o.ipv4;
+        self.ipv6 += o.ipv6;
+        self.vlan += o.vlan;
+        self.tcp_syn += o.tcp_syn;
+        self.tcp_syn_ack += o.tcp_syn_ack;
+        self.tcp_ack_only += o.tcp_ack_only;
+        self.tcp_rst += o.tcp_rst;
+        self.tcp_fin += o.tcp_fin;
+        self.fragments += o.fragments;
+        for i in 0..SIZE_BUCKETS {
+            self.size_buckets[i] += o.size_buckets[i];
+        }
+    }
+}
+
+/// Key of the per-source map: an IPv4 address is stored in the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Maps a frame length to its size bucket.
+#[inline(always)]
+pub fn size_bucket(len: u32) -> usize {
+    let mut i = 0;
+    while i < SIZE_BUCKET_LIMITS.len() {
+        if len <= SIZE_BUCKET_LIMITS[i] {
+            return i;
+        }
+        i += 1;
+    }
+    SIZE_BUCKETS - 1
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for KfreeConfig {}
+    unsafe impl aya::Pod for IfaceStats {}
+    unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for SourceStats {}
+}

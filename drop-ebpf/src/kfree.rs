@@ -1,0 +1,148 @@
+//! kfree_skb programs: one drop event in, one counter up.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use drop_common::{
+    DropKey, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_DROP_ROWS, MAX_REASONS, kfree_health,
+};
+
+/// Filled in by user space before load (offsets from BTF and tracefs).
+#[unsafe(no_mangle)]
+static KFREE_CONFIG: KfreeConfig = KfreeConfig {
+    reason_not_dropped_yet: 0,
+    reason_consumed: 1,
+    flags: 0,
+    netns_filter: 0,
+    skb_dev: 0,
+    skb_iif: 0,
+    skb_sk: 0,
+    dev_ifindex: 0,
+    dev_net: 0,
+    sk_net: 0,
+    net_inum: 0,
+    tp_skbaddr: 0,
+    tp_reason: 0,
+    tp_reason_size: 0,
+};
+
+#[map]
+static DROPS_BY_REASON: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_REASONS, 0);
+
+#[map]
+static DROPS_BY_IFACE: PerCpuHashMap<DropKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_DROP_ROWS, 0);
+
+#[map]
+static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_health::COUNT, 0);
+
+#[inline(always)]
+fn config() -> KfreeConfig {
+    // Volatile: the value is patched into .rodata at load time.
+    unsafe { core::ptr::read_volatile(&raw const KFREE_CONFIG) }
+}
+
+/// tp_btf/kfree_skb: typed arguments (skb, location, reason[, rx_sk]).
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let reason: u32 = ctx.arg(2);
+    record_drop(&config(), skb, reason);
+    0
+}
+
+/// Classic skb:kfree_skb tracepoint: field offsets come from tracefs.
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let skb: u64 = unsafe { ctx.read_at(cfg.tp_skbaddr as usize) }.unwrap_or(0);
+    let reason: u32 = if cfg.tp_reason_size == 2 {
+        unsafe { ctx.read_at::<u16>(cfg.tp_reason as usize) }.unwrap_or(0) as u32
+    } else {
+        unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
+    };
+    record_drop(&cfg, skb, reason);
+    0
+}
+
+#[inline(always)]
+fn bump_health(slot: u32) {
+    if let Some(p) = KFREE_HEALTH.get_ptr_mut(slot) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    match unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            bump_health(kfree_health::READ_ERRORS);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn record_drop(cfg: &KfreeConfig, skb: u64, reason: u32) {
+    if reason == cfg.reason_not_dropped_yet || reason == cfg.reason_consumed {
+        return;
+    }
+    let mut key = DropKey {
+        reason,
+        ifindex: 0,
+        netns: 0,
+        _pad: 0,
+    };
+    if cfg.flags & KFREE_FLAG_SKB_OFFSETS != 0 {
+        let dev: u64 = read(skb, cfg.skb_dev).unwrap_or(0);
+        // skb_iif is the ingress device even after skb->dev moved on.
+        let iif: u32 = read(skb, cfg.skb_iif).unwrap_or(0);
+        key.ifindex = if iif != 0 {
+            iif
+        } else {
+            read(dev, cfg.dev_ifindex).unwrap_or(0)
+        };
+        let mut net: u64 = read(dev, cfg.dev_net).unwrap_or(0);
+        if net == 0 {
+            let sk: u64 = read(skb, cfg.skb_sk).unwrap_or(0);
+            net = read(sk, cfg.sk_net).unwrap_or(0);
+        }
+        key.netns = read(net, cfg.net_inum).unwrap_or(0);
+    }
+    if cfg.netns_filter != 0 && key.netns != 0 && key.netns != cfg.netns_filter {
+        bump_health(kfree_health::OTHER_NETNS);
+        return;
+    }
+    bump_health(kfree_health::EVENTS);
+    if !bump(&DROPS_BY_REASON, &reason) | !bump(&DROPS_BY_IFACE, &key) {
+        bump_health(kfree_health::MAP_FULL);
+    }
+}
+
+/// Adds one to a per-CPU counter, creating it if needed; false if the map is full.
+#[inline(always)]
+fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
+    if let Some(p) = map.get_ptr_mut(key) {
+        unsafe { *p += 1 };
+        return true;
+    }
+    match map.insert(key, &1, BPF_NOEXIST as u64) {
+        Ok(()) => true,
+        // Another CPU created it first: count on the existing entry.
+        Err(_) => match map.get_ptr_mut(key) {
+            Some(p) => {
+                unsafe { *p += 1 };
+                true
+            }
+            None => false,
+        },
+    }
+}
