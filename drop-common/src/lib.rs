@@ -63,7 +63,15 @@ pub mod proto {
     /// Cut short or inconsistent headers.
     pub const MALFORMED: usize = 6;
     pub const COUNT: usize = 7;
-    pub const NAMES: [&str; COUNT] = ["tcp", "udp", "icmp", "icmpv6", "other_ip", "non_ip", "malformed"];
+    pub const NAMES: [&str; COUNT] = [
+        "tcp",
+        "udp",
+        "icmp",
+        "icmpv6",
+        "other_ip",
+        "non_ip",
+        "malformed",
+    ];
 }
 
 /// Key of the per-(reason, interface) drop map.

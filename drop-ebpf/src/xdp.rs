@@ -53,35 +53,28 @@ struct Frame {
 }
 
 impl Frame {
+    /// Copies `N` bytes at `off`, or None past the end. N must be at least 2:
+    /// LLVM turns a one-byte check into `p >= end`, which the verifier
+    /// can't use to prove the read safe.
     #[inline(always)]
-    fn byte(&self, off: usize) -> Option<u8> {
-        if self.start + off + 1 > self.end {
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let p = self.start + off;
+        if p + N > self.end {
             return None;
         }
-        Some(unsafe { *((self.start + off) as *const u8) })
+        let src = p as *const u8;
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = unsafe { *src.add(i) };
+            i += 1;
+        }
+        Some(out)
     }
 
     #[inline(always)]
     fn be16(&self, off: usize) -> Option<u16> {
-        if self.start + off + 2 > self.end {
-            return None;
-        }
-        let p = (self.start + off) as *const u8;
-        Some(unsafe { ((*p as u16) << 8) | *p.add(1) as u16 })
-    }
-
-    #[inline(always)]
-    fn copy<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> bool {
-        if self.start + off + N > self.end {
-            return false;
-        }
-        let p = (self.start + off) as *const u8;
-        let mut i = 0;
-        while i < N {
-            out[i] = unsafe { *p.add(i) };
-            i += 1;
-        }
-        true
+        self.load::<2>(off).map(u16::from_be_bytes)
     }
 }
 
@@ -140,14 +133,12 @@ fn observe(ctx: &XdpContext) {
     }
 
     if let Some(port) = shape.udp_sport {
-        let bucket = PORT_BUCKETS
-            .get(port as u32)
-            .copied()
-            .unwrap_or(UDP_OTHER_BUCKET);
-        let bucket = if bucket < UDP_PORT_BUCKETS {
-            bucket
-        } else {
+        // 0 means "no bucket of its own"; otherwise bucket + 1.
+        let v = PORT_BUCKETS.get(port as u32).copied().unwrap_or(0);
+        let bucket = if v == 0 || v > UDP_PORT_BUCKETS {
             UDP_OTHER_BUCKET
+        } else {
+            v - 1
         };
         if let Some(c) = UDP_SRC_PORTS.get_ptr_mut(slot * UDP_PORT_BUCKETS + bucket) {
             unsafe { *c += 1 };
@@ -218,80 +209,60 @@ fn parse(f: &Frame) -> Shape {
     let (l4proto, l4off) = match ethertype {
         ETH_P_IP => {
             shape.ipv4 = true;
-            let Some(vihl) = f.byte(off) else {
+            let Some(h) = f.load::<20>(off) else {
                 return shape;
             };
-            let ihl = (vihl & 0x0f) as usize * 4;
-            if vihl >> 4 != 4 || ihl < 20 || f.start + off + 20 > f.end {
+            let ihl = (h[0] & 0x0f) as usize * 4;
+            if h[0] >> 4 != 4 || ihl < 20 {
                 return shape;
             }
             let mut src = [0u8; 16];
-            if !f.copy::<4>(off + 12, &mut src) {
-                return shape;
-            }
+            src[..4].copy_from_slice(&h[12..16]);
             shape.source = Some((4, src));
-            let Some(frag) = f.be16(off + 6) else {
-                return shape;
-            };
-            let Some(p) = f.byte(off + 9) else {
-                return shape;
-            };
+            let frag = u16::from_be_bytes([h[6], h[7]]);
             shape.fragment = frag & 0x3fff != 0;
             if frag & 0x1fff != 0 {
                 // Later fragments carry no transport header.
-                shape.proto = proto_index(p);
+                shape.proto = proto_index(h[9]);
                 return shape;
             }
-            (p, off + ihl)
+            (h[9], off + ihl)
         }
         ETH_P_IPV6 => {
             shape.ipv6 = true;
-            if f.start + off + 40 > f.end {
-                return shape;
-            }
-            let mut src = [0u8; 16];
-            if !f.copy::<16>(off + 8, &mut src) {
-                return shape;
-            }
-            shape.source = Some((6, src));
-            let Some(mut next) = f.byte(off + 6) else {
+            let Some(h) = f.load::<40>(off) else {
                 return shape;
             };
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&h[8..24]);
+            shape.source = Some((6, src));
+            let mut next = h[6];
             let mut hoff = off + 40;
             let mut i = 0;
             while i < MAX_IPV6_EXT {
+                if !matches!(next, 0 | 43 | 60 | 51 | 44) {
+                    break;
+                }
+                // Every extension header starts with (next header, length).
+                let Some(e) = f.load::<8>(hoff) else {
+                    return shape;
+                };
                 match next {
                     // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
-                    0 | 43 | 60 => {
-                        let (Some(n), Some(l)) = (f.byte(hoff), f.byte(hoff + 1)) else {
-                            return shape;
-                        };
-                        next = n;
-                        hoff += (l as usize + 1) * 8;
-                    }
+                    0 | 43 | 60 => hoff += (e[1] as usize + 1) * 8,
                     // Authentication header: (len + 2) * 4 bytes.
-                    51 => {
-                        let (Some(n), Some(l)) = (f.byte(hoff), f.byte(hoff + 1)) else {
-                            return shape;
-                        };
-                        next = n;
-                        hoff += (l as usize + 2) * 4;
-                    }
-                    // Fragment header: 8 bytes.
-                    44 => {
-                        let (Some(n), Some(fo)) = (f.byte(hoff), f.be16(hoff + 2)) else {
-                            return shape;
-                        };
+                    51 => hoff += (e[1] as usize + 2) * 4,
+                    // Fragment header: 8 bytes; later fragments have no transport header.
+                    _ => {
                         shape.fragment = true;
-                        next = n;
-                        if fo & 0xfff8 != 0 {
-                            shape.proto = proto_index6(n);
+                        if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                            shape.proto = proto_index6(e[0]);
                             return shape;
                         }
                         hoff += 8;
                     }
-                    _ => break,
                 }
+                next = e[0];
                 // Keeps the offset provably small for the verifier.
                 if hoff > 1024 {
                     return shape;
@@ -308,21 +279,19 @@ fn parse(f: &Frame) -> Shape {
 
     match l4proto {
         IPPROTO_TCP => {
-            if let Some(flags) = f.byte(l4off + 13) {
+            if let Some(t) = f.load::<20>(l4off) {
                 shape.proto = proto::TCP;
-                shape.tcp_flags = Some(flags);
+                shape.tcp_flags = Some(t[13]);
             }
         }
         IPPROTO_UDP => {
-            if f.start + l4off + 8 <= f.end
-                && let Some(sport) = f.be16(l4off)
-            {
+            if let Some(u) = f.load::<8>(l4off) {
                 shape.proto = proto::UDP;
-                shape.udp_sport = Some(sport);
+                shape.udp_sport = Some(u16::from_be_bytes([u[0], u[1]]));
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if f.byte(l4off + 1).is_some() {
+            if f.load::<4>(l4off).is_some() {
                 shape.proto = if l4proto == IPPROTO_ICMP {
                     proto::ICMP
                 } else {

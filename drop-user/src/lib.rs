@@ -1,1 +1,17 @@
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf"));
+//! dropscope: every packet the kernel drops, and why.
+//!
+//! Data flow, one module per stage:
+//! kernel programs (drop-ebpf) -> [`loader`] (load, attach) -> maps ->
+//! [`reader`] (snapshot) + [`nic`] (counters outside kfree_skb) ->
+//! [`table`] (deltas, names, categories) -> [`output`] (table or JSON lines).
+
+pub mod btf;
+pub mod iface;
+pub mod loader;
+pub mod nic;
+pub mod output;
+pub mod reader;
+pub mod reasons;
+pub mod table;
+pub mod tracefs;
+pub mod watch;

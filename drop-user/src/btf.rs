@@ -1,0 +1,169 @@
+//! What the running kernel's BTF tells us: the names of drop reasons and the
+//! offsets of the struct fields the kfree_skb program reads.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Subsystem id sits in the high 16 bits of a reason (SKB_DROP_REASON_SUBSYS_SHIFT).
+pub const SUBSYS_SHIFT: u32 = 16;
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!(
+                "kernel has no BTF ({} missing; needs CONFIG_DEBUG_INFO_BTF=y)",
+                path.display()
+            );
+        }
+        let btf = Btf::from_file(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self { btf })
+    }
+
+    /// Members of an enum as (name, value), or None if the kernel has no such enum.
+    pub fn enum_members(&self, enum_name: &str) -> Result<Option<Vec<(String, u32)>>> {
+        let types = match self.btf.resolve_types_by_name(enum_name) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        };
+        for t in types {
+            if let Type::Enum(e) = t {
+                let mut out = Vec::with_capacity(e.members.len());
+                for m in &e.members {
+                    out.push((self.btf.resolve_name(m)?, m.val()));
+                }
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Byte offset of `path` (e.g. `["nd_net", "net"]`) inside `struct name`,
+    /// looking through anonymous structs and unions as C does.
+    pub fn member_offset(&self, struct_name: &str, path: &[&str]) -> Result<u32> {
+        let mut ty = self.struct_by_name(struct_name)?;
+        let mut bits = 0u32;
+        for (i, field) in path.iter().enumerate() {
+            let (off, member_ty) = self.find_member(&ty, field)?.ok_or_else(|| {
+                anyhow!(
+                    "struct {struct_name} has no member {}",
+                    path[..=i].join(".")
+                )
+            })?;
+            bits += off;
+            ty = self.strip(member_ty)?;
+        }
+        if bits % 8 != 0 {
+            bail!("{struct_name}.{} is a bitfield", path.join("."));
+        }
+        Ok(bits / 8)
+    }
+
+    fn struct_by_name(&self, name: &str) -> Result<Type> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("kernel BTF has no type {name}"))?;
+        types
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+            .ok_or_else(|| anyhow!("kernel BTF has no struct {name}"))
+    }
+
+    /// Follows typedefs and qualifiers down to the real type.
+    fn strip(&self, mut ty: Type) -> Result<Type> {
+        for _ in 0..16 {
+            ty = match &ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t)?,
+                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
+                    self.btf.resolve_chained_type(t)?
+                }
+                Type::TypeTag(t) => self.btf.resolve_chained_type(t)?,
+                _ => return Ok(ty),
+            };
+        }
+        Ok(ty)
+    }
+
+    /// (bit offset, type) of a named member, searching anonymous members too.
+    fn find_member(&self, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
+        let s = match ty {
+            Type::Struct(s) | Type::Union(s) => s,
+            _ => return Ok(None),
+        };
+        for m in &s.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let mty = self.btf.resolve_chained_type(m)?;
+            if mname == name {
+                return Ok(Some((m.bit_offset(), mty)));
+            }
+            if mname.is_empty() {
+                let inner = self.strip(mty)?;
+                if let Some((off, t)) = self.find_member(&inner, name)? {
+                    return Ok(Some((m.bit_offset() + off, t)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // These read this machine's own kernel BTF: the point is that offsets are
+    // found by name, never assumed.
+    #[test]
+    fn finds_sk_buff_fields_through_anonymous_unions() {
+        let btf = KernelBtf::load().expect("kernel BTF");
+        let dev = btf.member_offset("sk_buff", &["dev"]).unwrap();
+        let iif = btf.member_offset("sk_buff", &["skb_iif"]).unwrap();
+        assert!(dev > 0 && dev < 64, "sk_buff.dev at {dev}");
+        assert!(iif > dev, "skb_iif at {iif}");
+        btf.member_offset("net_device", &["ifindex"]).unwrap();
+        btf.member_offset("net_device", &["nd_net", "net"]).unwrap();
+        btf.member_offset("net", &["ns", "inum"]).unwrap();
+        btf.member_offset("sock", &["__sk_common", "skc_net", "net"])
+            .unwrap();
+    }
+
+    #[test]
+    fn missing_member_is_an_error() {
+        let btf = KernelBtf::load().expect("kernel BTF");
+        assert!(btf.member_offset("sk_buff", &["no_such_field"]).is_err());
+        assert!(btf.member_offset("no_such_struct_xyz", &["dev"]).is_err());
+    }
+
+    #[test]
+    fn drop_reason_enum_is_read() {
+        let btf = KernelBtf::load().expect("kernel BTF");
+        let members = btf.enum_members("skb_drop_reason").unwrap().expect("enum");
+        assert!(members.iter().any(|(n, _)| n == "SKB_CONSUMED"));
+        assert!(
+            members
+                .iter()
+                .any(|(n, _)| n == "SKB_DROP_REASON_NO_SOCKET")
+        );
+    }
+
+    #[test]
+    fn missing_btf_file_says_what_to_do() {
+        let err = KernelBtf::from_file(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+}

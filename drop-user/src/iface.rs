@@ -1,0 +1,127 @@
+//! Interface names, indexes and the default-route interfaces.
+
+use std::{collections::BTreeSet, ffi::CString};
+
+use anyhow::{Result, bail};
+
+pub fn index_of(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+pub fn name_of(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(s.to_string_lossy().into_owned())
+}
+
+/// All interface names of this network namespace.
+pub fn all_names() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .collect()
+}
+
+/// Interfaces carrying a default route, IPv4 (/proc/net/route) then IPv6.
+pub fn default_route_ifaces() -> Vec<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(t) = std::fs::read_to_string("/proc/net/route") {
+        out.extend(parse_route_v4(&t));
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        out.extend(parse_route_v6(&t));
+    }
+    out.into_iter().collect()
+}
+
+pub fn parse_route_v4(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            (c.len() >= 8 && c[1] == "00000000" && c[7] == "00000000").then(|| c[0].to_string())
+        })
+        .collect()
+}
+
+pub fn parse_route_v6(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            // dest dest_len src src_len next_hop metric refcnt use flags iface
+            let is_default = c.len() >= 10 && c[0].bytes().all(|b| b == b'0') && c[1] == "00";
+            (is_default && c[9] != "lo").then(|| c[9].to_string())
+        })
+        .collect()
+}
+
+/// Resolves the interfaces to watch: the given names, or the default-route ones.
+pub fn resolve(requested: &[String]) -> Result<Vec<(String, u32)>> {
+    let names = if requested.is_empty() {
+        let d = default_route_ifaces();
+        if d.is_empty() {
+            bail!(
+                "no default route, so no interface to watch by default: name one with --iface (available: {})",
+                all_names().join(", ")
+            );
+        }
+        d
+    } else {
+        requested.to_vec()
+    };
+    let mut out = Vec::new();
+    for n in names {
+        match index_of(&n) {
+            Some(i) => {
+                if !out.iter().any(|(_, j)| *j == i) {
+                    out.push((n, i))
+                }
+            }
+            None => bail!(
+                "unknown interface '{n}' (available: {})",
+                all_names().join(", ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_routes() {
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t0002A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
+wg0\t00000000\t00000000\t0001\t0\t0\t0\t00000080\t0\t0\t0
+";
+        assert_eq!(parse_route_v4(v4), vec!["eth0"]);
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003   eth1
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001   eth1
+";
+        assert_eq!(parse_route_v6(v6), vec!["eth1"]);
+    }
+
+    #[test]
+    fn unknown_interface_is_named() {
+        let e = resolve(&["nope-xyz0".into()]).unwrap_err().to_string();
+        assert!(e.contains("unknown interface 'nope-xyz0'"), "{e}");
+        assert!(e.contains("lo"), "{e}");
+        assert_eq!(
+            resolve(&["lo".into()]).unwrap(),
+            vec![("lo".to_string(), 1)]
+        );
+    }
+}

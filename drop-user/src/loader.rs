@@ -1,0 +1,337 @@
+//! Loads the eBPF object with the running kernel's layout and attaches it:
+//! kfree_skb (tp_btf, else the classic tracepoint) and XDP on each watched
+//! interface (native, else generic).
+
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData},
+    programs::{BtfTracePoint, TracePoint, Xdp, XdpMode},
+};
+use drop_common::{
+    KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS, globals, maps,
+};
+
+use crate::{btf::KernelBtf, reader::Maps, reasons::ReasonTable, tracefs};
+
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf"));
+
+/// UDP source ports above 1023 that get their own counter (well-known
+/// reflection/amplification sources); 0-1023 always do.
+pub const REFLECTOR_PORTS_HIGH: [u16; 12] = [
+    1900, 3283, 3478, 3702, 5353, 5683, 10001, 11211, 27015, 33848, 37810, 1434,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpChoice {
+    /// Native (driver) mode where the driver supports it, generic otherwise.
+    Auto,
+    Native,
+    Generic,
+    /// No XDP program: drop reasons and NIC counters only.
+    None,
+}
+
+pub struct LoadOptions {
+    pub ifaces: Vec<(String, u32)>,
+    pub xdp: XdpChoice,
+    /// Count drops of every network namespace, not only dropscope's own.
+    pub all_netns: bool,
+}
+
+/// How drop events reach us on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropHook {
+    BtfTracepoint,
+    Tracepoint,
+    /// No kfree_skb counting; the string says why.
+    Unavailable(String),
+}
+
+pub struct Probes {
+    /// Owns programs and links: dropping it detaches everything.
+    pub ebpf: Ebpf,
+    pub maps: Maps,
+    pub reasons: ReasonTable,
+    pub hook: DropHook,
+    /// (interface, "native" | "generic") for each XDP attachment.
+    pub xdp_modes: Vec<(String, &'static str)>,
+    /// What runs reduced on this kernel, in plain words.
+    pub notes: Vec<String>,
+    pub netns: u32,
+    pub has_ifindex: bool,
+}
+
+pub fn own_netns() -> Result<u32> {
+    Ok(std::fs::metadata("/proc/self/ns/net")
+        .context("reading /proc/self/ns/net")?
+        .ino() as u32)
+}
+
+/// Fails early, in one line, when we can't load BPF programs.
+pub fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const NET_ADMIN: u64 = 1 << 12;
+    const SYS_ADMIN: u64 = 1 << 21;
+    const PERFMON: u64 = 1 << 38;
+    const BPF: u64 = 1 << 39;
+    let ok =
+        eff & NET_ADMIN != 0 && (eff & SYS_ADMIN != 0 || eff & (BPF | PERFMON) == BPF | PERFMON);
+    if !ok {
+        bail!(
+            "dropscope needs root or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN to load its eBPF programs: run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+fn raise_memlock() {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+/// sk_buff/net_device/net/sock offsets for the kfree_skb program.
+fn skb_offsets(btf: &KernelBtf, cfg: &mut KfreeConfig) -> Result<()> {
+    cfg.skb_dev = btf.member_offset("sk_buff", &["dev"])?;
+    cfg.skb_iif = btf.member_offset("sk_buff", &["skb_iif"])?;
+    cfg.skb_sk = btf.member_offset("sk_buff", &["sk"])?;
+    cfg.dev_ifindex = btf.member_offset("net_device", &["ifindex"])?;
+    cfg.dev_net = btf.member_offset("net_device", &["nd_net", "net"])?;
+    cfg.sk_net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"])?;
+    cfg.net_inum = btf.member_offset("net", &["ns", "inum"])?;
+    cfg.flags |= KFREE_FLAG_SKB_OFFSETS;
+    Ok(())
+}
+
+fn load_object(cfg: &KfreeConfig) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .override_global(globals::KFREE_CONFIG, cfg, true)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object")
+}
+
+fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
+    let btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut("kfree_skb_btf")
+        .ok_or_else(|| anyhow!("kfree_skb_btf missing from the object"))?
+        .try_into()?;
+    prog.load("kfree_skb", &btf)
+        .context("loading tp_btf/kfree_skb")?;
+    prog.attach().context("attaching tp_btf/kfree_skb")?;
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut("kfree_skb_tp")
+        .ok_or_else(|| anyhow!("kfree_skb_tp missing from the object"))?
+        .try_into()?;
+    prog.load().context("loading tracepoint skb:kfree_skb")?;
+    prog.attach("skb", "kfree_skb")
+        .context("attaching tracepoint skb:kfree_skb")?;
+    Ok(())
+}
+
+/// Classic tracepoint layout, and reason names when BTF had none.
+fn tracepoint_layout(cfg: &mut KfreeConfig, reasons: &mut Option<ReasonTable>) -> Result<bool> {
+    let tfs = tracefs::find_or_mount()?;
+    let fmt = tracefs::read_format(&tfs, "skb", "kfree_skb")?;
+    let skb = fmt
+        .field("skbaddr")
+        .ok_or_else(|| anyhow!("skb:kfree_skb has no skbaddr field"))?;
+    cfg.tp_skbaddr = skb.offset;
+    let Some(reason) = fmt.field("reason") else {
+        return Ok(false);
+    };
+    cfg.tp_reason = reason.offset;
+    cfg.tp_reason_size = reason.size;
+    if reasons.is_none() {
+        let syms = fmt.symbols("reason");
+        if !syms.is_empty() {
+            *reasons = Some(ReasonTable::from_pairs(syms));
+        }
+    }
+    Ok(true)
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Probes> {
+    check_privileges()?;
+    raise_memlock();
+    if opts.ifaces.len() > MAX_IFACES as usize {
+        bail!("at most {MAX_IFACES} interfaces can be watched at once");
+    }
+    let netns = own_netns()?;
+    let mut notes = Vec::new();
+    let mut cfg = KfreeConfig {
+        netns_filter: if opts.all_netns { 0 } else { netns },
+        ..Default::default()
+    };
+
+    let btf = match KernelBtf::load() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            notes.push(format!("{e}: drops are counted without interfaces"));
+            None
+        }
+    };
+    let mut reasons = match &btf {
+        Some(b) => ReasonTable::from_btf(b)?,
+        None => None,
+    };
+    if let Some(b) = &btf
+        && let Err(e) = skb_offsets(b, &mut cfg)
+    {
+        notes.push(format!(
+            "sk_buff layout not found in BTF ({e:#}): drops are counted without interfaces"
+        ));
+    }
+    let has_ifindex = cfg.flags & KFREE_FLAG_SKB_OFFSETS != 0;
+    if !has_ifindex {
+        cfg.netns_filter = 0;
+    }
+
+    let set_reasons = |cfg: &mut KfreeConfig, r: &ReasonTable| {
+        // Sentinels no real reason uses, when the kernel lacks these names.
+        cfg.reason_not_dropped_yet = r.not_dropped_yet.unwrap_or(u32::MAX);
+        cfg.reason_consumed = r.consumed.unwrap_or(u32::MAX);
+    };
+
+    let mut hook = DropHook::Unavailable(String::new());
+    let mut ebpf = None;
+    if let Some(r) = &reasons {
+        set_reasons(&mut cfg, r);
+        let mut e = load_object(&cfg)?;
+        match attach_btf_tracepoint(&mut e) {
+            Ok(()) => {
+                hook = DropHook::BtfTracepoint;
+                ebpf = Some(e);
+            }
+            Err(err) => notes.push(format!(
+                "tp_btf/kfree_skb unavailable ({err:#}); using the classic tracepoint"
+            )),
+        }
+    }
+    if ebpf.is_none() {
+        match tracepoint_layout(&mut cfg, &mut reasons) {
+            Ok(true) => {
+                let r = reasons.get_or_insert_with(ReasonTable::default);
+                set_reasons(&mut cfg, r);
+                let mut e = load_object(&cfg)?;
+                match attach_tracepoint(&mut e) {
+                    Ok(()) => hook = DropHook::Tracepoint,
+                    Err(err) => {
+                        hook = DropHook::Unavailable(format!("{err:#}"));
+                    }
+                }
+                ebpf = Some(e);
+            }
+            Ok(false) => {
+                hook = DropHook::Unavailable(
+                    "this kernel's kfree_skb has no drop reason (needs Linux 5.17+): running XDP-only".into(),
+                );
+            }
+            Err(err) => hook = DropHook::Unavailable(format!("{err:#}: running XDP-only")),
+        }
+    }
+    if let DropHook::Unavailable(why) = &hook {
+        notes.push(why.clone());
+    }
+    let mut ebpf = match ebpf {
+        Some(e) => e,
+        None => load_object(&cfg)?,
+    };
+
+    let xdp_modes = attach_xdp(&mut ebpf, opts)?;
+    let maps = Maps::take(&mut ebpf)?;
+    Ok(Probes {
+        ebpf,
+        maps,
+        reasons: reasons.unwrap_or_default(),
+        hook,
+        xdp_modes,
+        notes,
+        netns,
+        has_ifindex,
+    })
+}
+
+fn attach_xdp(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<Vec<(String, &'static str)>> {
+    if opts.xdp == XdpChoice::None || opts.ifaces.is_empty() {
+        return Ok(Vec::new());
+    }
+    {
+        let mut slots: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
+            ebpf.map_mut(maps::IFACE_SLOTS)
+                .ok_or_else(|| anyhow!("map {} missing", maps::IFACE_SLOTS))?,
+        )?;
+        for (slot, (_, ifindex)) in opts.ifaces.iter().enumerate() {
+            slots.insert(ifindex, slot as u32, 0)?;
+        }
+    }
+    {
+        let mut buckets: Array<&mut MapData, u32> = Array::try_from(
+            ebpf.map_mut(maps::PORT_BUCKETS)
+                .ok_or_else(|| anyhow!("map {} missing", maps::PORT_BUCKETS))?,
+        )?;
+        for port in 0..1024u32 {
+            buckets.set(port, port + 1, 0)?;
+        }
+        for (i, port) in REFLECTOR_PORTS_HIGH
+            .iter()
+            .enumerate()
+            .take(UDP_EXTRA_PORTS as usize)
+        {
+            buckets.set(*port as u32, 1024 + i as u32 + 1, 0)?;
+        }
+    }
+    let prog: &mut Xdp = ebpf
+        .program_mut("dropscope_xdp")
+        .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
+        .try_into()?;
+    prog.load().context("loading the XDP program")?;
+    let mut modes = Vec::new();
+    for (name, ifindex) in &opts.ifaces {
+        let tries: &[(XdpMode, &'static str)] = match opts.xdp {
+            XdpChoice::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            XdpChoice::Native => &[(XdpMode::Driver, "native")],
+            XdpChoice::Generic => &[(XdpMode::Skb, "generic")],
+            XdpChoice::None => &[],
+        };
+        let mut last_err = None;
+        for (mode, label) in tries {
+            match prog.attach_to_if_index(*ifindex, *mode) {
+                Ok(_) => {
+                    modes.push((name.clone(), *label));
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            let busy = format!("{e:?}").contains("EBUSY")
+                || format!("{e:?}").contains("Device or resource busy");
+            if busy {
+                bail!(
+                    "interface {name} already has an XDP program attached: remove it, or pass --xdp-mode none"
+                );
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "attaching XDP to {name} (try --xdp-mode generic, or none)"
+            )));
+        }
+    }
+    Ok(modes)
+}

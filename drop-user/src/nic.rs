@@ -1,0 +1,271 @@
+//! Counters that never reach kfree_skb: NIC rings, driver FIFOs, the per-CPU
+//! backlog. Read from /proc/net/dev, /proc/net/softnet_stat, sysfs and the
+//! ethtool ioctl.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+
+/// Counter name -> value for one interface.
+pub type Counters = BTreeMap<String, u64>;
+
+/// The /proc/net/dev columns worth watching, in file order after the name.
+const DEV_COLUMNS: [Option<&str>; 16] = [
+    None, // rx_bytes
+    None, // rx_packets
+    Some("rx_errs"),
+    Some("rx_dropped"),
+    Some("rx_fifo"),
+    Some("rx_frame"),
+    None, // rx_compressed
+    None, // rx_multicast
+    None, // tx_bytes
+    None, // tx_packets
+    Some("tx_errs"),
+    Some("tx_dropped"),
+    Some("tx_fifo"),
+    None, // tx_colls
+    Some("tx_carrier"),
+    None, // tx_compressed
+];
+
+/// Parses /proc/net/dev into interface -> counters (plus rx/tx packets).
+pub fn parse_proc_net_dev(text: &str) -> Result<BTreeMap<String, Counters>> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let vals: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("bad /proc/net/dev line: {line}"))?;
+        if vals.len() < 16 {
+            bail!("short /proc/net/dev line: {line}");
+        }
+        let mut c = Counters::new();
+        c.insert("rx_packets".into(), vals[1]);
+        c.insert("tx_packets".into(), vals[9]);
+        for (i, col) in DEV_COLUMNS.iter().enumerate() {
+            if let Some(col) = col {
+                c.insert((*col).into(), vals[i]);
+            }
+        }
+        out.insert(name.trim().to_string(), c);
+    }
+    Ok(out)
+}
+
+/// Sum over CPUs of (dropped, time_squeeze) from /proc/net/softnet_stat.
+pub fn parse_softnet(text: &str) -> Result<Counters> {
+    let (mut dropped, mut squeeze) = (0u64, 0u64);
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 3 {
+            bail!("short softnet_stat line: {line}");
+        }
+        dropped += u64::from_str_radix(cols[1], 16).context("softnet_stat dropped")?;
+        squeeze += u64::from_str_radix(cols[2], 16).context("softnet_stat time_squeeze")?;
+    }
+    let mut c = Counters::new();
+    c.insert("backlog_dropped".into(), dropped);
+    c.insert("time_squeeze".into(), squeeze);
+    Ok(c)
+}
+
+/// sysfs statistics that /proc/net/dev folds together (rx_missed_errors is
+/// added into rx_dropped there). Only read when sysfs shows our namespace.
+const SYSFS_STATS: [&str; 5] = [
+    "rx_missed_errors",
+    "rx_over_errors",
+    "rx_crc_errors",
+    "rx_length_errors",
+    "rx_nohandler",
+];
+
+fn read_sysfs_stats(iface: &str, ifindex: u32, c: &mut Counters) {
+    let dir = format!("/sys/class/net/{iface}");
+    let same = std::fs::read_to_string(format!("{dir}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(ifindex);
+    if !same {
+        return;
+    }
+    for name in SYSFS_STATS {
+        if let Some(v) = std::fs::read_to_string(format!("{dir}/statistics/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            c.insert(name.into(), v);
+        }
+    }
+}
+
+/// Does an ethtool statistic name look like loss?
+pub fn is_loss_stat(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "drop", "miss", "fifo", "err", "discard", "overrun", "no_buf", "nobuf",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
+}
+
+/// Reads the loss-related NIC statistics (`ethtool -S`) of one interface.
+/// Interfaces without driver statistics give an empty map.
+pub fn ethtool_stats(iface: &str) -> Counters {
+    ethtool::stats(iface)
+        .map(|all| all.into_iter().filter(|(k, _)| is_loss_stat(k)).collect())
+        .unwrap_or_default()
+}
+
+/// Everything for the watched interfaces, keyed by interface name, with the
+/// per-CPU backlog under the pseudo-interface "softnet".
+pub fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> {
+    let dev = parse_proc_net_dev(&std::fs::read_to_string("/proc/net/dev")?)?;
+    let mut out = BTreeMap::new();
+    for (name, ifindex) in ifaces {
+        let mut c = dev.get(name).cloned().unwrap_or_default();
+        read_sysfs_stats(name, *ifindex, &mut c);
+        for (k, v) in ethtool_stats(name) {
+            c.insert(format!("ethtool:{k}"), v);
+        }
+        out.insert(name.clone(), c);
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/softnet_stat") {
+        out.insert("softnet".into(), parse_softnet(&text)?);
+    }
+    Ok(out)
+}
+
+mod ethtool {
+    //! SIOCETHTOOL: ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS, ETHTOOL_GSTATS.
+    use std::{io, mem, os::fd::AsRawFd};
+
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GSTRINGS: u32 = 0x1b;
+    const ETHTOOL_GSTATS: u32 = 0x1d;
+    const ETHTOOL_GSSET_INFO: u32 = 0x37;
+    const ETH_SS_STATS: u32 = 1;
+    const ETH_GSTRING_LEN: usize = 32;
+    /// Drivers with more stats than this are cut (mlx5 has ~1500).
+    const MAX_STATS: usize = 4096;
+
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut libc::c_void,
+        _pad: [u8; 16],
+    }
+
+    fn ioctl(sock: &std::net::UdpSocket, iface: &str, data: *mut libc::c_void) -> io::Result<()> {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data,
+            _pad: [0; 16],
+        };
+        let b = iface.as_bytes();
+        if b.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        req.name[..b.len()].copy_from_slice(b);
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+            .or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+        // struct ethtool_sset_info { cmd, reserved, sset_mask, data[] }
+        let mut info = [0u32; 5];
+        info[0] = ETHTOOL_GSSET_INFO;
+        let mask_lo = 1u64 << ETH_SS_STATS;
+        info[2] = mask_lo as u32;
+        info[3] = (mask_lo >> 32) as u32;
+        ioctl(&sock, iface, info.as_mut_ptr().cast())?;
+        let returned_mask = info[2] as u64 | ((info[3] as u64) << 32);
+        if returned_mask & mask_lo == 0 {
+            return Ok(Vec::new());
+        }
+        let n = (info[4] as usize).min(MAX_STATS);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // struct ethtool_gstrings { cmd, string_set, len, data[] }
+        let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
+        strings[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+        strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
+        strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+        ioctl(&sock, iface, strings.as_mut_ptr().cast())?;
+        // struct ethtool_stats { cmd, n_stats, data[] (u64) }
+        let mut stats = vec![0u64; 1 + n];
+        let head = [ETHTOOL_GSTATS, n as u32];
+        stats[0] = unsafe { mem::transmute::<[u32; 2], u64>(head) };
+        ioctl(&sock, iface, stats.as_mut_ptr().cast())?;
+        let got = (u32::from_ne_bytes(strings[8..12].try_into().unwrap()) as usize).min(n);
+        let mut out = Vec::with_capacity(got);
+        for i in 0..got {
+            let raw = &strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
+            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+            let name = String::from_utf8_lossy(&raw[..end]).trim().to_string();
+            out.push((name, stats[1 + i]));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: &str = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:  123456     100    0    0    0     0          0         0   123456     100    0    0    0     0       0          0
+  eth0: 9999999   50000    3   17    5     2          0        10  888888    40000    0    4    0     0       1          0
+";
+
+    #[test]
+    fn proc_net_dev_columns() {
+        let d = parse_proc_net_dev(DEV).unwrap();
+        let e = &d["eth0"];
+        assert_eq!(e["rx_errs"], 3);
+        assert_eq!(e["rx_dropped"], 17);
+        assert_eq!(e["rx_fifo"], 5);
+        assert_eq!(e["rx_frame"], 2);
+        assert_eq!(e["tx_dropped"], 4);
+        assert_eq!(e["tx_carrier"], 1);
+        assert_eq!(e["rx_packets"], 50000);
+        assert_eq!(d["lo"]["rx_dropped"], 0);
+        assert!(parse_proc_net_dev("h\nh\n eth0: 1 2 x\n").is_err());
+    }
+
+    #[test]
+    fn live_proc_net_dev_parses() {
+        let d = parse_proc_net_dev(&std::fs::read_to_string("/proc/net/dev").unwrap()).unwrap();
+        assert!(d.contains_key("lo"));
+    }
+
+    #[test]
+    fn softnet_sums_hex_columns() {
+        let t = "0000a000 00000010 00000002 00000000\n0000b000 0000000f 00000001 00000000\n";
+        let c = parse_softnet(t).unwrap();
+        assert_eq!(c["backlog_dropped"], 31);
+        assert_eq!(c["time_squeeze"], 3);
+        assert!(parse_softnet("zz\n").is_err());
+        parse_softnet(&std::fs::read_to_string("/proc/net/softnet_stat").unwrap()).unwrap();
+    }
+
+    #[test]
+    fn loss_names() {
+        assert!(is_loss_stat("rx_queue_0_drops"));
+        assert!(is_loss_stat("rx_missed_errors"));
+        assert!(is_loss_stat("rx_fifo_errors"));
+        assert!(!is_loss_stat("rx_queue_0_packets"));
+        assert!(!is_loss_stat("peer_ifindex"));
+    }
+}

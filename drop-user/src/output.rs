@@ -1,0 +1,141 @@
+//! Shows a report: a terminal table or one JSON object per line.
+
+use std::io::{self, Write};
+
+use crate::table::Report;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Writes one report and flushes, so a reader of a pipe sees it at once.
+pub fn emit(out: &mut impl Write, report: &Report, format: Format, clear: bool) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut *out, report)?;
+            out.write_all(b"\n")?;
+        }
+        Format::Table => {
+            if clear {
+                out.write_all(b"\x1b[2J\x1b[H")?;
+            }
+            out.write_all(render_table(report).as_bytes())?;
+        }
+    }
+    out.flush()
+}
+
+fn human(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.1}G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+pub fn render_table(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "dropscope  elapsed {:.0}s  interval {:.2}s  drops {}/s  total {}",
+        r.elapsed_s,
+        r.interval_s,
+        human(r.drops_delta as f64 / r.interval_s),
+        r.drops_total
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<28} {:<14} {:<16} {:>10} {:>12}",
+        "REASON", "CATEGORY", "IFACE", "RATE/s", "TOTAL"
+    );
+    if r.drops.is_empty() {
+        let _ = writeln!(s, "(no drops since start)");
+    }
+    for d in &r.drops {
+        let _ = writeln!(
+            s,
+            "{:<28} {:<14} {:<16} {:>10} {:>12}",
+            d.reason,
+            d.category,
+            d.iface,
+            human(d.rate),
+            d.total
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<16} {:<8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7}",
+        "INTERFACE", "XDP", "PPS", "BPS", "TCP", "UDP", "ICMP", "SYN", "FRAG", "BAD"
+    );
+    for i in &r.interfaces {
+        let p = &i.delta.protocols;
+        let g = |k: &str| p.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "{:<16} {:<8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7}",
+            i.iface,
+            i.xdp_mode,
+            human(i.pps),
+            human(i.bps),
+            g("tcp"),
+            g("udp"),
+            g("icmp") + g("icmpv6"),
+            i.delta.tcp_syn,
+            i.delta.fragments,
+            g("malformed")
+        );
+    }
+    let changed: Vec<_> = r.counters.iter().filter(|c| c.total > 0).collect();
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<16} {:<36} {:>10} {:>12}",
+        "COUNTER IFACE", "COUNTER", "DELTA", "SINCE START"
+    );
+    if changed.is_empty() {
+        let _ = writeln!(s, "(no NIC, driver or backlog counter moved)");
+    }
+    for c in changed {
+        let _ = writeln!(
+            s,
+            "{:<16} {:<36} {:>10} {:>12}",
+            c.iface, c.counter, c.delta, c.total
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<40} {:<12} {:>9} {:>12} {:>12}",
+        "TOP SOURCES", "IFACE", "PPS", "PACKETS", "BYTES"
+    );
+    for t in &r.top_sources {
+        let _ = writeln!(
+            s,
+            "{:<40} {:<12} {:>9} {:>12} {:>12}",
+            t.address,
+            t.iface,
+            human(t.pps),
+            t.total_packets,
+            t.total_bytes
+        );
+    }
+    if r.health.map_full > 0 || r.health.read_errors > 0 {
+        let _ = writeln!(
+            s,
+            "\nwarning: {} drop events not tabled (map full), {} kernel read errors",
+            r.health.map_full, r.health.read_errors
+        );
+    }
+    s
+}

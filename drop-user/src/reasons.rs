@@ -1,0 +1,273 @@
+//! Drop reason names (from the running kernel, never a built-in table) and
+//! the categories dropscope groups them into.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::btf::{KernelBtf, SUBSYS_SHIFT};
+
+const PREFIX: &str = "SKB_DROP_REASON_";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// NIC ring or per-CPU backlog overflow: the host can't keep up.
+    RingBacklog,
+    Netfilter,
+    /// IP layer: checksums, routing, martians/rp_filter, header errors, fragments.
+    Ip,
+    /// Socket receive buffer or protocol memory full: the application is slow.
+    SocketBuffer,
+    /// Nobody listens on the destination port.
+    NoSocket,
+    Tcp,
+    QdiscTx,
+    Xdp,
+    Other,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::RingBacklog => "ring-backlog",
+            Category::Netfilter => "netfilter",
+            Category::Ip => "ip",
+            Category::SocketBuffer => "socket-buffer",
+            Category::NoSocket => "no-socket",
+            Category::Tcp => "tcp",
+            Category::QdiscTx => "qdisc-tx",
+            Category::Xdp => "xdp",
+            Category::Other => "other",
+        }
+    }
+
+    pub const ALL: [Category; 9] = [
+        Category::RingBacklog,
+        Category::Netfilter,
+        Category::Ip,
+        Category::SocketBuffer,
+        Category::NoSocket,
+        Category::Tcp,
+        Category::QdiscTx,
+        Category::Xdp,
+        Category::Other,
+    ];
+}
+
+/// Groups a reason by its kernel name (with or without the SKB_DROP_REASON_ prefix).
+pub fn category(name: &str) -> Category {
+    let n = name.strip_prefix(PREFIX).unwrap_or(name);
+    let has = |s: &str| n.contains(s);
+    let starts = |s: &str| n.starts_with(s);
+    if matches!(n, "CPU_BACKLOG" | "FULL_RING") || has("BACKLOG") && !has("SOCKET") {
+        Category::RingBacklog
+    } else if starts("NETFILTER") || starts("NF_") {
+        Category::Netfilter
+    } else if matches!(
+        n,
+        "SOCKET_RCVBUFF" | "PROTO_MEM" | "SOCKET_BACKLOG" | "TCP_LISTEN_OVERFLOW"
+    ) || has("RCVBUFF")
+        || has("RMEM")
+    {
+        Category::SocketBuffer
+    } else if n == "NO_SOCKET" {
+        Category::NoSocket
+    } else if has("CSUM")
+        || starts("IP_")
+        || starts("IPV6")
+        || starts("FRAG")
+        || starts("ICMP")
+        || starts("NEIGH")
+        || starts("ARP")
+        || starts("XFRM")
+        || starts("IPSEC")
+        || starts("PKT_TOO")
+        || matches!(
+            n,
+            "OTHERHOST" | "INVALID_PROTO" | "UNHANDLED_PROTO" | "HDR_TRUNC" | "DUP_FRAG"
+        )
+    {
+        Category::Ip
+    } else if starts("TCP") {
+        Category::Tcp
+    } else if starts("QDISC")
+        || starts("TC_")
+        || starts("DEV_")
+        || starts("TAP_")
+        || starts("FQ_")
+        || starts("CAKE")
+        || starts("DUALPI2")
+        || has("TXQ")
+        || n == "NO_TX_TARGET"
+    {
+        Category::QdiscTx
+    } else if starts("XDP") {
+        Category::Xdp
+    } else {
+        Category::Other
+    }
+}
+
+/// Value -> name for every reason the running kernel defines.
+#[derive(Clone, Debug, Default)]
+pub struct ReasonTable {
+    names: HashMap<u32, String>,
+    subsystems: HashMap<u32, String>,
+    pub not_dropped_yet: Option<u32>,
+    pub consumed: Option<u32>,
+}
+
+impl ReasonTable {
+    /// From `enum skb_drop_reason` (and `enum skb_drop_reason_subsys`) in BTF.
+    /// None when the kernel has no drop reasons at all (before 5.17).
+    pub fn from_btf(btf: &KernelBtf) -> anyhow::Result<Option<Self>> {
+        let Some(members) = btf.enum_members("skb_drop_reason")? else {
+            return Ok(None);
+        };
+        let mut t = Self::from_pairs(members);
+        if let Some(subs) = btf.enum_members("skb_drop_reason_subsys")? {
+            for (name, v) in subs {
+                let short = name
+                    .strip_prefix("SKB_DROP_REASON_SUBSYS_")
+                    .unwrap_or(&name)
+                    .to_string();
+                if short != "NUM" && v != 0 {
+                    t.subsystems.insert(v, short);
+                }
+            }
+        }
+        Ok(Some(t))
+    }
+
+    /// From (name, value) pairs, e.g. the tracepoint's `__print_symbolic` list.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, u32)>) -> Self {
+        let mut t = Self::default();
+        for (name, v) in pairs {
+            let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
+            match short.as_str() {
+                "SKB_NOT_DROPPED_YET" | "NOT_DROPPED_YET" => t.not_dropped_yet = Some(v),
+                "SKB_CONSUMED" | "CONSUMED" => t.consumed = Some(v),
+                "MAX" | "SKB_DROP_REASON_MAX" => continue,
+                s if s.starts_with("SUBSYS_") => continue,
+                _ => {}
+            }
+            let short = short.strip_prefix("SKB_").unwrap_or(&short).to_string();
+            t.names.entry(v).or_insert(short);
+        }
+        t
+    }
+
+    pub fn is_drop(&self, v: u32) -> bool {
+        Some(v) != self.not_dropped_yet && Some(v) != self.consumed
+    }
+
+    /// The kernel's name without the SKB_DROP_REASON_ prefix. Reasons from a
+    /// subsystem (high bits set) are named SUBSYS:code, never folded together.
+    pub fn name(&self, v: u32) -> String {
+        if let Some(n) = self.names.get(&v) {
+            return n.clone();
+        }
+        let subsys = v >> SUBSYS_SHIFT;
+        if subsys != 0 {
+            let s = self
+                .subsystems
+                .get(&subsys)
+                .cloned()
+                .unwrap_or_else(|| format!("SUBSYS_{subsys}"));
+            return format!("{s}:{}", v & ((1 << SUBSYS_SHIFT) - 1));
+        }
+        format!("REASON_{v}")
+    }
+
+    pub fn category(&self, v: u32) -> Category {
+        if v >> SUBSYS_SHIFT != 0 && !self.names.contains_key(&v) {
+            return Category::Other;
+        }
+        category(&self.name(v))
+    }
+
+    /// Every known reason, sorted by value.
+    pub fn all(&self) -> Vec<(u32, String)> {
+        let mut v: Vec<_> = self.names.iter().map(|(k, n)| (*k, n.clone())).collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_by_name() {
+        use Category::*;
+        for (name, want) in [
+            ("CPU_BACKLOG", RingBacklog),
+            ("FULL_RING", RingBacklog),
+            ("SKB_DROP_REASON_NETFILTER_DROP", Netfilter),
+            ("IP_CSUM", Ip),
+            ("TCP_CSUM", Ip),
+            ("IP_INNOROUTES", Ip),
+            ("IP_RPFILTER", Ip),
+            ("IP_INVALID_SOURCE", Ip),
+            ("IP_INHDR", Ip),
+            ("FRAG_REASM_TIMEOUT", Ip),
+            ("PKT_TOO_SMALL", Ip),
+            ("OTHERHOST", Ip),
+            ("SOCKET_RCVBUFF", SocketBuffer),
+            ("PROTO_MEM", SocketBuffer),
+            ("SOCKET_BACKLOG", SocketBuffer),
+            ("TCP_LISTEN_OVERFLOW", SocketBuffer),
+            ("NO_SOCKET", NoSocket),
+            ("TCP_OLD_DATA", Tcp),
+            ("TCP_RESET", Tcp),
+            ("QDISC_DROP", QdiscTx),
+            ("FQ_FLOW_LIMIT", QdiscTx),
+            ("CAKE_FLOOD", QdiscTx),
+            ("TC_EGRESS", QdiscTx),
+            ("DEV_READY", QdiscTx),
+            ("XDP", Xdp),
+            ("NOT_SPECIFIED", Other),
+            ("NOMEM", Other),
+        ] {
+            assert_eq!(category(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn table_names_skips_non_drops_and_keeps_subsystems_apart() {
+        let t = ReasonTable::from_pairs([
+            ("SKB_NOT_DROPPED_YET".to_string(), 0),
+            ("SKB_CONSUMED".to_string(), 1),
+            ("SKB_DROP_REASON_NOT_SPECIFIED".to_string(), 2),
+            ("SKB_DROP_REASON_NO_SOCKET".to_string(), 3),
+            ("SKB_DROP_REASON_MAX".to_string(), 120),
+        ]);
+        assert!(!t.is_drop(0) && !t.is_drop(1) && t.is_drop(2));
+        assert_eq!(t.name(3), "NO_SOCKET");
+        assert_eq!(t.category(3), Category::NoSocket);
+        assert_eq!(t.name(120), "REASON_120");
+        // Two reasons of one subsystem stay two rows.
+        let a = (1 << SUBSYS_SHIFT) | 3;
+        let b = (1 << SUBSYS_SHIFT) | 4;
+        assert_ne!(t.name(a), t.name(b));
+        assert_eq!(t.category(a), Category::Other);
+    }
+
+    #[test]
+    fn kernel_reasons_are_named_from_btf() {
+        let btf = KernelBtf::load().expect("kernel BTF");
+        let t = ReasonTable::from_btf(&btf).unwrap().expect("reasons");
+        assert!(t.consumed.is_some() && t.not_dropped_yet.is_some());
+        let names: Vec<_> = t.all().into_iter().map(|(_, n)| n).collect();
+        for want in [
+            "NO_SOCKET",
+            "NETFILTER_DROP",
+            "SOCKET_RCVBUFF",
+            "NOT_SPECIFIED",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing");
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Turns successive snapshots into the interval report: deltas, rates, totals
+//! since start, names and categories. One report per interval.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use drop_common::{
+    IfaceStats, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET, kfree_health, proto,
+};
+use serde::Serialize;
+
+use crate::{
+    iface, loader::REFLECTOR_PORTS_HIGH, nic::Counters, reader::Snapshot, reasons::ReasonTable,
+};
+
+pub const SCHEMA: &str = "dropscope.watch/1";
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Report {
+    pub schema: &'static str,
+    /// Unix time of this snapshot, seconds.
+    pub ts: f64,
+    pub interval_s: f64,
+    pub elapsed_s: f64,
+    pub drops_delta: u64,
+    pub drops_total: u64,
+    /// Every (reason, interface) row seen since start, busiest first.
+    pub drops: Vec<DropRow>,
+    pub interfaces: Vec<IfaceReport>,
+    /// Every interface counter (NIC, driver, softnet backlog).
+    pub counters: Vec<CounterRow>,
+    pub top_sources: Vec<SourceRow>,
+    pub health: Health,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct DropRow {
+    pub reason: String,
+    pub reason_code: u32,
+    pub category: &'static str,
+    pub iface: String,
+    pub ifindex: u32,
+    pub delta: u64,
+    pub rate: f64,
+    pub total: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct CounterRow {
+    pub iface: String,
+    pub counter: String,
+    pub delta: u64,
+    /// Change since dropscope started.
+    pub total: u64,
+    /// The kernel's own value.
+    pub value: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SourceRow {
+    pub address: String,
+    pub iface: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    pub bps: f64,
+    pub total_packets: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Shape {
+    pub packets: u64,
+    pub bytes: u64,
+    pub protocols: BTreeMap<&'static str, u64>,
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub vlan: u64,
+    pub tcp_syn: u64,
+    pub tcp_syn_ack: u64,
+    pub tcp_ack_only: u64,
+    pub tcp_rst: u64,
+    pub tcp_fin: u64,
+    pub fragments: u64,
+    /// Frame size upper bound ("le_64", ..., "gt_9018") -> packets.
+    pub sizes: BTreeMap<String, u64>,
+}
+
+impl Shape {
+    fn from_stats(s: &IfaceStats) -> Self {
+        let mut sizes = BTreeMap::new();
+        for i in 0..SIZE_BUCKETS {
+            let label = match SIZE_BUCKET_LIMITS.get(i) {
+                Some(l) => format!("le_{l:05}"),
+                None => format!("gt_{:05}", SIZE_BUCKET_LIMITS[SIZE_BUCKETS - 2]),
+            };
+            sizes.insert(label, s.size_buckets[i]);
+        }
+        Shape {
+            packets: s.packets,
+            bytes: s.bytes,
+            protocols: (0..proto::COUNT)
+                .map(|i| (proto::NAMES[i], s.proto_packets[i]))
+                .collect(),
+            ipv4: s.ipv4,
+            ipv6: s.ipv6,
+            vlan: s.vlan,
+            tcp_syn: s.tcp_syn,
+            tcp_syn_ack: s.tcp_syn_ack,
+            tcp_ack_only: s.tcp_ack_only,
+            tcp_rst: s.tcp_rst,
+            tcp_fin: s.tcp_fin,
+            fragments: s.fragments,
+            sizes,
+        }
+    }
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct PortRow {
+    /// Port number, or "other" for ports without a counter of their own.
+    pub port: String,
+    pub packets: u64,
+    pub total: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct IfaceReport {
+    pub iface: String,
+    pub ifindex: u32,
+    /// "native", "generic", or "off".
+    pub xdp_mode: String,
+    pub pps: f64,
+    pub bps: f64,
+    pub delta: Shape,
+    pub total: Shape,
+    /// Busiest UDP source ports this interval.
+    pub udp_src_ports: Vec<PortRow>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Health {
+    pub drop_events: u64,
+    /// Drop rows lost because a map was full.
+    pub map_full: u64,
+    pub read_errors: u64,
+    pub other_netns: u64,
+    pub sources_tracked: usize,
+}
+
+pub struct Tracker {
+    reasons: ReasonTable,
+    ifaces: Vec<(String, u32)>,
+    xdp_modes: HashMap<String, &'static str>,
+    netns: u32,
+    top_n: usize,
+    start: Instant,
+    last: Instant,
+    prev: Snapshot,
+    nic_start: BTreeMap<String, Counters>,
+    nic_prev: BTreeMap<String, Counters>,
+    names: HashMap<u32, String>,
+}
+
+fn delta_stats(a: &IfaceStats, b: &IfaceStats) -> IfaceStats {
+    let mut d = IfaceStats {
+        packets: a.packets.saturating_sub(b.packets),
+        bytes: a.bytes.saturating_sub(b.bytes),
+        ipv4: a.ipv4.saturating_sub(b.ipv4),
+        ipv6: a.ipv6.saturating_sub(b.ipv6),
+        vlan: a.vlan.saturating_sub(b.vlan),
+        tcp_syn: a.tcp_syn.saturating_sub(b.tcp_syn),
+        tcp_syn_ack: a.tcp_syn_ack.saturating_sub(b.tcp_syn_ack),
+        tcp_ack_only: a.tcp_ack_only.saturating_sub(b.tcp_ack_only),
+        tcp_rst: a.tcp_rst.saturating_sub(b.tcp_rst),
+        tcp_fin: a.tcp_fin.saturating_sub(b.tcp_fin),
+        fragments: a.fragments.saturating_sub(b.fragments),
+        ..Default::default()
+    };
+    for i in 0..proto::COUNT {
+        d.proto_packets[i] = a.proto_packets[i].saturating_sub(b.proto_packets[i]);
+        d.proto_bytes[i] = a.proto_bytes[i].saturating_sub(b.proto_bytes[i]);
+    }
+    for i in 0..SIZE_BUCKETS {
+        d.size_buckets[i] = a.size_buckets[i].saturating_sub(b.size_buckets[i]);
+    }
+    d
+}
+
+pub fn format_addr(k: &SourceKey) -> String {
+    if k.family == 4 {
+        Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string()
+    } else {
+        Ipv6Addr::from(k.addr).to_string()
+    }
+}
+
+fn port_label(bucket: u32) -> String {
+    if bucket < 1024 {
+        bucket.to_string()
+    } else if bucket == UDP_OTHER_BUCKET {
+        "other".into()
+    } else {
+        REFLECTOR_PORTS_HIGH
+            .get((bucket - 1024) as usize)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "other".into())
+    }
+}
+
+impl Tracker {
+    pub fn new(
+        reasons: ReasonTable,
+        ifaces: Vec<(String, u32)>,
+        xdp_modes: &[(String, &'static str)],
+        netns: u32,
+        top_n: usize,
+        nic_start: BTreeMap<String, Counters>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            reasons,
+            ifaces,
+            xdp_modes: xdp_modes.iter().cloned().collect(),
+            netns,
+            top_n,
+            start: now,
+            last: now,
+            prev: Snapshot::default(),
+            nic_prev: nic_start.clone(),
+            nic_start,
+            names: HashMap::new(),
+        }
+    }
+
+    fn iface_name(&mut self, ifindex: u32, netns: u32) -> String {
+        if ifindex == 0 {
+            return "-".into();
+        }
+        if netns != 0 && netns != self.netns {
+            return format!("if{ifindex}@netns:{netns}");
+        }
+        if let Some(n) = self.names.get(&ifindex) {
+            return n.clone();
+        }
+        match iface::name_of(ifindex) {
+            Some(n) => {
+                self.names.insert(ifindex, n.clone());
+                n
+            }
+            None => format!("if{ifindex}"),
+        }
+    }
+
+    /// Builds the report for the interval that ends now.
+    pub fn update(&mut self, snap: Snapshot, nic: BTreeMap<String, Counters>) -> Report {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        self.last = now;
+
+        // Drops per (reason, interface).
+        let mut drops = Vec::new();
+        let mut drops_delta = 0;
+        let mut drops_total = 0;
+        let mut merged: HashMap<(u32, String), (u32, u64, u64)> = HashMap::new();
+        for (k, total) in &snap.by_iface {
+            let prev = self.prev.by_iface.get(k).copied().unwrap_or(0);
+            let name = self.iface_name(k.ifindex, k.netns);
+            let e = merged.entry((k.reason, name)).or_insert((k.ifindex, 0, 0));
+            e.1 += total.saturating_sub(prev);
+            e.2 += total;
+        }
+        for ((reason, iface), (ifindex, delta, total)) in merged {
+            drops_delta += delta;
+            drops_total += total;
+            drops.push(DropRow {
+                reason: self.reasons.name(reason),
+                reason_code: reason,
+                category: self.reasons.category(reason).as_str(),
+                iface,
+                ifindex,
+                delta,
+                rate: delta as f64 / secs,
+                total,
+            });
+        }
+        drops.sort_by(|a, b| {
+            b.delta
+                .cmp(&a.delta)
+                .then(b.total.cmp(&a.total))
+                .then(a.reason.cmp(&b.reason))
+                .then(a.iface.cmp(&b.iface))
+        });
+
+        // XDP view per interface.
+        let mut interfaces = Vec::new();
+        for (slot, (name, ifindex)) in self.ifaces.iter().enumerate() {
+            let zero = IfaceStats::default();
+            let cur = snap.ifaces.get(slot).unwrap_or(&zero);
+            let prev = self.prev.ifaces.get(slot).unwrap_or(&zero);
+            let d = delta_stats(cur, prev);
+            let mut ports: Vec<PortRow> = snap
+                .udp_ports
+                .iter()
+                .filter(|((s, _), _)| *s == slot as u32)
+                .map(|((_, b), total)| {
+                    let p = self
+                        .prev
+                        .udp_ports
+                        .get(&(slot as u32, *b))
+                        .copied()
+                        .unwrap_or(0);
+                    PortRow {
+                        port: port_label(*b),
+                        packets: total.saturating_sub(p),
+                        total: *total,
+                    }
+                })
+                .collect();
+            ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(b.total.cmp(&a.total)));
+            ports.truncate(self.top_n);
+            interfaces.push(IfaceReport {
+                iface: name.clone(),
+                ifindex: *ifindex,
+                xdp_mode: self
+                    .xdp_modes
+                    .get(name)
+                    .copied()
+                    .unwrap_or("off")
+                    .to_string(),
+                pps: d.packets as f64 / secs,
+                bps: d.bytes as f64 * 8.0 / secs,
+                delta: Shape::from_stats(&d),
+                total: Shape::from_stats(cur),
+                udp_src_ports: ports,
+            });
+        }
+
+        // NIC and softnet counters.
+        let mut counters = Vec::new();
+        for (iface, c) in &nic {
+            for (name, value) in c {
+                let prev = self.nic_prev.get(iface).and_then(|p| p.get(name)).copied();
+                let start = self.nic_start.get(iface).and_then(|p| p.get(name)).copied();
+                counters.push(CounterRow {
+                    iface: iface.clone(),
+                    counter: name.clone(),
+                    delta: value.saturating_sub(prev.unwrap_or(*value)),
+                    total: value.saturating_sub(start.unwrap_or(*value)),
+                    value: *value,
+                });
+            }
+        }
+
+        // Top sources by packets this interval.
+        let mut top_sources: Vec<SourceRow> = Vec::new();
+        for (k, v) in &snap.sources {
+            let p = self.prev.sources.get(k).copied().unwrap_or_default();
+            let packets = v.packets.saturating_sub(p.packets);
+            let bytes = v.bytes.saturating_sub(p.bytes);
+            top_sources.push(SourceRow {
+                address: format_addr(k),
+                iface: self.iface_name(k.ifindex, 0),
+                packets,
+                bytes,
+                pps: packets as f64 / secs,
+                bps: bytes as f64 * 8.0 / secs,
+                total_packets: v.packets,
+                total_bytes: v.bytes,
+            });
+        }
+        top_sources.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then(b.total_packets.cmp(&a.total_packets))
+                .then(a.address.cmp(&b.address))
+        });
+        top_sources.truncate(self.top_n);
+
+        let health = Health {
+            drop_events: snap.health[kfree_health::EVENTS as usize],
+            map_full: snap.health[kfree_health::MAP_FULL as usize],
+            read_errors: snap.health[kfree_health::READ_ERRORS as usize],
+            other_netns: snap.health[kfree_health::OTHER_NETNS as usize],
+            sources_tracked: snap.sources.len(),
+        };
+
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.prev = snap;
+        self.nic_prev = nic;
+        Report {
+            schema: SCHEMA,
+            ts,
+            interval_s: secs,
+            elapsed_s: now.duration_since(self.start).as_secs_f64(),
+            drops_delta,
+            drops_total,
+            drops,
+            interfaces,
+            counters,
+            top_sources,
+            health,
+        }
+    }
+}
