@@ -34,9 +34,20 @@ pub enum XdpChoice {
     None,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KfreeChoice {
+    /// tp_btf/kfree_skb, else the classic tracepoint.
+    Auto,
+    /// Only tp_btf/kfree_skb (typed arguments, cheapest per event).
+    Btf,
+    /// Only the classic skb:kfree_skb tracepoint (layout read from tracefs).
+    Tracepoint,
+}
+
 pub struct LoadOptions {
     pub ifaces: Vec<(String, u32)>,
     pub xdp: XdpChoice,
+    pub kfree: KfreeChoice,
     /// Count drops of every network namespace, not only dropscope's own.
     pub all_netns: bool,
 }
@@ -210,7 +221,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
 
     let mut hook = DropHook::Unavailable(String::new());
     let mut ebpf = None;
-    if let Some(r) = &reasons {
+    if let Some(r) = &reasons
+        && opts.kfree != KfreeChoice::Tracepoint
+    {
         set_reasons(&mut cfg, r);
         let mut e = load_object(&cfg)?;
         match attach_btf_tracepoint(&mut e) {
@@ -218,12 +231,15 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
                 hook = DropHook::BtfTracepoint;
                 ebpf = Some(e);
             }
+            Err(err) if opts.kfree == KfreeChoice::Btf => return Err(err),
             Err(err) => notes.push(format!(
                 "tp_btf/kfree_skb unavailable ({err:#}); using the classic tracepoint"
             )),
         }
+    } else if opts.kfree == KfreeChoice::Btf {
+        bail!("--kfree-hook btf needs kernel BTF with enum skb_drop_reason");
     }
-    if ebpf.is_none() {
+    if ebpf.is_none() && opts.kfree != KfreeChoice::Btf {
         match tracepoint_layout(&mut cfg, &mut reasons) {
             Ok(true) => {
                 let r = reasons.get_or_insert_with(ReasonTable::default);
@@ -231,9 +247,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
                 let mut e = load_object(&cfg)?;
                 match attach_tracepoint(&mut e) {
                     Ok(()) => hook = DropHook::Tracepoint,
-                    Err(err) => {
-                        hook = DropHook::Unavailable(format!("{err:#}"));
-                    }
+                    Err(err) if opts.kfree == KfreeChoice::Tracepoint => return Err(err),
+                    Err(err) => hook = DropHook::Unavailable(format!("{err:#}")),
                 }
                 ebpf = Some(e);
             }
@@ -242,6 +257,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
                     "this kernel's kfree_skb has no drop reason (needs Linux 5.17+): running XDP-only".into(),
                 );
             }
+            Err(err) if opts.kfree == KfreeChoice::Tracepoint => return Err(err),
             Err(err) => hook = DropHook::Unavailable(format!("{err:#}: running XDP-only")),
         }
     }

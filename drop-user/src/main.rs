@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use dropscope::{
     btf::KernelBtf,
-    loader::XdpChoice,
+    loader::{KfreeChoice, XdpChoice},
     output::Format,
     reasons::ReasonTable,
     watch::{self, WatchOptions},
@@ -36,6 +36,9 @@ enum Command {
         /// XDP attach mode.
         #[arg(long, value_enum, default_value = "auto")]
         xdp_mode: XdpChoice,
+        /// How drop events are read from the kernel.
+        #[arg(long, value_enum, default_value = "auto")]
+        kfree_hook: KfreeChoice,
         /// Count drops in every network namespace, not only dropscope's own.
         #[arg(long)]
         all_netns: bool,
@@ -93,6 +96,7 @@ async fn main() -> ExitCode {
             duration,
             format,
             xdp_mode,
+            kfree_hook,
             all_netns,
             top,
         } => {
@@ -102,6 +106,7 @@ async fn main() -> ExitCode {
                 duration,
                 format,
                 xdp: xdp_mode,
+                kfree: kfree_hook,
                 all_netns,
                 top,
             })

@@ -11,7 +11,7 @@ use tokio::{
 
 use crate::{
     iface,
-    loader::{self, DropHook, LoadOptions, XdpChoice},
+    loader::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
     nic,
     output::{self, Format},
     table::Tracker,
@@ -23,6 +23,7 @@ pub struct WatchOptions {
     pub duration: Option<Duration>,
     pub format: Format,
     pub xdp: XdpChoice,
+    pub kfree: KfreeChoice,
     pub all_netns: bool,
     pub top: usize,
 }
@@ -32,6 +33,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let probes = loader::load(&LoadOptions {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
+        kfree: opts.kfree,
         all_netns: opts.all_netns,
     })?;
     for n in &probes.notes {

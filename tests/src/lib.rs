@@ -1,1 +1,454 @@
+//! Real-kernel test lab: network namespaces joined by veth pairs, traffic
+//! sent from inside them, and the real `dropscope` binary watching.
+//! Everything a lab creates is removed when it is dropped, even on panic.
 
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Read},
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub mod frames;
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// Path of the dropscope binary under test (set by `cargo xtask test`).
+pub fn dropscope_bin() -> String {
+    if let Ok(p) = std::env::var("DROPSCOPE_BIN") {
+        return p;
+    }
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/dropscope");
+    assert!(
+        std::path::Path::new(p).exists(),
+        "dropscope binary not built: run `cargo xtask test`"
+    );
+    p.to_string()
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two namespaces, `a` (sender) and `b` (receiver, where dropscope runs),
+/// joined by veth `va` <-> `vb`, with IPv4 and IPv6 addresses and static
+/// neighbour entries so no ARP/NDP traffic mixes into the counts.
+pub struct Lab {
+    pub a: String,
+    pub b: String,
+    /// Subnet number: addresses are 10.77.N.0/24 and fd77:N::/64.
+    pub n: u32,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let id = NEXT_LAB.fetch_add(1, Ordering::SeqCst);
+        let n = (std::process::id() % 200) + id;
+        let tag = format!("{}-{}", std::process::id(), id);
+        let lab = Lab {
+            a: format!("dstest-{tag}-a"),
+            b: format!("dstest-{tag}-b"),
+            n: n % 250,
+        };
+        sh(&["ip", "netns", "add", &lab.a]);
+        sh(&["ip", "netns", "add", &lab.b]);
+        sh(&[
+            "ip", "link", "add", "va", "netns", &lab.a, "type", "veth", "peer", "name", "vb",
+            "netns", &lab.b,
+        ]);
+        for (ns, dev, host) in [(&lab.a, "va", 1), (&lab.b, "vb", 2)] {
+            lab.ip(ns, &["link", "set", "lo", "up"]);
+            lab.ip(
+                ns,
+                &["addr", "add", &format!("{}/24", lab.v4(host)), "dev", dev],
+            );
+            lab.ip(
+                ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", lab.v6(host)),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            );
+            lab.ip(ns, &["link", "set", dev, "up"]);
+            lab.sysctl(ns, &format!("net.ipv6.conf.{dev}.accept_ra=0"));
+        }
+        lab.pin_neighbours("va", "vb", &[1], &[2]);
+        lab
+    }
+
+    pub fn v4(&self, host: u32) -> String {
+        format!("10.77.{}.{}", self.n, host)
+    }
+
+    pub fn v6(&self, host: u32) -> String {
+        format!("fd77:{:x}::{:x}", self.n, host)
+    }
+
+    pub fn ip(&self, ns: &str, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Runs a command inside a namespace.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn sysctl(&self, ns: &str, kv: &str) {
+        self.exec(ns, &["sysctl", "-qw", kv]);
+    }
+
+    fn mac(&self, ns: &str, dev: &str) -> String {
+        let out = self.ip(ns, &["-o", "link", "show", dev]);
+        let i = out.find("link/ether ").expect("ether address") + 11;
+        out[i..i + 17].to_string()
+    }
+
+    /// Static ARP/NDP entries both ways for the given host numbers.
+    pub fn pin_neighbours(&self, dev_a: &str, dev_b: &str, a_hosts: &[u32], b_hosts: &[u32]) {
+        let a: Vec<String> = a_hosts
+            .iter()
+            .flat_map(|h| [self.v4(*h), self.v6(*h)])
+            .collect();
+        let b: Vec<String> = b_hosts
+            .iter()
+            .flat_map(|h| [self.v4(*h), self.v6(*h)])
+            .collect();
+        self.pin_addrs(dev_a, dev_b, &a, &b);
+    }
+
+    /// Static neighbour entries: `a_addrs` live on dev_a (ns a), `b_addrs` on dev_b.
+    pub fn pin_addrs(&self, dev_a: &str, dev_b: &str, a_addrs: &[String], b_addrs: &[String]) {
+        let mac_a = self.mac(&self.a, dev_a);
+        let mac_b = self.mac(&self.b, dev_b);
+        for addr in a_addrs {
+            self.ip(
+                &self.b,
+                &[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    &mac_a,
+                    "dev",
+                    dev_b,
+                    "nud",
+                    "permanent",
+                ],
+            );
+        }
+        for addr in b_addrs {
+            self.ip(
+                &self.a,
+                &[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    &mac_b,
+                    "dev",
+                    dev_a,
+                    "nud",
+                    "permanent",
+                ],
+            );
+        }
+    }
+
+    /// Runs `f` on a thread that lives in namespace `ns`: sockets it opens belong there.
+    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
+        thread::spawn(move || {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// Sends `count` UDP datagrams of `size` bytes from `from` to `to`, paced so
+    /// no queue on the way overflows: every datagram reaches `to`'s stack.
+    pub fn send_udp(&self, ns: &str, from: SocketAddr, to: SocketAddr, count: u32, size: usize) {
+        self.in_ns(ns, move || {
+            let s = UdpSocket::bind(from).unwrap_or_else(|e| panic!("bind {from}: {e}"));
+            let buf = vec![0x5au8; size];
+            for i in 0..count {
+                s.send_to(&buf, to)
+                    .unwrap_or_else(|e| panic!("send to {to}: {e}"));
+                if i % 32 == 31 {
+                    thread::sleep(Duration::from_micros(500));
+                }
+            }
+        });
+    }
+
+    /// Sends hand-built Ethernet frames out of `dev` in namespace `ns`
+    /// through an AF_PACKET socket (VLAN tags, fragments, TCP flags...).
+    pub fn send_frames(&self, ns: &str, dev: &str, frames: Vec<Vec<u8>>) {
+        let ifindex: u32 = self
+            .ip(ns, &["-o", "link", "show", dev])
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        self.in_ns(ns, move || {
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = ifindex as i32;
+            sll.sll_halen = 6;
+            for (i, f) in frames.iter().enumerate() {
+                sll.sll_addr[..6].copy_from_slice(&f[..6]);
+                let r = unsafe {
+                    libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        &sll as *const _ as *const libc::sockaddr,
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+                assert_eq!(
+                    r,
+                    f.len() as isize,
+                    "sendto: {}",
+                    std::io::Error::last_os_error()
+                );
+                if i % 32 == 31 {
+                    thread::sleep(Duration::from_micros(500));
+                }
+            }
+            unsafe { libc::close(fd) };
+        });
+    }
+
+    /// MAC address of a device, as bytes.
+    pub fn mac_bytes(&self, ns: &str, dev: &str) -> [u8; 6] {
+        let m = self.mac(ns, dev);
+        let mut out = [0u8; 6];
+        for (i, p) in m.split(':').enumerate() {
+            out[i] = u8::from_str_radix(p, 16).unwrap();
+        }
+        out
+    }
+
+    /// nstat's absolute value of a SNMP counter inside a namespace.
+    pub fn nstat(&self, ns: &str, counter: &str) -> u64 {
+        let out = self.exec(ns, &["nstat", "-asz", counter]);
+        out.lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(counter)).then(|| it.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Starts dropscope inside namespace b.
+    pub fn dropscope(&self, args: &[&str]) -> Dropscope {
+        Dropscope::start(&self.b, args)
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth end, and with it the pair.
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A running `dropscope watch --format json`, killed if the test panics.
+pub struct Dropscope {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Dropscope {
+    pub fn start(ns: &str, args: &[&str]) -> Dropscope {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, &dropscope_bin()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn dropscope");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+                if l.starts_with("dropscope: ") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let mut d = Dropscope {
+            child: Some(child),
+            lines,
+            stderr,
+        };
+        // Attached once it says so; a dropscope that can't load eBPF fails the test here.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "dropscope exited ({status}) before attaching:\n{}",
+                    d.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dropscope did not attach in 60 s:\n{}",
+                d.stderr()
+            );
+        }
+        d
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Next JSON report, waiting up to `timeout`.
+    pub fn next_report(&self, timeout: Duration) -> Option<Value> {
+        self.lines
+            .recv_timeout(timeout)
+            .ok()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+    }
+
+    /// Sends SIGINT, waits for exit 0, and returns every report it printed.
+    pub fn stop(mut self) -> Vec<Value> {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().expect("wait dropscope");
+        let mut out = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut out);
+        }
+        assert!(
+            status.success(),
+            "dropscope exited with {status}:\n{}",
+            self.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+        self.lines
+            .try_iter()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Dropscope {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Total of drop rows with this reason on this interface in a report.
+pub fn drops(report: &Value, reason: &str, iface: &str) -> u64 {
+    report["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["iface"] == iface)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
+/// Total packets seen by XDP from `addr` on `iface`, from the top-sources list.
+pub fn source_packets(report: &Value, addr: &str) -> u64 {
+    report["top_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["address"] == addr)
+        .map(|r| r["total_packets"].as_u64().unwrap())
+        .sum()
+}
+
+/// Interface block of a report.
+pub fn iface<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["iface"] == name)
+        .unwrap_or_else(|| panic!("no interface {name} in report"))
+}
+
+/// The `rx_packets` of `ip -s link` for a device in a namespace.
+pub fn ip_link_rx_packets(lab: &Lab, ns: &str, dev: &str) -> u64 {
+    let out = lab.ip(ns, &["-s", "-j", "link", "show", dev]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j output");
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .expect("rx packets")
+}

@@ -1,1 +1,263 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | run | test`.
+//!
+//! `setup` is idempotent and quick when everything is present: nightly
+//! rust-src, Debian's LLVM 22 (bpf-linker links against it), bpf-linker built
+//! with the llvm-22 feature, and the tools the integration tests drive
+//! (iproute2, iptables). Where it can't install (not root, no apt) it prints
+//! the exact command instead.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing needs (idempotent).
+    Setup,
+    /// Build dropscope (eBPF programs included).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run dropscope (default: `watch` on the default-route interface).
+    Run {
+        /// Arguments for dropscope; default `watch`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run every test: unit and real-kernel integration.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const APT_BUILD: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+/// Tools the integration tests run: ip/nstat, iptables, setpriv, ethtool.
+const APT_TEST: [(&str, &str); 4] = [
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("setpriv", "util-linux"),
+    ("ethtool", "ethtool"),
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).trim() == "0"
+}
+
+fn have(bin: &str) -> bool {
+    succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")]))
+}
+
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .contains("install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !(is_root() && have("apt-get")) {
+        bail!(
+            "missing packages; run: sudo apt-get update && sudo apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: apt-get install {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn setup() -> Result<()> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        eprintln!("setup: installing the nightly toolchain");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context(
+            "the eBPF programs need a nightly toolchain: run `rustup toolchain install nightly`",
+        )?;
+    }
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]));
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to nightly");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("run `rustup component add rust-src --toolchain nightly`")?;
+    }
+    let linker_ok =
+        output(Command::new("bpf-linker").arg("--version")).contains(BPF_LINKER_VERSION);
+    if !linker_ok {
+        apt_install(&APT_BUILD)?;
+        eprintln!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"
+        );
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))
+        .with_context(|| {
+            format!(
+                "run: LLVM_PREFIX={LLVM_PREFIX} LLVM_SYS_221_PREFIX={LLVM_PREFIX} cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-22"
+            )
+        })?;
+    }
+    let missing: Vec<&str> = APT_TEST
+        .iter()
+        .filter(|(bin, _)| !have(bin) && !Path::new(&format!("/usr/sbin/{bin}")).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    apt_install(&missing)?;
+    if !Path::new("/usr/sbin/iptables").exists() && !have("iptables") {
+        bail!("iptables is still missing after setup");
+    }
+    eprintln!("setup: ok");
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--package", "drop-user"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    Ok(workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("dropscope"))
+}
+
+/// Namespaces left by an earlier run that was killed before cleaning up.
+fn remove_stale_test_namespaces() {
+    for ns in output(Command::new("ip").args(["netns", "list"])).lines() {
+        let name = ns.split_whitespace().next().unwrap_or("");
+        if name.starts_with("dstest-") {
+            let _ = succeeds(Command::new("ip").args(["netns", "del", name]));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.task {
+        Task::Setup => setup(),
+        Task::Build { release } => setup().and_then(|_| build(release).map(|_| ())),
+        Task::Run { args } => (|| {
+            setup()?;
+            let bin = build(true)?;
+            let args = if args.is_empty() {
+                vec!["watch".to_string()]
+            } else {
+                args
+            };
+            let mut c = if is_root() {
+                Command::new(&bin)
+            } else {
+                let mut s = Command::new("sudo");
+                s.arg(&bin);
+                s
+            };
+            run(c.args(&args))
+        })(),
+        Task::Test { args } => (|| {
+            setup()?;
+            let bin = build(false)?;
+            remove_stale_test_namespaces();
+            run(cargo()
+                .args(["test", "--workspace", "--exclude", "drop-ebpf"])
+                .args(&args)
+                .env("DROPSCOPE_BIN", &bin))
+        })(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Exact drop counts on the real kernel: every figure dropscope reports is
+//! compared with an independent oracle (iptables rule counters, nstat,
+//! `ip -s link`, or the packets the test itself sent).
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    thread,
+    time::Duration,
+};
+
+use integration_tests::{Lab, drops, iface, ip_link_rx_packets, source_packets};
+
+const WATCH: [&str; 7] = [
+    "watch",
+    "--iface",
+    "vb",
+    "--interval",
+    "200ms",
+    "--format",
+    "json",
+];
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}").parse().unwrap()
+    } else {
+        format!("{ip}:{port}").parse().unwrap()
+    }
+}
+
+fn settle() {
+    // Lets softirq processing of the last datagrams finish before reading.
+    thread::sleep(Duration::from_millis(400));
+}
+
+fn iptables_packets(lab: &Lab, bin: &str, needle: &str) -> u64 {
+    let out = lab.exec(&lab.b, &[bin, "-L", "INPUT", "-v", "-x", "-n"]);
+    out.lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rule with {needle} in:\n{out}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn netfilter_drops_equal_the_rule_counter() {
+    let lab = Lab::new();
+    lab.exec(
+        &lab.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "5001", "-j", "DROP",
+        ],
+    );
+    let ds = lab.dropscope(&WATCH);
+    lab.send_udp(
+        &lab.a,
+        addr(&lab.v4(1), 0),
+        addr(&lab.v4(2), 5001),
+        1000,
+        64,
+    );
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().expect("at least one report");
+    let rule = iptables_packets(&lab, "iptables", "dpt:5001");
+    assert_eq!(rule, 1000, "the rule saw every datagram");
+    assert_eq!(drops(last, "NETFILTER_DROP", "vb"), rule);
+    let row = last["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "NETFILTER_DROP")
+        .unwrap();
+    assert_eq!(row["category"], "netfilter");
+}
+
+#[test]
+fn closed_port_drops_equal_udp_no_ports() {
+    let lab = Lab::new();
+    let v4_before = lab.nstat(&lab.b, "UdpNoPorts");
+    let v6_before = lab.nstat(&lab.b, "Udp6NoPorts");
+    let ds = lab.dropscope(&WATCH);
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5999), 500, 32);
+    lab.send_udp(&lab.a, addr(&lab.v6(1), 0), addr(&lab.v6(2), 5999), 300, 32);
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    let v4 = lab.nstat(&lab.b, "UdpNoPorts") - v4_before;
+    let v6 = lab.nstat(&lab.b, "Udp6NoPorts") - v6_before;
+    assert_eq!((v4, v6), (500, 300), "nstat saw every datagram");
+    assert_eq!(drops(last, "NO_SOCKET", "vb"), v4 + v6);
+}
+
+#[test]
+fn full_receive_buffer_drops_equal_udp_rcvbuf_errors() {
+    let lab = Lab::new();
+    let port = 5002;
+    let bind = addr(&lab.v4(2), port);
+    // An unread socket with the smallest receive buffer the kernel allows.
+    let sock = lab.in_ns(&lab.b, move || {
+        let s = UdpSocket::bind(bind).unwrap();
+        let size: libc::c_int = 1024;
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(r, 0);
+        s
+    });
+    let before = lab.nstat(&lab.b, "UdpRcvbufErrors");
+    let ds = lab.dropscope(&WATCH);
+    let sent = 400;
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), bind, sent, 1000);
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    let errors = lab.nstat(&lab.b, "UdpRcvbufErrors") - before;
+    assert!(errors > 0, "the buffer overflowed");
+    assert_eq!(drops(last, "SOCKET_RCVBUFF", "vb"), errors);
+    // What was not dropped is still queued: together they are what was sent.
+    sock.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    let mut buf = [0u8; 2048];
+    while sock.recv(&mut buf).is_ok() {
+        queued += 1;
+    }
+    assert_eq!(queued + errors, sent as u64);
+    let row = last["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "SOCKET_RCVBUFF")
+        .unwrap();
+    assert_eq!(row["category"], "socket-buffer");
+}
+
+#[test]
+fn per_source_counts_equal_what_each_source_sent() {
+    let lab = Lab::new();
+    let hosts = [11u32, 12, 13];
+    for h in hosts {
+        lab.ip(
+            &lab.a,
+            &["addr", "add", &format!("{}/24", lab.v4(h)), "dev", "va"],
+        );
+        lab.ip(
+            &lab.a,
+            &[
+                "addr",
+                "add",
+                &format!("{}/64", lab.v6(h)),
+                "dev",
+                "va",
+                "nodad",
+            ],
+        );
+    }
+    lab.pin_neighbours("va", "vb", &hosts, &[]);
+    // Multicast listener reports for the new addresses go out within ~1 s.
+    thread::sleep(Duration::from_millis(2500));
+    let ds = lab.dropscope(&WATCH);
+    let rx_before = ip_link_rx_packets(&lab, &lab.b, "vb");
+    let plan = [(11, 100u32, 40u32), (12, 250, 10), (13, 30, 120)];
+    for (h, n4, n6) in plan {
+        lab.send_udp(&lab.a, addr(&lab.v4(h), 0), addr(&lab.v4(2), 7000), n4, 100);
+        lab.send_udp(&lab.a, addr(&lab.v6(h), 0), addr(&lab.v6(2), 7000), n6, 100);
+    }
+    settle();
+    let rx = ip_link_rx_packets(&lab, &lab.b, "vb") - rx_before;
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    for (h, n4, n6) in plan {
+        assert_eq!(source_packets(last, &lab.v4(h)), n4 as u64, "{}", lab.v4(h));
+        assert_eq!(source_packets(last, &lab.v6(h)), n6 as u64, "{}", lab.v6(h));
+    }
+    let vb = iface(last, "vb");
+    let total: u64 = plan.iter().map(|(_, a, b)| (a + b) as u64).sum();
+    assert_eq!(vb["total"]["protocols"]["udp"].as_u64().unwrap(), total);
+    assert_eq!(vb["total"]["ipv4"].as_u64().unwrap(), 380);
+    assert_eq!(vb["total"]["ipv6"].as_u64().unwrap(), 170);
+    // XDP saw exactly what the interface received.
+    assert_eq!(vb["total"]["packets"].as_u64().unwrap(), rx);
+    let size_sum: u64 = vb["total"]["sizes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(size_sum, rx);
+}
+
+/// Raw frames out of va: VLAN and QinQ tags, IPv4/IPv6 fragments and
+/// extension headers, TCP flags. XDP on vb must count each shape exactly.
+#[test]
+fn packet_shapes_vlan_qinq_fragments_and_tcp_flags() {
+    use integration_tests::frames::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    let lab = Lab::new();
+    let eth = |tags: Vec<(u16, u16)>| Eth {
+        dst: lab.mac_bytes(&lab.b, "vb"),
+        src: lab.mac_bytes(&lab.a, "va"),
+        tags,
+    };
+    let dst4: Ipv4Addr = lab.v4(2).parse().unwrap();
+    let dst6: Ipv6Addr = lab.v6(2).parse().unwrap();
+    let s = |i: u8| Ipv4Addr::new(198, 18, lab.n as u8, i);
+    let s6 = |i: u16| Ipv6Addr::new(0xfd99, lab.n as u16, 0, 0, 0, 0, 0, i);
+    let udp4 = |src, frag| ipv4(src, dst4, 17, frag, &udp(4000, 53, 64));
+    let mut frames = Vec::new();
+    // 802.1Q, QinQ and untagged UDP from three sources.
+    frames.extend(
+        (0..222).map(|_| eth(vec![(TPID_8021Q, 100)]).frame(0x0800, &udp4(s(1), (0, false)))),
+    );
+    frames.extend((0..111).map(|_| {
+        eth(vec![(TPID_8021AD, 10), (TPID_8021Q, 20)]).frame(0x0800, &udp4(s(2), (0, false)))
+    }));
+    frames.extend((0..77).map(|_| {
+        eth(vec![(TPID_8021Q, 100)]).frame(0x86dd, &ipv6(s6(3), dst6, 17, &[], &udp(4000, 53, 64)))
+    }));
+    // IPv4 fragments: 40 first (with UDP header) and 60 later ones.
+    frames.extend((0..40).map(|_| eth(vec![]).frame(0x0800, &udp4(s(4), (0, true)))));
+    frames.extend(
+        (0..60).map(|_| eth(vec![]).frame(0x0800, &ipv4(s(4), dst4, 17, (185, false), &[0u8; 64]))),
+    );
+    // IPv6: hop-by-hop + first fragment (UDP visible) and later fragments.
+    frames.extend((0..25).map(|_| {
+        eth(vec![]).frame(
+            0x86dd,
+            &ipv6(
+                s6(5),
+                dst6,
+                17,
+                &[hop_by_hop(), fragment(0, true)],
+                &udp(123, 9, 64),
+            ),
+        )
+    }));
+    frames.extend((0..35).map(|_| {
+        eth(vec![]).frame(
+            0x86dd,
+            &ipv6(s6(5), dst6, 17, &[fragment(100, false)], &[0u8; 64]),
+        )
+    }));
+    // TCP flags.
+    let tcp4 = |flags| {
+        eth(vec![]).frame(
+            0x0800,
+            &ipv4(s(6), dst4, 6, (0, false), &tcp(1234, 80, flags)),
+        )
+    };
+    frames.extend((0..50).map(|_| tcp4(SYN)));
+    frames.extend((0..20).map(|_| tcp4(SYN | ACK)));
+    frames.extend((0..30).map(|_| tcp4(ACK)));
+    frames.extend((0..15).map(|_| tcp4(ACK | PSH)));
+    frames.extend((0..10).map(|_| tcp4(RST | ACK)));
+    frames.extend((0..5).map(|_| tcp4(FIN | ACK)));
+    // Truncated: an IPv4 header cut short, a TCP header cut short.
+    frames.extend((0..7).map(|_| {
+        let mut f = eth(vec![]).frame(0x0800, &udp4(s(7), (0, false)));
+        f.truncate(14 + 12);
+        f
+    }));
+    frames.extend((0..3).map(|_| {
+        let mut f = tcp4(SYN);
+        f.truncate(14 + 20 + 10);
+        f
+    }));
+    let total = frames.len() as u64;
+
+    let ds = lab.dropscope(&WATCH);
+    lab.send_frames(&lab.a, "va", frames);
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    assert_eq!(source_packets(last, &s(1).to_string()), 222);
+    assert_eq!(source_packets(last, &s(2).to_string()), 111);
+    assert_eq!(source_packets(last, &s6(3).to_string()), 77);
+    assert_eq!(source_packets(last, &s(4).to_string()), 100);
+    assert_eq!(source_packets(last, &s6(5).to_string()), 60);
+    assert_eq!(source_packets(last, &s(6).to_string()), 133);
+    let t = &iface(last, "vb")["total"];
+    let n = |k: &str| t[k].as_u64().unwrap();
+    assert!(n("packets") >= total, "{t}");
+    assert_eq!(n("vlan"), 222 + 111 + 77);
+    assert_eq!(n("fragments"), 100 + 60);
+    assert_eq!(n("tcp_syn"), 50);
+    assert_eq!(n("tcp_syn_ack"), 20);
+    assert_eq!(n("tcp_ack_only"), 45);
+    assert_eq!(n("tcp_rst"), 10);
+    assert_eq!(n("tcp_fin"), 5);
+    let p = &t["protocols"];
+    assert_eq!(p["udp"].as_u64().unwrap(), 222 + 111 + 77 + 100 + 60);
+    assert_eq!(p["tcp"].as_u64().unwrap(), 130);
+    assert_eq!(p["malformed"].as_u64().unwrap(), 10);
+    // UDP source ports: 4000 (no counter of its own) and 123 (NTP).
+    let ports = iface(last, "vb")["udp_src_ports"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let port = |p: &str| {
+        ports
+            .iter()
+            .find(|r| r["port"] == p)
+            .map(|r| r["total"].as_u64().unwrap())
+    };
+    assert_eq!(port("123"), Some(25));
+    assert_eq!(port("other"), Some(222 + 111 + 77 + 40));
+}
+
+#[test]
+fn classic_tracepoint_fallback_counts_the_same() {
+    let lab = Lab::new();
+    let before = lab.nstat(&lab.b, "UdpNoPorts");
+    let mut args = WATCH.to_vec();
+    args.extend(["--kfree-hook", "tracepoint"]);
+    let ds = lab.dropscope(&args);
+    assert!(
+        ds.stderr().contains("tracepoint skb:kfree_skb"),
+        "{}",
+        ds.stderr()
+    );
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6001), 250, 32);
+    settle();
+    let reports = ds.stop();
+    let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
+    assert_eq!(delta, 250);
+    assert_eq!(drops(reports.last().unwrap(), "NO_SOCKET", "vb"), delta);
+}
