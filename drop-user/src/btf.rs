@@ -64,7 +64,7 @@ impl KernelBtf {
             bits += off;
             ty = self.strip(member_ty)?;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             bail!("{struct_name}.{} is a bitfield", path.join("."));
         }
         Ok(bits / 8)

@@ -1,0 +1,122 @@
+//! Start, stream, stop: reports are flushed line by line, --duration and
+//! signals end with exit 0, and nothing stays attached afterwards. Its own
+//! test binary, so no other dropscope runs while it counts programs.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{Lab, dropscope_bin};
+
+fn our_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| {
+            n.starts_with("kfree_skb_btf")
+                || n.starts_with("dropscope_xdp")
+                || n.starts_with("kfree_skb_tp")
+        })
+        .collect()
+}
+
+/// Program teardown is deferred (RCU) in the kernel: wait a little for it.
+fn programs_gone() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !our_programs().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    our_programs().is_empty()
+}
+
+/// The two tests count loaded programs, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn has_xdp(lab: &Lab) -> bool {
+    lab.ip(&lab.b, &["-d", "link", "show", "vb"])
+        .contains("xdp")
+}
+
+#[test]
+fn streams_json_lines_and_detaches_on_sigterm() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new();
+    assert!(
+        programs_gone(),
+        "programs left by someone else: {:?}",
+        our_programs()
+    );
+    let ds = lab.dropscope(&[
+        "watch",
+        "--iface",
+        "vb",
+        "--interval",
+        "100ms",
+        "--format",
+        "json",
+    ]);
+    assert!(has_xdp(&lab), "XDP attached while running");
+    assert!(!our_programs().is_empty(), "programs loaded while running");
+    // Each line arrives while dropscope is still running: flushed per interval.
+    let t = Instant::now();
+    for _ in 0..3 {
+        let r = ds
+            .next_report(Duration::from_secs(5))
+            .expect("a report each interval");
+        assert_eq!(r["schema"], "dropscope.watch/1");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let pid = ds_pid(&lab);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(programs_gone(), "left attached: {:?}", our_programs());
+    assert!(!has_xdp(&lab), "XDP left on vb");
+    drop(ds);
+}
+
+/// dropscope's pid inside namespace b (the child we spawned is `ip netns exec`,
+/// which execs dropscope in place, so they are the same process).
+fn ds_pid(lab: &Lab) -> i32 {
+    let out = lab.exec(&lab.b, &["ip", "netns", "pids", &lab.b]);
+    out.split_whitespace()
+        .next()
+        .expect("a pid")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn duration_ends_with_exit_zero_after_the_last_line() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.b, &dropscope_bin()])
+        .args([
+            "watch",
+            "--iface",
+            "vb",
+            "--interval",
+            "250ms",
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let last = lines.last().unwrap();
+    assert!((last["elapsed_s"].as_f64().unwrap() - 1.0).abs() < 0.2);
+    assert!(programs_gone(), "left attached: {:?}", our_programs());
+}
