@@ -221,6 +221,47 @@ fn remove_stale_test_namespaces() {
     }
 }
 
+/// Runs `cargo test` on the workspace, echoing its output, and closes with
+/// one summary line over every test binary.
+fn test(bin: &Path, args: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cargo()
+        .args(["test", "--workspace", "--exclude", "drop-ebpf"])
+        .args(args)
+        .env("DROPSCOPE_BIN", bin)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.task {
@@ -247,10 +288,7 @@ fn main() -> ExitCode {
             setup()?;
             let bin = build(false)?;
             remove_stale_test_namespaces();
-            run(cargo()
-                .args(["test", "--workspace", "--exclude", "drop-ebpf"])
-                .args(&args)
-                .env("DROPSCOPE_BIN", &bin))
+            test(&bin, &args)
         })(),
     };
     match r {
