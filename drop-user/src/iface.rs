@@ -125,3 +125,62 @@ fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         );
     }
 }
+
+/// Names interfaces of other network namespaces: `vb@blue` for a named
+/// namespace (`ip netns`), `eth0@host` for PID 1's, else `eth0@netns:INODE`.
+#[derive(Default)]
+pub struct ForeignNames {
+    cache: std::collections::HashMap<(u32, u32), String>,
+}
+
+impl ForeignNames {
+    pub fn label(&mut self, netns: u32, ifindex: u32) -> String {
+        self.cache
+            .entry((netns, ifindex))
+            .or_insert_with(|| foreign_label(netns, ifindex))
+            .clone()
+    }
+}
+
+fn inode_of(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// A path that opens the namespace with this inode, and its display name.
+fn find_netns(netns: u32) -> Option<(std::path::PathBuf, String)> {
+    if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
+        for e in dir.flatten() {
+            if inode_of(&e.path()) == Some(netns) {
+                return Some((e.path(), e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+    }
+    let init = std::path::PathBuf::from("/proc/1/ns/net");
+    if inode_of(&init) == Some(netns) {
+        return Some((init, "host".into()));
+    }
+    None
+}
+
+fn foreign_label(netns: u32, ifindex: u32) -> String {
+    let Some((path, ns_name)) = find_netns(netns) else {
+        return format!("if{ifindex}@netns:{netns}");
+    };
+    // setns affects only the calling thread: resolve on a throwaway one.
+    let name = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).ok()?;
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        name_of(ifindex)
+    })
+    .join()
+    .ok()
+    .flatten();
+    match name {
+        Some(n) => format!("{n}@{ns_name}"),
+        None => format!("if{ifindex}@{ns_name}"),
+    }
+}

@@ -48,8 +48,8 @@ pub struct LoadOptions {
     pub ifaces: Vec<(String, u32)>,
     pub xdp: XdpChoice,
     pub kfree: KfreeChoice,
-    /// Count drops of every network namespace, not only dropscope's own.
-    pub all_netns: bool,
+    /// Count only drops in dropscope's own network namespace.
+    pub own_netns_only: bool,
 }
 
 /// How drop events reach us on this kernel.
@@ -186,7 +186,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     let netns = own_netns()?;
     let mut notes = Vec::new();
     let mut cfg = KfreeConfig {
-        netns_filter: if opts.all_netns { 0 } else { netns },
+        netns_filter: if opts.own_netns_only { netns } else { 0 },
         ..Default::default()
     };
 

@@ -39,9 +39,10 @@ enum Command {
         /// How drop events are read from the kernel.
         #[arg(long, value_enum, default_value = "auto")]
         kfree_hook: KfreeChoice,
-        /// Count drops in every network namespace, not only dropscope's own.
+        /// Count only drops in dropscope's own network namespace (default: every
+        /// namespace; other namespaces' interfaces show as IFACE@NETNS).
         #[arg(long)]
-        all_netns: bool,
+        own_netns: bool,
         /// Rows in the top-sources and top-ports lists.
         #[arg(long, default_value = "10")]
         top: usize,
@@ -97,7 +98,7 @@ async fn main() -> ExitCode {
             format,
             xdp_mode,
             kfree_hook,
-            all_netns,
+            own_netns,
             top,
         } => {
             watch::run(WatchOptions {
@@ -107,7 +108,7 @@ async fn main() -> ExitCode {
                 format,
                 xdp: xdp_mode,
                 kfree: kfree_hook,
-                all_netns,
+                own_netns_only: own_netns,
                 top,
             })
             .await

@@ -163,6 +163,7 @@ pub struct Tracker {
     nic_start: BTreeMap<String, Counters>,
     nic_prev: BTreeMap<String, Counters>,
     names: HashMap<u32, String>,
+    foreign: iface::ForeignNames,
 }
 
 fn delta_stats(a: &IfaceStats, b: &IfaceStats) -> IfaceStats {
@@ -233,6 +234,7 @@ impl Tracker {
             nic_prev: nic_start.clone(),
             nic_start,
             names: HashMap::new(),
+            foreign: iface::ForeignNames::default(),
         }
     }
 
@@ -241,7 +243,7 @@ impl Tracker {
             return "-".into();
         }
         if netns != 0 && netns != self.netns {
-            return format!("if{ifindex}@netns:{netns}");
+            return self.foreign.label(netns, ifindex);
         }
         if let Some(n) = self.names.get(&ifindex) {
             return n.clone();

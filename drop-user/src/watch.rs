@@ -24,7 +24,7 @@ pub struct WatchOptions {
     pub format: Format,
     pub xdp: XdpChoice,
     pub kfree: KfreeChoice,
-    pub all_netns: bool,
+    pub own_netns_only: bool,
     pub top: usize,
 }
 
@@ -34,7 +34,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
         kfree: opts.kfree,
-        all_netns: opts.all_netns,
+        own_netns_only: opts.own_netns_only,
     })?;
     for n in &probes.notes {
         eprintln!("note: {n}");

@@ -309,8 +309,20 @@ pub struct Dropscope {
 
 impl Dropscope {
     pub fn start(ns: &str, args: &[&str]) -> Dropscope {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, &dropscope_bin()])
+        Self::start_in(Some(ns), args)
+    }
+
+    /// Starts dropscope in namespace `ns`, or in the test's own with `None`.
+    pub fn start_in(ns: Option<&str>, args: &[&str]) -> Dropscope {
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &dropscope_bin()]);
+                c
+            }
+            None => Command::new(dropscope_bin()),
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Lab, drops, iface, ip_link_rx_packets, source_packets};
+use integration_tests::{Dropscope, Lab, drops, iface, ip_link_rx_packets, source_packets};
 
 const WATCH: [&str; 7] = [
     "watch",
@@ -333,4 +333,41 @@ fn classic_tracepoint_fallback_counts_the_same() {
     let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
     assert_eq!(delta, 250);
     assert_eq!(drops(reports.last().unwrap(), "NO_SOCKET", "vb"), delta);
+}
+
+/// A host-level dropscope sees drops inside other namespaces, named
+/// IFACE@NETNS; with --own-netns it keeps to its own namespace.
+#[test]
+fn drops_in_other_namespaces_are_counted_and_named() {
+    let lab = Lab::new();
+    let before = lab.nstat(&lab.b, "UdpNoPorts");
+    let args = [
+        "watch",
+        "--iface",
+        "lo",
+        "--xdp-mode",
+        "none",
+        "--interval",
+        "200ms",
+        "--format",
+        "json",
+    ];
+    let all = Dropscope::start_in(None, &args);
+    let mut own_args = args.to_vec();
+    own_args.push("--own-netns");
+    let own = Dropscope::start_in(None, &own_args);
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6100), 123, 32);
+    settle();
+    let label = format!("vb@{}", lab.b);
+    let all_last = all.stop().pop().unwrap();
+    let own_last = own.stop().pop().unwrap();
+    let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
+    assert_eq!(delta, 123);
+    assert_eq!(
+        drops(&all_last, "NO_SOCKET", &label),
+        delta,
+        "{}",
+        all_last["drops"]
+    );
+    assert_eq!(drops(&own_last, "NO_SOCKET", &label), 0);
 }
