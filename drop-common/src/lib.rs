@@ -11,6 +11,12 @@ pub mod maps {
     pub const DROPS_BY_REASON: &str = "DROPS_BY_REASON";
     /// Per-CPU hash: (reason, ifindex, netns) -> drops.
     pub const DROPS_BY_IFACE: &str = "DROPS_BY_IFACE";
+    /// Ring buffer of [`super::DropEvent`]s, written only while switched on.
+    pub const DROP_EVENTS: &str = "DROP_EVENTS";
+    /// Array[1]: non-zero switches the drop event stream on.
+    pub const EVENT_SWITCH: &str = "EVENT_SWITCH";
+    /// Per-CPU hash: (reason, kernel location) -> drops, for NOT_SPECIFIED.
+    pub const DROP_LOCATIONS: &str = "DROP_LOCATIONS";
     /// Per-CPU array: kfree_skb program health counters (see [`super::KfreeHealth`]).
     pub const KFREE_HEALTH: &str = "KFREE_HEALTH";
     /// Hash: ifindex -> slot in the per-interface arrays (written by user space).
@@ -34,6 +40,10 @@ pub mod globals {
 pub const MAX_REASONS: u32 = 1024;
 /// Upper bound of (reason, interface, netns) rows.
 pub const MAX_DROP_ROWS: u32 = 8192;
+/// Upper bound of (reason, location) rows.
+pub const MAX_LOCATIONS: u32 = 4096;
+/// Drop event ring size in bytes (a power of two; 32 bytes an event).
+pub const DROP_EVENT_RING_BYTES: u32 = 1 << 22;
 /// Upper bound of watched interfaces.
 pub const MAX_IFACES: u32 = 64;
 /// Upper bound of tracked source addresses (LRU: least recently seen go first).
@@ -87,6 +97,29 @@ pub struct DropKey {
     pub _pad: u32,
 }
 
+/// One drop, as streamed for loss-pattern analysis (burst vs random).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropEvent {
+    /// bpf_ktime_get_ns().
+    pub ts_ns: u64,
+    /// Kernel address that freed the skb.
+    pub location: u64,
+    pub reason: u32,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub _pad: u32,
+}
+
+/// Key of the per-location map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocationKey {
+    pub location: u64,
+    pub reason: u32,
+    pub _pad: u32,
+}
+
 /// Offsets and constants the kfree_skb programs need, all read from the
 /// running kernel (BTF, tracefs) by user space: nothing is hard-coded.
 #[repr(C)]
@@ -95,6 +128,8 @@ pub struct KfreeConfig {
     /// `enum skb_drop_reason` values that are not drops.
     pub reason_not_dropped_yet: u32,
     pub reason_consumed: u32,
+    /// Drops with this reason are also counted per kernel location.
+    pub reason_not_specified: u32,
     /// Bit 0: the sk_buff offsets below are valid.
     pub flags: u32,
     /// Only count drops in this network namespace (inode); 0 counts every namespace.
@@ -111,6 +146,7 @@ pub struct KfreeConfig {
     pub net_inum: u32,
     /// Classic tracepoint record layout (from tracefs `format`).
     pub tp_skbaddr: u32,
+    pub tp_location: u32,
     pub tp_reason: u32,
     pub tp_reason_size: u32,
 }
@@ -127,7 +163,9 @@ pub mod kfree_health {
     pub const READ_ERRORS: u32 = 2;
     /// Events dropped by the namespace filter.
     pub const OTHER_NETNS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Drop events the event ring had no room for.
+    pub const EVENTS_LOST: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Packet-shape counters of one watched interface, as seen by XDP.
@@ -212,6 +250,8 @@ mod user {
     use super::*;
     // SAFETY: all of these are repr(C), Copy, and valid for any bit pattern.
     unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for DropEvent {}
+    unsafe impl aya::Pod for LocationKey {}
     unsafe impl aya::Pod for KfreeConfig {}
     unsafe impl aya::Pod for IfaceStats {}
     unsafe impl aya::Pod for SourceKey {}

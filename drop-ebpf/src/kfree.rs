@@ -2,13 +2,14 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use drop_common::{
-    DropKey, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_DROP_ROWS, MAX_REASONS, kfree_health,
+    DROP_EVENT_RING_BYTES, DropEvent, DropKey, KFREE_FLAG_SKB_OFFSETS, KfreeConfig,
+    LocationKey, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, kfree_health,
 };
 
 /// Filled in by user space before load (offsets from BTF and tracefs).
@@ -16,6 +17,7 @@ use drop_common::{
 static KFREE_CONFIG: KfreeConfig = KfreeConfig {
     reason_not_dropped_yet: 0,
     reason_consumed: 1,
+    reason_not_specified: 2,
     flags: 0,
     netns_filter: 0,
     skb_dev: 0,
@@ -26,6 +28,7 @@ static KFREE_CONFIG: KfreeConfig = KfreeConfig {
     sk_net: 0,
     net_inum: 0,
     tp_skbaddr: 0,
+    tp_location: 0,
     tp_reason: 0,
     tp_reason_size: 0,
 };
@@ -36,6 +39,16 @@ static DROPS_BY_REASON: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entrie
 #[map]
 static DROPS_BY_IFACE: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_DROP_ROWS, 0);
+
+#[map]
+static DROP_LOCATIONS: PerCpuHashMap<LocationKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_LOCATIONS, 0);
+
+#[map]
+static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENT_RING_BYTES, 0);
+
+#[map]
+static EVENT_SWITCH: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_health::COUNT, 0);
@@ -50,8 +63,9 @@ fn config() -> KfreeConfig {
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    record_drop(&config(), skb, reason);
+    record_drop(&config(), skb, location, reason);
     0
 }
 
@@ -60,12 +74,13 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
     let cfg = config();
     let skb: u64 = unsafe { ctx.read_at(cfg.tp_skbaddr as usize) }.unwrap_or(0);
+    let location: u64 = unsafe { ctx.read_at(cfg.tp_location as usize) }.unwrap_or(0);
     let reason: u32 = if cfg.tp_reason_size == 2 {
         unsafe { ctx.read_at::<u16>(cfg.tp_reason as usize) }.unwrap_or(0) as u32
     } else {
         unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
     };
-    record_drop(&cfg, skb, reason);
+    record_drop(&cfg, skb, location, reason);
     0
 }
 
@@ -91,7 +106,7 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
 }
 
 #[inline(always)]
-fn record_drop(cfg: &KfreeConfig, skb: u64, reason: u32) {
+fn record_drop(cfg: &KfreeConfig, skb: u64, location: u64, reason: u32) {
     if reason == cfg.reason_not_dropped_yet || reason == cfg.reason_consumed {
         return;
     }
@@ -124,6 +139,30 @@ fn record_drop(cfg: &KfreeConfig, skb: u64, reason: u32) {
     bump_health(kfree_health::EVENTS);
     if !bump(&DROPS_BY_REASON, &reason) | !bump(&DROPS_BY_IFACE, &key) {
         bump_health(kfree_health::MAP_FULL);
+    }
+    // A reasonless drop is only findable by where it happened.
+    if reason == cfg.reason_not_specified {
+        let lk = LocationKey {
+            location,
+            reason,
+            _pad: 0,
+        };
+        if !bump(&DROP_LOCATIONS, &lk) {
+            bump_health(kfree_health::MAP_FULL);
+        }
+    }
+    if EVENT_SWITCH.get(0).copied().unwrap_or(0) != 0 {
+        let ev = DropEvent {
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            location,
+            reason,
+            ifindex: key.ifindex,
+            netns: key.netns,
+            _pad: 0,
+        };
+        if DROP_EVENTS.output::<DropEvent>(&ev, 0).is_err() {
+            bump_health(kfree_health::EVENTS_LOST);
+        }
     }
 }
 

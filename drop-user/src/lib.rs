@@ -6,10 +6,13 @@
 //! [`table`] (deltas, names, categories) -> [`output`] (table or JSON lines).
 
 pub mod btf;
+pub mod host;
 pub mod iface;
+pub mod kallsyms;
 pub mod loader;
 pub mod nic;
 pub mod output;
+pub mod patterns;
 pub mod reader;
 pub mod reasons;
 pub mod table;

@@ -163,6 +163,9 @@ fn tracepoint_layout(cfg: &mut KfreeConfig, reasons: &mut Option<ReasonTable>) -
         .field("skbaddr")
         .ok_or_else(|| anyhow!("skb:kfree_skb has no skbaddr field"))?;
     cfg.tp_skbaddr = skb.offset;
+    if let Some(loc) = fmt.field("location") {
+        cfg.tp_location = loc.offset;
+    }
     let Some(reason) = fmt.field("reason") else {
         return Ok(false);
     };
@@ -217,6 +220,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         // Sentinels no real reason uses, when the kernel lacks these names.
         cfg.reason_not_dropped_yet = r.not_dropped_yet.unwrap_or(u32::MAX);
         cfg.reason_consumed = r.consumed.unwrap_or(u32::MAX);
+        cfg.reason_not_specified = r.not_specified.unwrap_or(u32::MAX);
     };
 
     let mut hook = DropHook::Unavailable(String::new());

@@ -140,7 +140,7 @@ pub fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> 
     Ok(out)
 }
 
-mod ethtool {
+pub mod ethtool {
     //! SIOCETHTOOL: ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS, ETHTOOL_GSTATS.
     use std::{io, mem, os::fd::AsRawFd};
 
@@ -176,6 +176,47 @@ mod ethtool {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    const ETHTOOL_GSET: u32 = 0x1;
+    const ETHTOOL_GRINGPARAM: u32 = 0x10;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+    /// Issues one fixed-size ethtool command: words[0] is the command.
+    fn words<const N: usize>(iface: &str, cmd: u32) -> io::Result<[u32; N]> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+            .or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+        let mut w = [0u32; N];
+        w[0] = cmd;
+        ioctl(&sock, iface, w.as_mut_ptr().cast())?;
+        Ok(w)
+    }
+
+    /// (rx_max, rx, tx_max, tx) ring sizes.
+    pub fn ring(iface: &str) -> io::Result<(u32, u32, u32, u32)> {
+        let w = words::<9>(iface, ETHTOOL_GRINGPARAM)?;
+        Ok((w[1], w[5], w[4], w[8]))
+    }
+
+    /// (max_combined, combined, max_rx, rx) channel counts.
+    pub fn channels(iface: &str) -> io::Result<(u32, u32, u32, u32)> {
+        let w = words::<9>(iface, ETHTOOL_GCHANNELS)?;
+        Ok((w[4], w[8], w[1], w[5]))
+    }
+
+    /// (speed Mb/s, full duplex); speed None when unknown.
+    pub fn link(iface: &str) -> io::Result<(Option<u32>, Option<bool>)> {
+        // struct ethtool_cmd is 44 bytes: 11 words.
+        let w = words::<11>(iface, ETHTOOL_GSET)?;
+        let speed = (w[3] & 0xffff) | ((w[7] & 0xffff) << 16);
+        let duplex = (w[3] >> 16) & 0xff;
+        let speed = (speed != 0 && speed != u32::MAX && speed != 0xffff).then_some(speed);
+        let duplex = match duplex {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        };
+        Ok((speed, duplex))
     }
 
     pub fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {

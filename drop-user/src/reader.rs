@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use drop_common::{
-    DropKey, IfaceStats, SourceKey, SourceStats, UDP_PORT_BUCKETS, kfree_health, maps,
+    DropEvent, DropKey, IfaceStats, LocationKey, SourceKey, SourceStats, UDP_PORT_BUCKETS,
+    kfree_health, maps,
 };
 
 pub struct Maps {
@@ -19,6 +20,9 @@ pub struct Maps {
     iface_stats: PerCpuArray<MapData, IfaceStats>,
     udp_ports: PerCpuArray<MapData, u64>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceStats>,
+    locations: PerCpuHashMap<MapData, LocationKey, u64>,
+    events: RingBuf<MapData>,
+    event_switch: Array<MapData, u32>,
 }
 
 /// Totals since load, as the kernel holds them.
@@ -32,6 +36,8 @@ pub struct Snapshot {
     /// (slot, bucket) -> packets; only non-zero buckets.
     pub udp_ports: HashMap<(u32, u32), u64>,
     pub sources: HashMap<SourceKey, SourceStats>,
+    /// (location, reason) -> drops, for reasonless (NOT_SPECIFIED) drops.
+    pub locations: HashMap<LocationKey, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
@@ -48,7 +54,28 @@ impl Maps {
             iface_stats: PerCpuArray::try_from(take(ebpf, maps::IFACE_STATS)?)?,
             udp_ports: PerCpuArray::try_from(take(ebpf, maps::UDP_SRC_PORTS)?)?,
             sources: PerCpuHashMap::try_from(take(ebpf, maps::SOURCES)?)?,
+            locations: PerCpuHashMap::try_from(take(ebpf, maps::DROP_LOCATIONS)?)?,
+            events: RingBuf::try_from(take(ebpf, maps::DROP_EVENTS)?)?,
+            event_switch: Array::try_from(take(ebpf, maps::EVENT_SWITCH)?)?,
         })
+    }
+
+    /// Switches the per-drop event stream on or off (off by default: it
+    /// costs a ring buffer write per drop).
+    pub fn set_events(&mut self, on: bool) -> Result<()> {
+        self.event_switch.set(0, on as u32, 0)?;
+        Ok(())
+    }
+
+    /// Hands every queued drop event to `f`.
+    pub fn drain_events(&mut self, mut f: impl FnMut(DropEvent)) {
+        while let Some(item) = self.events.next() {
+            if item.len() >= std::mem::size_of::<DropEvent>() {
+                // SAFETY: DropEvent is plain old data and the slice is long enough.
+                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const DropEvent) };
+                f(ev);
+            }
+        }
     }
 
     /// `slots` is how many interface slots are in use.
@@ -91,6 +118,10 @@ impl Maps {
                 t.bytes += cpu.bytes;
             }
             s.sources.insert(k, t);
+        }
+        for item in self.locations.iter() {
+            let Ok((k, v)) = item else { continue };
+            s.locations.insert(k, v.iter().sum());
         }
         Ok(s)
     }

@@ -116,6 +116,7 @@ pub struct ReasonTable {
     subsystems: HashMap<u32, String>,
     pub not_dropped_yet: Option<u32>,
     pub consumed: Option<u32>,
+    pub not_specified: Option<u32>,
 }
 
 impl ReasonTable {
@@ -148,6 +149,7 @@ impl ReasonTable {
             match short.as_str() {
                 "SKB_NOT_DROPPED_YET" | "NOT_DROPPED_YET" => t.not_dropped_yet = Some(v),
                 "SKB_CONSUMED" | "CONSUMED" => t.consumed = Some(v),
+                "NOT_SPECIFIED" => t.not_specified = Some(v),
                 "MAX" | "SKB_DROP_REASON_MAX" => continue,
                 s if s.starts_with("SUBSYS_") => continue,
                 _ => {}
@@ -185,6 +187,11 @@ impl ReasonTable {
             return Category::Other;
         }
         category(&self.name(v))
+    }
+
+    /// The value of a reason by its short name (e.g. "NO_SOCKET").
+    pub fn value_of(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
     }
 
     /// Every known reason, sorted by value.
