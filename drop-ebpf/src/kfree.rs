@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use drop_common::{
-    DROP_EVENT_RING_BYTES, DropEvent, DropKey, KFREE_FLAG_SKB_OFFSETS, KfreeConfig,
-    LocationKey, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, kfree_health,
+    DROP_EVENT_RING_BYTES, DropEvent, DropKey, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey,
+    MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, kfree_health,
 };
 
 /// Filled in by user space before load (offsets from BTF and tracefs).

@@ -16,7 +16,27 @@ pub fn sysctl(name: &str) -> Option<String> {
 /// A sysctl by path components, for names holding dots (`eth0.100`).
 pub fn sysctl_path(parts: &[&str]) -> Option<String> {
     let p = format!("/proc/sys/{}", parts.join("/"));
-    std::fs::read_to_string(p).ok().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    if let Some(v) = read(&p) {
+        return Some(v);
+    }
+    // Host-wide sysctls (net.core.netdev_max_backlog...) exist only in the
+    // initial network namespace: read them there, on a throwaway thread.
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/proc/1/ns/net").ok()?;
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        read(&p)
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 pub fn sysctl_u64(name: &str) -> Option<u64> {
@@ -115,7 +135,9 @@ pub fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
             let Some(ino) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) else {
                 continue;
             };
-            let Ok(ino) = ino.parse::<u64>() else { continue };
+            let Ok(ino) = ino.parse::<u64>() else {
+                continue;
+            };
             if inodes.contains(&ino) && !out.contains_key(&ino) {
                 let comm = std::fs::read_to_string(p.path().join("comm"))
                     .unwrap_or_default()
@@ -130,7 +152,9 @@ pub fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
 
 /// Receive buffer sizes (bytes) by socket inode, from `ss -uamne`.
 pub fn udp_rcvbufs() -> HashMap<u64, u64> {
-    let out = Command::new("ss").args(["-H", "-u", "-a", "-m", "-n", "-e"]).output();
+    let out = Command::new("ss")
+        .args(["-H", "-u", "-a", "-m", "-n", "-e"])
+        .output();
     match out {
         Ok(o) if o.status.success() => parse_ss_rcvbuf(&String::from_utf8_lossy(&o.stdout)),
         _ => HashMap::new(),
@@ -183,7 +207,11 @@ pub fn parse_iptables_save(family: &'static str, text: &str) -> Vec<Rule> {
         let Some((counter, rule)) = rest.split_once("] ") else {
             continue;
         };
-        let packets = counter.split(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let packets = counter
+            .split(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         let chain = rule.split_whitespace().nth(1).unwrap_or("").to_string();
         out.push(Rule {
             family,
@@ -199,11 +227,17 @@ pub fn parse_iptables_save(family: &'static str, text: &str) -> Vec<Rule> {
 /// Every iptables/ip6tables rule with its counter; empty if the tools are missing.
 pub fn firewall_rules() -> Vec<Rule> {
     let mut out = Vec::new();
-    for (family, bin) in [("iptables", "iptables-save"), ("ip6tables", "ip6tables-save")] {
+    for (family, bin) in [
+        ("iptables", "iptables-save"),
+        ("ip6tables", "ip6tables-save"),
+    ] {
         if let Ok(o) = Command::new(bin).arg("-c").output()
             && o.status.success()
         {
-            out.extend(parse_iptables_save(family, &String::from_utf8_lossy(&o.stdout)));
+            out.extend(parse_iptables_save(
+                family,
+                &String::from_utf8_lossy(&o.stdout),
+            ));
         }
     }
     out

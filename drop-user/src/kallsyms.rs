@@ -79,7 +79,10 @@ ffffffffc0001000 t veth_xmit\t[veth]
         let s = Symbols::parse(TEXT).unwrap();
         assert_eq!(s.resolve(0xffffffff81a001a4).unwrap(), "tcp_v4_rcv+0x1a4");
         assert_eq!(s.resolve(0xffffffff81a00800).unwrap(), "tcp_v4_fill_cb+0x0");
-        assert_eq!(s.resolve(0xffffffffc0001010).unwrap(), "veth_xmit+0x10 [veth]");
+        assert_eq!(
+            s.resolve(0xffffffffc0001010).unwrap(),
+            "veth_xmit+0x10 [veth]"
+        );
         assert_eq!(s.resolve(0x1000), None);
     }
 
@@ -92,7 +95,14 @@ ffffffffc0001000 t veth_xmit\t[veth]
     fn live_kallsyms_resolves_a_known_function() {
         let s = Symbols::load().expect("root can read kallsyms");
         let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
-        let line = text.lines().find(|l| l.ends_with(" kfree_skb_reason") || l.ends_with(" sk_skb_reason_drop") || l.ends_with(" ip_rcv")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.ends_with(" kfree_skb_reason")
+                    || l.ends_with(" sk_skb_reason_drop")
+                    || l.ends_with(" ip_rcv")
+            })
+            .unwrap();
         let addr = u64::from_str_radix(line.split_whitespace().next().unwrap(), 16).unwrap();
         // Aliases may share the address: the offset is what must match.
         assert!(s.resolve(addr + 4).unwrap().ends_with("+0x4"));

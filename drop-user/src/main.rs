@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use dropscope::{
     btf::KernelBtf,
+    doctor::{self, DoctorFormat, DoctorOptions},
     loader::{KfreeChoice, XdpChoice},
     output::Format,
     reasons::ReasonTable,
@@ -46,6 +47,25 @@ enum Command {
         /// Rows in the top-sources and top-ports lists.
         #[arg(long, default_value = "10")]
         top: usize,
+    },
+    /// Watch for a short window, then name the causes of loss and the fixes.
+    Doctor {
+        /// Interface to examine (repeatable). Default: the default-route interface(s).
+        #[arg(short, long = "iface")]
+        iface: Vec<String>,
+        /// How long to watch.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DoctorFormat,
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: XdpChoice,
+        #[arg(long, value_enum, default_value = "auto")]
+        kfree_hook: KfreeChoice,
+        /// Also count drops in other network namespaces (the evidence -
+        /// sockets, sysctls, firewall - is read in dropscope's own).
+        #[arg(long)]
+        all_netns: bool,
     },
     /// List the running kernel's drop reasons and their categories.
     Reasons,
@@ -110,6 +130,24 @@ async fn main() -> ExitCode {
                 kfree: kfree_hook,
                 own_netns_only: own_netns,
                 top,
+            })
+            .await
+        }
+        Command::Doctor {
+            iface,
+            duration,
+            format,
+            xdp_mode,
+            kfree_hook,
+            all_netns,
+        } => {
+            doctor::run(DoctorOptions {
+                ifaces: iface,
+                duration,
+                format,
+                xdp: xdp_mode,
+                kfree: kfree_hook,
+                own_netns_only: !all_netns,
             })
             .await
         }

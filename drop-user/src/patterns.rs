@@ -28,6 +28,7 @@ pub struct PatternCollector {
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Pattern {
+    #[serde(rename = "reason_code")]
     pub reason: u32,
     pub drops: u64,
     pub bursts: u64,
@@ -68,7 +69,8 @@ pub fn analyse(reason: u32, ts: &[u64], start_ns: u64, end_ns: u64) -> Pattern {
     let mut ts = ts.to_vec();
     ts.sort_unstable();
     let mut lens = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram bounds");
-    let mut gaps = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+    let mut gaps =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let (mut bursts, mut in_bursts, mut run) = (0u64, 0u64, 0u64);
     let mut close_run = |run: u64, bursts: &mut u64, in_bursts: &mut u64| {
         if run >= 2 {
@@ -92,7 +94,11 @@ pub fn analyse(reason: u32, ts: &[u64], start_ns: u64, end_ns: u64) -> Pattern {
 
     let drops = ts.len() as u64;
     let fano = fano_factor(&ts, start_ns, end_ns.max(start_ns + BIN_NS));
-    let share = if drops == 0 { 0.0 } else { in_bursts as f64 / drops as f64 };
+    let share = if drops == 0 {
+        0.0
+    } else {
+        in_bursts as f64 / drops as f64
+    };
     let verdict = if drops < 10 {
         "too-few"
     } else if fano >= 3.0 && share >= 0.5 {
@@ -102,7 +108,13 @@ pub fn analyse(reason: u32, ts: &[u64], start_ns: u64, end_ns: u64) -> Pattern {
     } else {
         "mixed"
     };
-    let q = |h: &Histogram<u64>, p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+    let q = |h: &Histogram<u64>, p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
+    };
     Pattern {
         reason,
         drops,

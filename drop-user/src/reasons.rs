@@ -191,7 +191,10 @@ impl ReasonTable {
 
     /// The value of a reason by its short name (e.g. "NO_SOCKET").
     pub fn value_of(&self, name: &str) -> Option<u32> {
-        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(v, _)| *v)
     }
 
     /// Every known reason, sorted by value.

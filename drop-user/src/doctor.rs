@@ -1,0 +1,1038 @@
+//! `dropscope doctor`: watch for a short window, then read the evidence the
+//! way a kernel network engineer would and say what is wrong and what to run.
+//! Read-only: it prints commands, it never changes the system.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, sleep},
+};
+
+use crate::{
+    host::{self, Rule, UdpSocket},
+    iface,
+    kallsyms::Symbols,
+    loader::{self, KfreeChoice, LoadOptions, XdpChoice},
+    nic::{self, Counters, ethtool},
+    patterns::{Pattern, PatternCollector},
+    reader::Snapshot,
+    reasons::{Category, ReasonTable},
+    table::{Report, Tracker},
+};
+
+pub const SCHEMA: &str = "dropscope.doctor/1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+pub struct DoctorOptions {
+    pub ifaces: Vec<String>,
+    pub duration: Duration,
+    pub format: DoctorFormat,
+    pub xdp: XdpChoice,
+    pub kfree: KfreeChoice,
+    pub own_netns_only: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Finding {
+    /// Machine-readable cause, e.g. "socket-buffer", "netfilter", "nic-ring".
+    pub cause: &'static str,
+    /// "critical" (over 1000 drops/s), "warning", or "info".
+    pub severity: &'static str,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    /// Commands or changes that address the cause.
+    pub fix: Vec<String>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct AuditRow {
+    pub sysctl: String,
+    pub current: String,
+    pub reference: String,
+    pub ok: bool,
+    /// The line to apply, when it falls short.
+    pub apply: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct PatternRow {
+    pub reason: String,
+    #[serde(flatten)]
+    pub pattern: Pattern,
+    /// For qdisc reasons: "tail-drop" or "head-drop" where the reason tells.
+    pub queue_drop: Option<&'static str>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct LocationRow {
+    pub reason: String,
+    /// `function+0xoffset`, or the raw address if it can't be named.
+    pub location: String,
+    pub address: String,
+    pub drops: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Diagnosis {
+    pub schema: &'static str,
+    pub window_s: f64,
+    pub interfaces: Vec<String>,
+    pub findings: Vec<Finding>,
+    pub patterns: Vec<PatternRow>,
+    pub locations: Vec<LocationRow>,
+    pub sysctl_audit: Vec<AuditRow>,
+    /// The interval report for the whole window (drops, counters, sources).
+    pub report: Report,
+}
+
+/// State read before and after the window.
+pub struct Evidence {
+    pub nic: BTreeMap<String, Counters>,
+    pub udp: Vec<UdpSocket>,
+    pub rules: Vec<Rule>,
+}
+
+impl Evidence {
+    pub fn collect(ifaces: &[(String, u32)]) -> Self {
+        Self {
+            nic: nic::read_all(ifaces).unwrap_or_default(),
+            udp: host::udp_sockets(),
+            rules: host::firewall_rules(),
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub async fn run(opts: DoctorOptions) -> Result<()> {
+    let ifaces = iface::resolve(&opts.ifaces)?;
+    let mut probes = loader::load(&LoadOptions {
+        ifaces: ifaces.clone(),
+        xdp: opts.xdp,
+        kfree: opts.kfree,
+        own_netns_only: opts.own_netns_only,
+    })?;
+    for n in &probes.notes {
+        eprintln!("note: {n}");
+    }
+    probes.maps.set_events(true)?;
+    let before = Evidence::collect(&ifaces);
+    let mut tracker = Tracker::new(
+        probes.reasons.clone(),
+        ifaces.clone(),
+        &probes.xdp_modes,
+        probes.netns,
+        20,
+        before.nic.clone(),
+    );
+    let slots = if probes.xdp_modes.is_empty() {
+        0
+    } else {
+        ifaces.len()
+    };
+    eprintln!(
+        "dropscope: doctor watching {} for {:?}",
+        ifaces
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        opts.duration
+    );
+
+    let t0 = monotonic_ns();
+    let start = Instant::now();
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut collector = PatternCollector::default();
+    let own = probes.netns;
+    let keep = |netns: u32| !opts.own_netns_only || netns == 0 || netns == own;
+    while start.elapsed() < opts.duration {
+        tokio::select! {
+            _ = sleep(Duration::from_millis(50)) => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        probes.maps.drain_events(|e| {
+            if keep(e.netns) {
+                collector.add(e.reason, e.ts_ns)
+            }
+        });
+    }
+    let t1 = monotonic_ns();
+    let snap = probes.maps.read(slots)?;
+    probes.maps.drain_events(|e| {
+        if keep(e.netns) {
+            collector.add(e.reason, e.ts_ns)
+        }
+    });
+    let after = Evidence::collect(&ifaces);
+    let reasons = probes.reasons.clone();
+    drop(probes);
+
+    let report = tracker.update(snap.clone(), after.nic.clone());
+    let secs = start.elapsed().as_secs_f64();
+    let patterns = collector.analyse(t0, t1);
+    let dx = diagnose(
+        &reasons, &snap, &report, &before, &after, patterns, secs, &ifaces,
+    );
+    let mut out = std::io::stdout().lock();
+    match opts.format {
+        DoctorFormat::Json => {
+            serde_json::to_writer(&mut out, &dx)?;
+            out.write_all(b"\n")?;
+        }
+        DoctorFormat::Text => out.write_all(render(&dx).as_bytes())?,
+    }
+    out.flush().context("writing the diagnosis")?;
+    Ok(())
+}
+
+/// Per-category and per-reason drop totals over the window, own namespace
+/// and other namespaces alike.
+struct DropTotals {
+    by_reason: BTreeMap<String, u64>,
+    by_category: HashMap<Category, u64>,
+    /// reason -> interfaces it was seen on.
+    ifaces: BTreeMap<String, Vec<String>>,
+}
+
+fn totals(report: &Report, reasons: &ReasonTable) -> DropTotals {
+    let mut t = DropTotals {
+        by_reason: BTreeMap::new(),
+        by_category: HashMap::new(),
+        ifaces: BTreeMap::new(),
+    };
+    for row in &report.drops {
+        *t.by_reason.entry(row.reason.clone()).or_default() += row.total;
+        *t.by_category
+            .entry(reasons.category(row.reason_code))
+            .or_default() += row.total;
+        let v = t.ifaces.entry(row.reason.clone()).or_default();
+        if !v.contains(&row.iface) {
+            v.push(row.iface.clone());
+        }
+    }
+    t
+}
+
+fn severity(drops: u64, secs: f64) -> &'static str {
+    let rate = drops as f64 / secs.max(1e-3);
+    if rate >= 1000.0 {
+        "critical"
+    } else if drops > 0 {
+        "warning"
+    } else {
+        "info"
+    }
+}
+
+fn counter_total(report: &Report, iface: &str, pred: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
+    report
+        .counters
+        .iter()
+        .filter(|c| c.iface == iface && c.total > 0 && pred(&c.counter))
+        .map(|c| (c.counter.clone(), c.total))
+        .collect()
+}
+
+fn reason_evidence(t: &DropTotals, names: &[&str], secs: f64) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| {
+            let v = *t.by_reason.get(*n)?;
+            let on = t.ifaces.get(*n).map(|v| v.join(", ")).unwrap_or_default();
+            Some(format!("{n}: {v} drops ({:.1}/s) on {on}", v as f64 / secs))
+        })
+        .collect()
+}
+
+fn sum_reasons(t: &DropTotals, pred: impl Fn(&str) -> bool) -> (u64, Vec<&str>) {
+    let mut total = 0;
+    let mut names = Vec::new();
+    for (n, v) in &t.by_reason {
+        if pred(n) {
+            total += v;
+            names.push(n.as_str());
+        }
+    }
+    (total, names)
+}
+
+const REFERENCE: [(&str, &str); 5] = [
+    ("net.core.netdev_max_backlog", "250000"),
+    ("net.core.rmem_max", "134217728"),
+    ("net.core.wmem_max", "134217728"),
+    ("net.ipv4.tcp_rmem", "4096 87380 134217728"),
+    ("net.ipv4.tcp_wmem", "4096 65536 134217728"),
+];
+
+/// Reference values for high-PPS hosts; a value meets its reference when
+/// every field is at least the reference's.
+pub fn sysctl_audit() -> Vec<AuditRow> {
+    REFERENCE
+        .iter()
+        .map(|(name, reference)| {
+            let current = host::sysctl(name)
+                .unwrap_or_else(|| "not visible from this network namespace".into());
+            let ok = audit_ok(&current, reference);
+            AuditRow {
+                sysctl: name.to_string(),
+                current,
+                reference: reference.to_string(),
+                ok,
+                apply: (!ok).then(|| {
+                    if reference.contains(' ') {
+                        format!("sysctl -w {name}=\"{reference}\"")
+                    } else {
+                        format!("sysctl -w {name}={reference}")
+                    }
+                }),
+            }
+        })
+        .collect()
+}
+
+pub fn audit_ok(current: &str, reference: &str) -> bool {
+    let cur: Vec<u64> = current
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let refv: Vec<u64> = reference
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    cur.len() == refv.len() && cur.iter().zip(&refv).all(|(c, r)| c >= r)
+}
+
+fn rule_deltas(before: &[Rule], after: &[Rule]) -> Vec<(Rule, u64)> {
+    let mut seen: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut out = Vec::new();
+    for r in after {
+        let key = (r.family, r.table.as_str(), r.rule.as_str());
+        let nth = seen.entry(key).or_default();
+        let prev = before
+            .iter()
+            .filter(|b| b.family == r.family && b.table == r.table && b.rule == r.rule)
+            .nth(*nth)
+            .map(|b| b.packets)
+            .unwrap_or(0);
+        *nth += 1;
+        if r.packets > prev {
+            out.push((r.clone(), r.packets - prev));
+        }
+    }
+    out
+}
+
+fn hook_of(chain: &str) -> &str {
+    match chain {
+        "PREROUTING" => "prerouting",
+        "INPUT" => "input",
+        "FORWARD" => "forward",
+        "OUTPUT" => "output",
+        "POSTROUTING" => "postrouting",
+        _ => "a user chain",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn diagnose(
+    reasons: &ReasonTable,
+    snap: &Snapshot,
+    report: &Report,
+    before: &Evidence,
+    after: &Evidence,
+    patterns: Vec<Pattern>,
+    secs: f64,
+    ifaces: &[(String, u32)],
+) -> Diagnosis {
+    let t = totals(report, reasons);
+    let mut findings = Vec::new();
+    let names: Vec<&str> = ifaces.iter().map(|(n, _)| n.as_str()).collect();
+
+    // NIC ring / FIFO overflow.
+    for name in &names {
+        let ring = counter_total(report, name, |c| {
+            matches!(c, "rx_fifo" | "rx_missed_errors" | "rx_over_errors")
+                || (c.starts_with("ethtool:")
+                    && c.contains("rx")
+                    && nic::is_loss_stat(c)
+                    && !c.contains("xdp"))
+        });
+        let full_ring = t.by_reason.get("FULL_RING").copied().unwrap_or(0);
+        if ring.is_empty() && full_ring == 0 {
+            continue;
+        }
+        let mut evidence: Vec<String> = ring
+            .iter()
+            .map(|(c, v)| format!("{name} {c} +{v}"))
+            .collect();
+        evidence.extend(reason_evidence(&t, &["FULL_RING"], secs));
+        let mut fix = Vec::new();
+        match ethtool::ring(name) {
+            Ok((rx_max, rx, _, _)) => {
+                evidence.push(format!("{name} rx ring {rx} of maximum {rx_max}"));
+                if rx < rx_max {
+                    fix.push(format!("ethtool -G {name} rx {rx_max}"));
+                }
+            }
+            Err(_) => evidence.push(format!(
+                "{name}: the driver does not report ring sizes (ethtool -g {name})"
+            )),
+        }
+        if let Ok((max_c, cur_c, _, _)) = ethtool::channels(name) {
+            evidence.push(format!(
+                "{name} combined channels {cur_c} of maximum {max_c}"
+            ));
+            if cur_c < max_c {
+                fix.push(format!("ethtool -L {name} combined {max_c}"));
+            }
+        }
+        if fix.is_empty() {
+            fix.push(format!("rings and channels are at their maximum: spread interrupts (RSS/RPS) or lower the packet rate on {name}"));
+        }
+        let n: u64 = ring.iter().map(|(_, v)| v).sum::<u64>() + full_ring;
+        findings.push(Finding {
+            cause: "nic-ring",
+            severity: severity(n, secs),
+            summary: format!(
+                "{name}: the NIC ring overflowed, the host did not drain it fast enough"
+            ),
+            evidence,
+            fix,
+        });
+    }
+
+    // Per-CPU backlog.
+    let backlog_nic = report
+        .counters
+        .iter()
+        .find(|c| c.iface == "softnet" && c.counter == "backlog_dropped")
+        .map(|c| c.total)
+        .unwrap_or(0);
+    let squeeze = report
+        .counters
+        .iter()
+        .find(|c| c.iface == "softnet" && c.counter == "time_squeeze")
+        .map(|c| c.total)
+        .unwrap_or(0);
+    let cpu_backlog = t.by_reason.get("CPU_BACKLOG").copied().unwrap_or(0);
+    if backlog_nic > 0 || cpu_backlog > 0 {
+        let cur = host::sysctl_u64("net.core.netdev_max_backlog").unwrap_or(0);
+        let mut evidence = reason_evidence(&t, &["CPU_BACKLOG"], secs);
+        evidence.push(format!(
+            "softnet backlog_dropped +{backlog_nic}, time_squeeze +{squeeze}"
+        ));
+        evidence.push(format!("net.core.netdev_max_backlog = {cur}"));
+        let mut fix = vec![format!(
+            "sysctl -w net.core.netdev_max_backlog={}",
+            (cur * 4).max(250_000)
+        )];
+        for name in &names {
+            if let Some(on) = host::rps_enabled(name) {
+                evidence.push(format!("{name} RPS {}", if on { "on" } else { "off" }));
+                if !on {
+                    let cpus = std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1);
+                    let mask = if cpus >= 32 {
+                        u32::MAX
+                    } else {
+                        (1u32 << cpus) - 1
+                    };
+                    fix.push(format!(
+                        "echo {mask:x} > /sys/class/net/{name}/queues/rx-0/rps_cpus"
+                    ));
+                }
+            }
+        }
+        if squeeze > 0 {
+            fix.push(
+                "sysctl -w net.core.netdev_budget=600 net.core.netdev_budget_usecs=4000".into(),
+            );
+        }
+        findings.push(Finding {
+            cause: "backlog",
+            severity: severity(backlog_nic.max(cpu_backlog), secs),
+            summary: "the per-CPU input backlog overflowed: packets arrive faster than one CPU processes them".into(),
+            evidence,
+            fix,
+        });
+    }
+
+    // Socket receive buffers.
+    let (sockbuf, sock_reasons) = sum_reasons(&t, |n| {
+        reasons_category(reasons, n) == Category::SocketBuffer
+    });
+    if sockbuf > 0 {
+        let mut evidence = reason_evidence(&t, &sock_reasons, secs);
+        let rmem_max = host::sysctl_u64("net.core.rmem_max").unwrap_or(0);
+        let rmem_default = host::sysctl_u64("net.core.rmem_default").unwrap_or(0);
+        let dropping: Vec<(&UdpSocket, u64)> = after
+            .udp
+            .iter()
+            .filter_map(|s| {
+                let prev = before
+                    .udp
+                    .iter()
+                    .find(|b| b.inode == s.inode)
+                    .map(|b| b.drops)
+                    .unwrap_or(0);
+                (s.drops > prev).then_some((s, s.drops - prev))
+            })
+            .collect();
+        let inodes: Vec<u64> = dropping.iter().map(|(s, _)| s.inode).collect();
+        let owners = host::socket_owners(&inodes);
+        let rcvbufs = host::udp_rcvbufs();
+        let mut fix = Vec::new();
+        let mut summary =
+            "socket receive buffers overflowed: the application reads too slowly".to_string();
+        for (s, d) in &dropping {
+            let owner = owners
+                .get(&s.inode)
+                .map(|(pid, comm)| format!("pid {pid} ({comm})"))
+                .unwrap_or_else(|| "owner unknown".into());
+            let rb = rcvbufs
+                .get(&s.inode)
+                .map(|b| format!("rcvbuf {b} B"))
+                .unwrap_or_else(|| "rcvbuf unknown".into());
+            evidence.push(format!(
+                "UDP socket {}:{} ({owner}): {d} datagrams dropped, {rb}, {} B queued",
+                s.local, s.port, s.rx_queue
+            ));
+            fix.push(format!(
+                "in the application on UDP port {} ({owner}): setsockopt(SO_RCVBUF) to 8388608 or more, and read faster (more threads with SO_REUSEPORT)",
+                s.port
+            ));
+        }
+        if let Some((s, d)) = dropping.iter().max_by_key(|(_, d)| *d) {
+            summary = format!(
+                "UDP port {} drops datagrams ({d} in {secs:.1} s): its receive buffer is full, the application reads too slowly",
+                s.port
+            );
+        }
+        evidence.push(format!(
+            "net.core.rmem_max = {rmem_max}, net.core.rmem_default = {rmem_default}"
+        ));
+        if rmem_max < 134_217_728 {
+            fix.push("sysctl -w net.core.rmem_max=134217728".into());
+        }
+        if t.by_reason.contains_key("PROTO_MEM") {
+            evidence.push(format!(
+                "net.ipv4.udp_mem = {}, net.ipv4.tcp_mem = {}",
+                host::sysctl("net.ipv4.udp_mem").unwrap_or_default(),
+                host::sysctl("net.ipv4.tcp_mem").unwrap_or_default()
+            ));
+            fix.push(
+                "raise net.ipv4.udp_mem / net.ipv4.tcp_mem (protocol memory is exhausted)".into(),
+            );
+        }
+        if t.by_reason.contains_key("TCP_LISTEN_OVERFLOW") {
+            evidence.push(format!(
+                "net.core.somaxconn = {}",
+                host::sysctl("net.core.somaxconn").unwrap_or_default()
+            ));
+            fix.push(
+                "sysctl -w net.core.somaxconn=65535 and a larger listen() backlog; accept faster"
+                    .into(),
+            );
+        }
+        findings.push(Finding {
+            cause: "socket-buffer",
+            severity: severity(sockbuf, secs),
+            summary,
+            evidence,
+            fix,
+        });
+    }
+
+    // Netfilter.
+    if let Some(n) = t.by_reason.get("NETFILTER_DROP").copied() {
+        let mut evidence = reason_evidence(&t, &["NETFILTER_DROP"], secs);
+        let grown = rule_deltas(&before.rules, &after.rules);
+        let dropping: Vec<_> = grown
+            .iter()
+            .filter(|(r, _)| r.rule.contains("-j DROP") || r.rule.contains("-j REJECT"))
+            .collect();
+        for (r, d) in &dropping {
+            evidence.push(format!(
+                "{} table {} chain {} (hook {}): `{}` matched {d} packets",
+                r.family,
+                r.table,
+                r.chain,
+                hook_of(&r.chain),
+                r.rule
+            ));
+        }
+        if dropping.is_empty() {
+            evidence.push("no iptables DROP/REJECT rule counter moved: look at nftables rules and chain policies".into());
+        }
+        let summary = match dropping.first() {
+            Some((r, _)) => format!(
+                "a firewall rule drops packets: `{}` ({} table {})",
+                r.rule, r.family, r.table
+            ),
+            None => "the firewall (netfilter) drops packets".into(),
+        };
+        findings.push(Finding {
+            cause: "netfilter",
+            severity: severity(n, secs),
+            summary,
+            evidence,
+            fix: vec![
+                "iptables -L -v -n -x --line-numbers; ip6tables -L -v -n -x --line-numbers".into(),
+                "nft list ruleset (counters show which rule matched)".into(),
+                "if the drops are not wanted, delete or narrow the rule (iptables -D CHAIN N)"
+                    .into(),
+            ],
+        });
+    }
+
+    // IP layer.
+    let rp = t.by_reason.get("IP_RPFILTER").copied().unwrap_or(0);
+    if rp > 0 {
+        let mut evidence = reason_evidence(&t, &["IP_RPFILTER"], secs);
+        let mut fix = vec!["sysctl -w net.ipv4.conf.all.rp_filter=2".to_string()];
+        evidence.push(format!(
+            "net.ipv4.conf.all.rp_filter = {}",
+            host::sysctl("net.ipv4.conf.all.rp_filter").unwrap_or_default()
+        ));
+        for i in t.ifaces.get("IP_RPFILTER").cloned().unwrap_or_default() {
+            if i.contains('@') || i == "-" {
+                continue;
+            }
+            let v =
+                host::sysctl_path(&["net", "ipv4", "conf", &i, "rp_filter"]).unwrap_or_default();
+            evidence.push(format!("net.ipv4.conf.{i}.rp_filter = {v}"));
+            fix.push(format!("sysctl -w net.ipv4.conf.{i}.rp_filter=2"));
+        }
+        fix.push(
+            "or route the sources back through the interface they arrive on (asymmetric routing)"
+                .into(),
+        );
+        findings.push(Finding {
+            cause: "ip-rpfilter",
+            severity: severity(rp, secs),
+            summary: "reverse-path filtering drops packets whose source is not routed back through the interface they came in on".into(),
+            evidence,
+            fix,
+        });
+    }
+    let martian_names = [
+        "IP_INVALID_SOURCE",
+        "IP_LOCAL_SOURCE",
+        "IP_LOCALNET",
+        "IP_INVALID_DEST",
+    ];
+    let (martian, m_names) = sum_reasons(&t, |n| martian_names.contains(&n));
+    if martian > 0 {
+        let mut evidence = reason_evidence(&t, &m_names, secs);
+        evidence.push(format!(
+            "net.ipv4.conf.all.log_martians = {}",
+            host::sysctl("net.ipv4.conf.all.log_martians").unwrap_or_default()
+        ));
+        findings.push(Finding {
+            cause: "ip-martian",
+            severity: severity(martian, secs),
+            summary: "martian packets: impossible source or destination addresses (spoofed or misrouted)".into(),
+            evidence,
+            fix: vec![
+                "sysctl -w net.ipv4.conf.all.log_martians=1, then read the sources with dmesg | grep -i martian".into(),
+                "filter spoofed sources at the edge (BCP 38)".into(),
+            ],
+        });
+    }
+    let (noroute, nr_names) = sum_reasons(&t, |n| {
+        matches!(n, "IP_INNOROUTES" | "IP_OUTNOROUTES" | "IP_INADDRERRORS")
+    });
+    if noroute > 0 {
+        let mut evidence = reason_evidence(&t, &nr_names, secs);
+        let defaults = iface::default_route_ifaces();
+        evidence.push(if defaults.is_empty() {
+            "no default route".into()
+        } else {
+            format!("default route via {}", defaults.join(", "))
+        });
+        evidence.push(format!(
+            "net.ipv4.ip_forward = {}",
+            host::sysctl("net.ipv4.ip_forward").unwrap_or_default()
+        ));
+        findings.push(Finding {
+            cause: "ip-no-route",
+            severity: severity(noroute, secs),
+            summary: "no route to the destination: packets are dropped by the routing lookup"
+                .into(),
+            evidence,
+            fix: vec![
+                "ip route get <destination> shows the lookup; ip route show lists the table".into(),
+                "add the missing route: ip route add <prefix> via <gateway> (or a default route)"
+                    .into(),
+            ],
+        });
+    }
+    let (csum, c_names) = sum_reasons(&t, |n| n.contains("CSUM"));
+    if csum > 0 {
+        let mut evidence = reason_evidence(&t, &c_names, secs);
+        for name in &names {
+            for (c, v) in counter_total(report, name, |c| c == "rx_crc_errors") {
+                evidence.push(format!("{name} {c} +{v}"));
+            }
+        }
+        findings.push(Finding {
+            cause: "ip-checksum",
+            severity: severity(csum, secs),
+            summary: "packets arrive with bad checksums: corruption on the wire, a faulty NIC, or offload trouble".into(),
+            evidence,
+            fix: names
+                .iter()
+                .map(|n| format!("ethtool -k {n} | grep checksum; test with ethtool -K {n} rx off; check cable/optics"))
+                .collect(),
+        });
+    }
+    let (hdr, h_names) = sum_reasons(&t, |n| {
+        matches!(
+            n,
+            "IP_INHDR"
+                | "PKT_TOO_SMALL"
+                | "HDR_TRUNC"
+                | "IPV6_BAD_EXTHDR"
+                | "IP_NOPROTO"
+                | "UNHANDLED_PROTO"
+                | "INVALID_PROTO"
+        )
+    });
+    if hdr > 0 {
+        findings.push(Finding {
+            cause: "ip-header",
+            severity: severity(hdr, secs),
+            summary: "malformed or unsupported packets: bad headers, unknown protocols".into(),
+            evidence: reason_evidence(&t, &h_names, secs),
+            fix: vec!["find the senders (dropscope watch top sources) and filter malformed traffic at the edge".into()],
+        });
+    }
+    let (frag, f_names) = sum_reasons(&t, |n| n.starts_with("FRAG") || n == "DUP_FRAG");
+    if frag > 0 {
+        let mut evidence = reason_evidence(&t, &f_names, secs);
+        evidence.push(format!(
+            "net.ipv4.ipfrag_high_thresh = {}, net.ipv4.ipfrag_time = {}",
+            host::sysctl("net.ipv4.ipfrag_high_thresh").unwrap_or_default(),
+            host::sysctl("net.ipv4.ipfrag_time").unwrap_or_default()
+        ));
+        findings.push(Finding {
+            cause: "ip-fragments",
+            severity: severity(frag, secs),
+            summary: "fragment reassembly fails: lost, late or overlapping fragments (or a fragment flood)".into(),
+            evidence,
+            fix: vec!["sysctl -w net.ipv4.ipfrag_high_thresh=8388608 if legitimate traffic fragments; avoid fragmentation (path MTU)".into()],
+        });
+    }
+
+    // Physical layer.
+    for name in &names {
+        let phys = counter_total(report, name, |c| {
+            matches!(c, "rx_crc_errors" | "rx_frame" | "rx_length_errors")
+        });
+        if phys.is_empty() {
+            continue;
+        }
+        let mut evidence: Vec<String> = phys
+            .iter()
+            .map(|(c, v)| format!("{name} {c} +{v}"))
+            .collect();
+        let mut fix = vec![format!(
+            "check the cable, optics and switch port of {name}; ethtool {name}"
+        )];
+        if let Ok((speed, duplex)) = ethtool::link(name) {
+            evidence.push(format!(
+                "{name} link {} {}",
+                speed
+                    .map(|s| format!("{s} Mb/s"))
+                    .unwrap_or_else(|| "speed unknown".into()),
+                match duplex {
+                    Some(true) => "full duplex",
+                    Some(false) => "HALF duplex",
+                    None => "duplex unknown",
+                }
+            ));
+            if duplex == Some(false) {
+                fix.push(format!(
+                    "ethtool -s {name} autoneg on (a duplex mismatch causes CRC and frame errors)"
+                ));
+            }
+        }
+        findings.push(Finding {
+            cause: "physical",
+            severity: severity(phys.iter().map(|(_, v)| v).sum(), secs),
+            summary: format!(
+                "{name}: frames arrive damaged (CRC/frame errors): a physical-layer problem"
+            ),
+            evidence,
+            fix,
+        });
+    }
+
+    // Queueing disciplines.
+    let (qd, q_names) = sum_reasons(&t, |n| reasons_category(reasons, n) == Category::QdiscTx);
+    if qd > 0 {
+        let mut evidence = reason_evidence(&t, &q_names, secs);
+        let kinds: Vec<String> = q_names
+            .iter()
+            .filter_map(|n| queue_drop(n).map(|k| format!("{n}: {k}")))
+            .collect();
+        if !kinds.is_empty() {
+            evidence.push(kinds.join(", "));
+        }
+        let mut fix = Vec::new();
+        for name in &names {
+            for (c, v) in counter_total(report, name, |c| c == "tx_dropped") {
+                evidence.push(format!("{name} {c} +{v}"));
+            }
+            fix.push(format!(
+                "tc -s qdisc show dev {name} (which qdisc drops, its limit and backlog)"
+            ));
+        }
+        fix.push("raise the queue limit (tc qdisc change dev <iface> root <qdisc> ... limit <packets|bytes>) or the shaping rate, or use fq_codel/cake for fairness".into());
+        findings.push(Finding {
+            cause: "qdisc",
+            severity: severity(qd, secs),
+            summary: "a queueing discipline drops packets on transmit: the egress queue is full or shaped".into(),
+            evidence,
+            fix,
+        });
+    }
+
+    // Nobody listening.
+    if let Some(n) = t.by_reason.get("NO_SOCKET").copied() {
+        findings.push(Finding {
+            cause: "no-socket",
+            severity: if n as f64 / secs >= 1000.0 { "critical" } else { "info" },
+            summary: "packets for ports nobody listens on (scans, stale clients, or a flood at closed ports)".into(),
+            evidence: reason_evidence(&t, &["NO_SOCKET"], secs),
+            fix: vec!["start the expected service, or drop the traffic before the stack (firewall, dropscope top sources)".into()],
+        });
+    }
+
+    // A full link drops upstream, where the host can't see it.
+    let host_drops: u64 = t.by_reason.values().sum();
+    for i in &report.interfaces {
+        if let Ok((Some(speed), _)) = ethtool::link(&i.iface) {
+            let bps_in = i.delta.bytes as f64 * 8.0 / secs;
+            let share = bps_in / (speed as f64 * 1e6);
+            if share >= 0.9 && (host_drops as f64) < i.delta.packets as f64 * 0.001 {
+                findings.push(Finding {
+                    cause: "upstream-flood",
+                    severity: "critical",
+                    summary: format!(
+                        "{}: inbound traffic is at {:.0}% of the {speed} Mb/s link with almost no host drops: packets are lost upstream, before this host",
+                        i.iface,
+                        share * 100.0
+                    ),
+                    evidence: vec![format!("{} receives {:.0} Mb/s, {:.0} pps", i.iface, bps_in / 1e6, i.pps)],
+                    fix: vec!["ask the upstream provider for filtering, scrubbing or a BGP blackhole of the attacked address".into()],
+                });
+            }
+        }
+    }
+
+    // Where reasonless drops happen.
+    let symbols = Symbols::load().ok();
+    let mut locations: Vec<LocationRow> = snap
+        .locations
+        .iter()
+        .map(|(k, v)| LocationRow {
+            reason: reasons.name(k.reason),
+            location: symbols
+                .as_ref()
+                .and_then(|s| s.resolve(k.location))
+                .unwrap_or_else(|| format!("{:#x}", k.location)),
+            address: format!("{:#x}", k.location),
+            drops: *v,
+        })
+        .collect();
+    locations.sort_by(|a, b| b.drops.cmp(&a.drops).then(a.location.cmp(&b.location)));
+    locations.truncate(20);
+    if let Some(n) = t.by_reason.get("NOT_SPECIFIED").copied() {
+        findings.push(Finding {
+            cause: "unspecified",
+            severity: if n as f64 / secs >= 1000.0 { "warning" } else { "info" },
+            summary: "drops without a specific reason: see where in the kernel they happen".into(),
+            evidence: locations
+                .iter()
+                .take(5)
+                .map(|l| format!("{} at {}: {}", l.reason, l.location, l.drops))
+                .collect(),
+            fix: vec!["perf or bpftrace on the named function shows the path; dropscope doctor again after changes".into()],
+        });
+    }
+
+    let patterns = patterns
+        .into_iter()
+        .map(|p| {
+            let name = reasons.name(p.reason);
+            PatternRow {
+                queue_drop: queue_drop(&name),
+                reason: name,
+                pattern: p,
+            }
+        })
+        .collect();
+
+    let rank = |s: &str| match s {
+        "critical" => 0,
+        "warning" => 1,
+        _ => 2,
+    };
+    findings.sort_by_key(|f| rank(f.severity));
+    Diagnosis {
+        schema: SCHEMA,
+        window_s: secs,
+        interfaces: names.iter().map(|s| s.to_string()).collect(),
+        findings,
+        patterns,
+        locations,
+        sysctl_audit: sysctl_audit(),
+        report: report.clone(),
+    }
+}
+
+fn reasons_category(reasons: &ReasonTable, name: &str) -> Category {
+    match reasons.value_of(name) {
+        Some(v) => reasons.category(v),
+        None => crate::reasons::category(name),
+    }
+}
+
+/// Tail-drop (arrival rejected at a full queue) or head-drop (AQM drops
+/// from the head at dequeue), where the reason tells.
+pub fn queue_drop(reason: &str) -> Option<&'static str> {
+    match reason {
+        "QDISC_DROP" | "QDISC_OVERLIMIT" | "FQ_FLOW_LIMIT" | "FQ_BAND_LIMIT" => Some("tail-drop"),
+        "QDISC_CONGESTED" | "CAKE_FLOOD" | "FQ_HORIZON_LIMIT" | "DUALPI2_STEP_DROP" => {
+            Some("head-drop")
+        }
+        _ => None,
+    }
+}
+
+pub fn render(d: &Diagnosis) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "dropscope doctor: watched {} for {:.1} s; {} drops",
+        d.interfaces.join(", "),
+        d.window_s,
+        d.report.drops_total
+    );
+    if d.findings.is_empty() {
+        let _ = writeln!(s, "\nNo drops and no loss counters moved: nothing to fix.");
+    }
+    for f in &d.findings {
+        let _ = writeln!(s, "\n[{}] {}: {}", f.severity, f.cause, f.summary);
+        for e in &f.evidence {
+            let _ = writeln!(s, "  evidence: {e}");
+        }
+        for x in &f.fix {
+            let _ = writeln!(s, "  fix:      {x}");
+        }
+        for p in d.patterns.iter().filter(|p| {
+            f.evidence
+                .iter()
+                .any(|e| e.starts_with(&format!("{}:", p.reason)))
+        }) {
+            let _ = writeln!(
+                s,
+                "  pattern:  {} {} (Fano {:.1}, {} bursts, p50 burst {} drops, {:.0}% in bursts){}",
+                p.reason,
+                p.pattern.verdict,
+                p.pattern.fano,
+                p.pattern.bursts,
+                p.pattern.burst_len_p50,
+                p.pattern.share_in_bursts * 100.0,
+                p.queue_drop.map(|q| format!(", {q}")).unwrap_or_default()
+            );
+        }
+    }
+    if !d.locations.is_empty() {
+        let _ = writeln!(s, "\nWhere reasonless drops happen:");
+        for l in &d.locations {
+            let _ = writeln!(s, "  {:<14} {:<48} {:>10}", l.reason, l.location, l.drops);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nSysctl audit for high-PPS hosts (read-only; apply the lines you want, or put them in /etc/sysctl.d/):"
+    );
+    for a in &d.sysctl_audit {
+        let _ = writeln!(
+            s,
+            "  {:<30} {:<24} {}",
+            a.sysctl,
+            a.current,
+            a.apply.clone().unwrap_or_else(|| "ok".into())
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_compares_every_field() {
+        assert!(audit_ok("250000", "250000"));
+        assert!(!audit_ok("1000", "250000"));
+        assert!(audit_ok("4096 131072 134217728", "4096 87380 134217728"));
+        assert!(!audit_ok("4096 131072 6291456", "4096 87380 134217728"));
+        assert!(!audit_ok("?", "1"));
+    }
+
+    #[test]
+    fn rule_counters_are_diffed_in_order() {
+        let r = |rule: &str, p| Rule {
+            family: "iptables",
+            table: "filter".into(),
+            chain: "INPUT".into(),
+            rule: rule.into(),
+            packets: p,
+        };
+        let before = vec![r("-A INPUT -j DROP", 5), r("-A INPUT -j DROP", 7)];
+        let after = vec![
+            r("-A INPUT -j DROP", 5),
+            r("-A INPUT -j DROP", 10),
+            r("-A INPUT -p tcp -j REJECT", 2),
+        ];
+        let d = rule_deltas(&before, &after);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].1, 3);
+        assert_eq!(d[1].1, 2);
+    }
+
+    #[test]
+    fn queue_drop_kinds() {
+        assert_eq!(queue_drop("QDISC_OVERLIMIT"), Some("tail-drop"));
+        assert_eq!(queue_drop("QDISC_CONGESTED"), Some("head-drop"));
+        assert_eq!(queue_drop("NO_SOCKET"), None);
+    }
+}
