@@ -915,6 +915,92 @@ pub fn diagnose(
     }
 }
 
+/// One line of the live diagnosis panel in `watch`.
+#[derive(Serialize, Debug, Clone)]
+pub struct Hint {
+    pub cause: &'static str,
+    pub reason: String,
+    pub iface: String,
+    pub rate: f64,
+    pub hint: &'static str,
+}
+
+/// Cheap, per-interval diagnosis from the drop rows alone (doctor reads the
+/// deeper evidence): what each drop this interval most likely means.
+pub fn hints(rows: &[crate::table::DropRow]) -> Vec<Hint> {
+    rows.iter()
+        .filter(|r| r.delta > 0)
+        .map(|r| {
+            let (cause, hint) = hint_for(r.category, &r.reason);
+            Hint {
+                cause,
+                reason: r.reason.clone(),
+                iface: r.iface.clone(),
+                rate: r.rate,
+                hint,
+            }
+        })
+        .collect()
+}
+
+fn hint_for(category: &str, reason: &str) -> (&'static str, &'static str) {
+    match (category, reason) {
+        (_, "CPU_BACKLOG") => (
+            "backlog",
+            "per-CPU backlog full: raise net.core.netdev_max_backlog, enable RPS",
+        ),
+        (_, "FULL_RING") => (
+            "nic-ring",
+            "ring full: ethtool -G <iface> rx <max>, more queues with ethtool -L",
+        ),
+        (_, "IP_RPFILTER") => (
+            "ip-rpfilter",
+            "reverse-path filter: net.ipv4.conf.*.rp_filter=2 or fix asymmetric routes",
+        ),
+        (_, "IP_INNOROUTES" | "IP_OUTNOROUTES" | "IP_INADDRERRORS") => {
+            ("ip-no-route", "no route: ip route get <dst>, add the route")
+        }
+        (_, "IP_INVALID_SOURCE" | "IP_LOCAL_SOURCE" | "IP_LOCALNET" | "IP_INVALID_DEST") => (
+            "ip-martian",
+            "martian addresses: log_martians=1, filter spoofed sources",
+        ),
+        ("netfilter", _) => (
+            "netfilter",
+            "a firewall rule drops: iptables -L -v -n -x / nft list ruleset",
+        ),
+        ("socket-buffer", _) => (
+            "socket-buffer",
+            "app reads too slowly: larger SO_RCVBUF, net.core.rmem_max",
+        ),
+        ("no-socket", _) => (
+            "no-socket",
+            "nothing listens on the port: scans or a closed-port flood",
+        ),
+        ("qdisc-tx", _) => (
+            "qdisc",
+            "egress queue full or shaped: tc -s qdisc show dev <iface>",
+        ),
+        ("ip", r) if r.contains("CSUM") => (
+            "ip-checksum",
+            "bad checksums: cable, NIC or offload (ethtool -k)",
+        ),
+        ("ip", r) if r.starts_with("FRAG") => (
+            "ip-fragments",
+            "fragment reassembly fails: ipfrag_high_thresh, path MTU",
+        ),
+        ("ip", _) => (
+            "ip-header",
+            "the IP layer rejects malformed or unroutable packets",
+        ),
+        ("tcp", _) => (
+            "tcp",
+            "TCP state checks: usually stale or out-of-window segments",
+        ),
+        ("xdp", _) => ("xdp", "an XDP program drops"),
+        _ => ("unspecified", "see dropscope doctor: where in the kernel"),
+    }
+}
+
 fn reasons_category(reasons: &ReasonTable, name: &str) -> Category {
     match reasons.value_of(name) {
         Some(v) => reasons.category(v),

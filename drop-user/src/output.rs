@@ -72,6 +72,25 @@ pub fn render_table(r: &Report) -> String {
             d.total
         );
     }
+    if !r.locations.is_empty() {
+        let _ = writeln!(s, "\nWHERE (reasonless drops by kernel location)");
+        for l in &r.locations {
+            let _ = writeln!(s, "  {:<14} {:<48} {:>10}", l.reason, l.location, l.total);
+        }
+    }
+    if !r.diagnosis.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nDIAGNOSIS (this interval; dropscope doctor for evidence and fixes)"
+        );
+        for h in &r.diagnosis {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:<24} {:<12} {}",
+                h.cause, h.reason, h.iface, h.hint
+            );
+        }
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

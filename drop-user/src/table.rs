@@ -33,6 +33,10 @@ pub struct Report {
     /// Every interface counter (NIC, driver, softnet backlog).
     pub counters: Vec<CounterRow>,
     pub top_sources: Vec<SourceRow>,
+    /// Reasonless (NOT_SPECIFIED) drops by kernel location, busiest first.
+    pub locations: Vec<LocationRow>,
+    /// Live diagnosis: what this interval's drops most likely mean.
+    pub diagnosis: Vec<crate::doctor::Hint>,
     pub health: Health,
 }
 
@@ -45,6 +49,15 @@ pub struct DropRow {
     pub ifindex: u32,
     pub delta: u64,
     pub rate: f64,
+    pub total: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct LocationRow {
+    pub reason: String,
+    /// `function+0xoffset` from /proc/kallsyms, else the raw address.
+    pub location: String,
+    pub delta: u64,
     pub total: u64,
 }
 
@@ -148,6 +161,8 @@ pub struct Health {
     pub map_full: u64,
     pub read_errors: u64,
     pub other_netns: u64,
+    /// Drop events the pattern stream had no room for.
+    pub events_lost: u64,
     pub sources_tracked: usize,
 }
 
@@ -164,6 +179,8 @@ pub struct Tracker {
     nic_prev: BTreeMap<String, Counters>,
     names: HashMap<u32, String>,
     foreign: iface::ForeignNames,
+    /// Loaded on the first reasonless drop; None inside if unreadable.
+    symbols: Option<Option<crate::kallsyms::Symbols>>,
 }
 
 fn delta_stats(a: &IfaceStats, b: &IfaceStats) -> IfaceStats {
@@ -235,6 +252,7 @@ impl Tracker {
             nic_start,
             names: HashMap::new(),
             foreign: iface::ForeignNames::default(),
+            symbols: None,
         }
     }
 
@@ -382,11 +400,38 @@ impl Tracker {
         });
         top_sources.truncate(self.top_n);
 
+        let mut locations = Vec::new();
+        if !snap.locations.is_empty() {
+            let symbols = self
+                .symbols
+                .get_or_insert_with(|| crate::kallsyms::Symbols::load().ok());
+            for (k, total) in &snap.locations {
+                let prev = self.prev.locations.get(k).copied().unwrap_or(0);
+                locations.push(LocationRow {
+                    reason: self.reasons.name(k.reason),
+                    location: symbols
+                        .as_ref()
+                        .and_then(|s| s.resolve(k.location))
+                        .unwrap_or_else(|| format!("{:#x}", k.location)),
+                    delta: total.saturating_sub(prev),
+                    total: *total,
+                });
+            }
+            locations.sort_by(|a, b| {
+                b.delta
+                    .cmp(&a.delta)
+                    .then(b.total.cmp(&a.total))
+                    .then(a.location.cmp(&b.location))
+            });
+            locations.truncate(self.top_n);
+        }
+
         let health = Health {
             drop_events: snap.health[kfree_health::EVENTS as usize],
             map_full: snap.health[kfree_health::MAP_FULL as usize],
             read_errors: snap.health[kfree_health::READ_ERRORS as usize],
             other_netns: snap.health[kfree_health::OTHER_NETNS as usize],
+            events_lost: snap.health[kfree_health::EVENTS_LOST as usize],
             sources_tracked: snap.sources.len(),
         };
 
@@ -403,6 +448,8 @@ impl Tracker {
             elapsed_s: now.duration_since(self.start).as_secs_f64(),
             drops_delta,
             drops_total,
+            diagnosis: crate::doctor::hints(&drops),
+            locations,
             drops,
             interfaces,
             counters,

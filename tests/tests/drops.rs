@@ -74,6 +74,49 @@ fn netfilter_drops_equal_the_rule_counter() {
         .find(|r| r["reason"] == "NETFILTER_DROP")
         .unwrap();
     assert_eq!(row["category"], "netfilter");
+    // The live diagnosis panel named the cause while it happened.
+    assert!(reports.iter().any(|r| {
+        r["diagnosis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["cause"] == "netfilter" && h["iface"] == "vb")
+    }));
+}
+
+/// Multicast for a group nobody joined is freed without a reason; the
+/// table names the kernel function instead, like dropwatch.
+#[test]
+fn reasonless_drops_are_named_by_kernel_location() {
+    use integration_tests::frames::*;
+    use std::net::Ipv6Addr;
+    let lab = Lab::new();
+    let eth = Eth {
+        dst: [0x33, 0x33, 0x00, 0x01, 0x00, 0x03],
+        src: lab.mac_bytes(&lab.a, "va"),
+        tags: vec![],
+    };
+    let group: Ipv6Addr = "ff02::1:3".parse().unwrap();
+    let src: Ipv6Addr = lab.v6(1).parse().unwrap();
+    let frame = eth.frame(0x86dd, &ipv6(src, group, 17, &[], &udp(5355, 5355, 16)));
+    let mut args = WATCH.to_vec();
+    args.push("--own-netns");
+    let ds = lab.dropscope(&args);
+    lab.send_frames(&lab.a, "va", vec![frame; 25]);
+    settle();
+    let last = ds.stop().pop().unwrap();
+    let locs = last["locations"].as_array().unwrap();
+    let row = locs
+        .iter()
+        .find(|l| {
+            l["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("ip6_mc_input+0x")
+        })
+        .unwrap_or_else(|| panic!("no ip6_mc_input row in {locs:#?}"));
+    assert_eq!(row["reason"], "NOT_SPECIFIED");
+    assert_eq!(row["total"], 25, "{locs:#?}");
 }
 
 #[test]
