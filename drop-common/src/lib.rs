@@ -31,9 +31,154 @@ pub mod maps {
     pub const SOURCES: &str = "SOURCES";
 }
 
+/// Flood-detection maps (XDP side).
+pub mod flood_maps {
+    /// Array[1]: current epoch; its low bit picks the sketch/state pair in use.
+    pub const EPOCH: &str = "EPOCH";
+    /// Per-CPU array[2]: count-min sketch of sources, one per epoch parity.
+    pub const SRC_SKETCH: &str = "SRC_SKETCH";
+    /// Per-CPU array[2]: HyperLogLog registers, budgets, port sketch, triggers.
+    pub const EPOCH_STATE: &str = "EPOCH_STATE";
+    /// LRU per-CPU hash: destination ports past the promotion threshold.
+    pub const HEAVY_PORTS: &str = "HEAVY_PORTS";
+    /// Ring buffer of [`super::Trigger`]s.
+    pub const TRIGGERS: &str = "TRIGGERS";
+}
+
 /// Global variable names in the eBPF object, set by user space at load time.
 pub mod globals {
     pub const KFREE_CONFIG: &str = "KFREE_CONFIG";
+    pub const XDP_CONFIG: &str = "XDP_CONFIG";
+}
+
+/// Count-min sketch geometry: estimates exceed the truth by at most
+/// e/WIDTH of the epoch's packets with probability 1 - e^-DEPTH.
+pub const SKETCH_DEPTH: usize = 4;
+pub const SKETCH_WIDTH: usize = 1024;
+/// HyperLogLog registers (standard error 1.04/sqrt(256) = 6.5%).
+pub const HLL_REGISTERS: usize = 256;
+pub const PORT_SKETCH_DEPTH: usize = 2;
+pub const MAX_HEAVY_PORTS: u32 = 4096;
+pub const TRIGGER_RING_BYTES: u32 = 1 << 18;
+
+/// Per-epoch, per-CPU source sketch: packets and bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SrcSketch {
+    pub pkts: [[u32; SKETCH_WIDTH]; SKETCH_DEPTH],
+    pub bytes: [[u32; SKETCH_WIDTH]; SKETCH_DEPTH],
+}
+
+/// Per-epoch, per-CPU state: zeroed by user space when an epoch is read.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EpochState {
+    pub hll_src: [u8; HLL_REGISTERS],
+    pub hll_dport: [u8; HLL_REGISTERS],
+    pub port_sketch: [[u32; SKETCH_WIDTH]; PORT_SKETCH_DEPTH],
+    /// Sources inserted into the exact table this epoch.
+    pub new_sources: u32,
+    /// Ports promoted this epoch.
+    pub new_ports: u32,
+    pub packets: u32,
+    pub syn: u32,
+    pub bytes: u64,
+}
+
+/// Thresholds are per epoch and per CPU (user space turns rates into counts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct XdpConfig {
+    /// New sources per epoch tracked exactly before flood mode (0: never).
+    pub source_budget: u32,
+    /// In flood mode, a source joins the exact table at this many packets.
+    pub promote_packets: u32,
+    pub port_budget: u32,
+    pub promote_port_packets: u32,
+    /// Trigger counts (0 disables the trigger).
+    pub trigger_source: u32,
+    pub trigger_port: u32,
+    pub trigger_packets: u32,
+    pub trigger_syn: u32,
+}
+
+pub mod trigger_kind {
+    pub const SOURCE: u32 = 1;
+    pub const PORT: u32 = 2;
+    pub const PACKETS: u32 = 3;
+    pub const SYN: u32 = 4;
+}
+
+/// An in-kernel threshold crossing, sent at once through a ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Trigger {
+    pub ts_ns: u64,
+    pub kind: u32,
+    pub ifindex: u32,
+    pub epoch: u32,
+    /// Destination port (PORT), with protocol in the high 16 bits.
+    pub port: u32,
+    pub value: u64,
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of the heavy destination port table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub ifindex: u32,
+    pub proto: u16,
+    pub port: u16,
+}
+
+/// 32-bit mix of an address (murmur3 finalizer over folded words).
+#[inline(always)]
+pub fn hash_addr(addr: &[u8; 16], family: u8) -> u32 {
+    let mut h: u32 = 0x9747_b28c ^ family as u32;
+    let mut i = 0;
+    while i < 4 {
+        let w = u32::from_le_bytes([
+            addr[i * 4],
+            addr[i * 4 + 1],
+            addr[i * 4 + 2],
+            addr[i * 4 + 3],
+        ]);
+        h ^= w
+            .wrapping_mul(0xcc9e_2d51)
+            .rotate_left(15)
+            .wrapping_mul(0x1b87_3593);
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        i += 1;
+    }
+    fmix(h)
+}
+
+#[inline(always)]
+pub fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// Column of row `row` for hash `h` (double hashing).
+#[inline(always)]
+pub fn sketch_index(h: u32, row: usize) -> usize {
+    let h2 = fmix(h ^ 0x5bd1_e995) | 1;
+    (h.wrapping_add((row as u32).wrapping_mul(h2)) as usize) & (SKETCH_WIDTH - 1)
+}
+
+/// HyperLogLog (register, rank) for hash `h`.
+#[inline(always)]
+pub fn hll_slot(h: u32) -> (usize, u8) {
+    let reg = (h >> 24) as usize;
+    let rest = (h << 8) | 0x80;
+    (reg, rest.leading_zeros() as u8 + 1)
 }
 
 /// Upper bound of distinct reasons tracked (the kernel has about 120).
@@ -170,7 +315,7 @@ pub mod kfree_health {
 
 /// Packet-shape counters of one watched interface, as seen by XDP.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct IfaceStats {
     pub packets: u64,
     pub bytes: u64,
@@ -189,10 +334,37 @@ pub struct IfaceStats {
     /// IPv4 with MF or offset set, IPv6 with a fragment header.
     pub fragments: u64,
     pub size_buckets: [u64; SIZE_BUCKETS],
+    /// IPv4 TTL / IPv6 hop limit histogram.
+    pub ttl: [u64; 256],
+}
+
+impl Default for IfaceStats {
+    fn default() -> Self {
+        Self {
+            packets: 0,
+            bytes: 0,
+            proto_packets: [0; proto::COUNT],
+            proto_bytes: [0; proto::COUNT],
+            ipv4: 0,
+            ipv6: 0,
+            vlan: 0,
+            tcp_syn: 0,
+            tcp_syn_ack: 0,
+            tcp_ack_only: 0,
+            tcp_rst: 0,
+            tcp_fin: 0,
+            fragments: 0,
+            size_buckets: [0; SIZE_BUCKETS],
+            ttl: [0; 256],
+        }
+    }
 }
 
 impl IfaceStats {
     pub fn add(&mut self, o: &IfaceStats) {
+        for i in 0..256 {
+            self.ttl[i] += o.ttl[i];
+        }
         self.packets += o.packets;
         self.bytes += o.bytes;
         for i in 0..proto::COUNT {
@@ -256,4 +428,9 @@ mod user {
     unsafe impl aya::Pod for IfaceStats {}
     unsafe impl aya::Pod for SourceKey {}
     unsafe impl aya::Pod for SourceStats {}
+    unsafe impl aya::Pod for SrcSketch {}
+    unsafe impl aya::Pod for EpochState {}
+    unsafe impl aya::Pod for XdpConfig {}
+    unsafe impl aya::Pod for Trigger {}
+    unsafe impl aya::Pod for PortKey {}
 }

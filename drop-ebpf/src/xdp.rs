@@ -3,14 +3,46 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use drop_common::{
-    IfaceStats, MAX_IFACES, MAX_SOURCES, SourceKey, SourceStats, UDP_OTHER_BUCKET,
-    UDP_PORT_BUCKETS, proto, size_bucket,
+    EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PORT_SKETCH_DEPTH, PortKey,
+    SKETCH_DEPTH, SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger,
+    UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket,
+    sketch_index, trigger_kind,
 };
+
+/// Filled in by user space before load: budgets and trigger counts.
+#[unsafe(no_mangle)]
+static XDP_CONFIG: XdpConfig = XdpConfig {
+    source_budget: 0,
+    promote_packets: 0,
+    port_budget: 0,
+    promote_port_packets: 0,
+    trigger_source: 0,
+    trigger_port: 0,
+    trigger_packets: 0,
+    trigger_syn: 0,
+};
+
+#[map]
+static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
+static SRC_SKETCH: PerCpuArray<SrcSketch> = PerCpuArray::with_max_entries(2, 0);
+
+#[map]
+static EPOCH_STATE: PerCpuArray<EpochState> = PerCpuArray::with_max_entries(2, 0);
+
+#[map]
+static HEAVY_PORTS: LruPerCpuHashMap<PortKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_HEAVY_PORTS, 0);
+
+#[map]
+static TRIGGERS: RingBuf = RingBuf::with_byte_size(TRIGGER_RING_BYTES, 0);
 
 #[map]
 static IFACE_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
@@ -87,6 +119,9 @@ struct Shape {
     fragment: bool,
     tcp_flags: Option<u8>,
     udp_sport: Option<u16>,
+    /// (IP protocol, destination port) for TCP and UDP first fragments.
+    dport: Option<(u8, u16)>,
+    ttl: u8,
     source: Option<(u8, [u8; 16])>,
 }
 
@@ -130,6 +165,9 @@ fn observe(ctx: &XdpContext) {
         if b < s.size_buckets.len() {
             s.size_buckets[b] += 1;
         }
+        if shape.source.is_some() {
+            s.ttl[shape.ttl as usize] += 1;
+        }
     }
 
     if let Some(port) = shape.udp_sport {
@@ -145,34 +183,172 @@ fn observe(ctx: &XdpContext) {
         }
     }
 
-    if let Some((family, addr)) = shape.source {
-        let key = SourceKey {
-            addr,
+    flood(ifindex, len, &shape);
+}
+
+/// Per-source and per-port accounting whose cost stays flat whatever the
+/// source mix: a per-CPU count-min sketch and HyperLogLog registers for
+/// everyone, exact per-source counters while the epoch's budget of new
+/// sources lasts, then only for sources the sketch shows are heavy.
+#[inline(always)]
+fn flood(ifindex: u32, len: u64, shape: &Shape) {
+    let cfg = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG) };
+    let epoch = EPOCH.get(0).copied().unwrap_or(0);
+    let parity = epoch & 1;
+    let Some(st) = EPOCH_STATE.get_ptr_mut(parity) else {
+        return;
+    };
+    let st = unsafe { &mut *st };
+    st.packets = st.packets.wrapping_add(1);
+    st.bytes += len;
+    if st.packets == cfg.trigger_packets {
+        emit(
+            trigger_kind::PACKETS,
             ifindex,
-            family,
-            _pad: [0; 3],
-        };
-        match SOURCES.get_ptr_mut(&key) {
-            Some(v) => unsafe {
-                (*v).packets += 1;
-                (*v).bytes += len;
-            },
-            None => {
-                let v = SourceStats {
-                    packets: 1,
-                    bytes: len,
-                };
-                if SOURCES.insert(&key, &v, BPF_NOEXIST as u64).is_err()
-                    && let Some(v) = SOURCES.get_ptr_mut(&key)
-                {
-                    unsafe {
-                        (*v).packets += 1;
-                        (*v).bytes += len;
+            epoch,
+            0,
+            st.packets as u64,
+            None,
+        );
+    }
+    if let Some(flags) = shape.tcp_flags
+        && flags & 0x12 == 0x02
+    {
+        st.syn = st.syn.wrapping_add(1);
+        if st.syn == cfg.trigger_syn {
+            emit(trigger_kind::SYN, ifindex, epoch, 0, st.syn as u64, None);
+        }
+    }
+
+    if let Some((proto, port)) = shape.dport {
+        let ph = fmix(((proto as u32) << 16) | port as u32);
+        let (reg, rank) = drop_common::hll_slot(ph);
+        if reg < st.hll_dport.len() && st.hll_dport[reg] < rank {
+            st.hll_dport[reg] = rank;
+        }
+        let mut est = u32::MAX;
+        let mut row = 0;
+        while row < PORT_SKETCH_DEPTH {
+            let i = sketch_index(ph, row);
+            if i < SKETCH_WIDTH {
+                let c = st.port_sketch[row][i].wrapping_add(1);
+                st.port_sketch[row][i] = c;
+                est = est.min(c);
+            }
+            row += 1;
+        }
+        if est == cfg.trigger_port {
+            emit(
+                trigger_kind::PORT,
+                ifindex,
+                epoch,
+                ((proto as u32) << 16) | port as u32,
+                est as u64,
+                None,
+            );
+        }
+        if est >= cfg.promote_port_packets {
+            let key = PortKey {
+                ifindex,
+                proto: proto as u16,
+                port,
+            };
+            match HEAVY_PORTS.get_ptr_mut(&key) {
+                Some(v) => unsafe { *v += 1 },
+                None => {
+                    if st.new_ports < cfg.port_budget {
+                        st.new_ports += 1;
+                        let _ = HEAVY_PORTS.insert(&key, &(est as u64), BPF_NOEXIST as u64);
                     }
                 }
             }
         }
     }
+
+    let Some((family, addr)) = shape.source else {
+        return;
+    };
+    let h = hash_addr(&addr, family);
+    let (reg, rank) = hll_slot(h);
+    if reg < st.hll_src.len() && st.hll_src[reg] < rank {
+        st.hll_src[reg] = rank;
+    }
+    let Some(sk) = SRC_SKETCH.get_ptr_mut(parity) else {
+        return;
+    };
+    let sk = unsafe { &mut *sk };
+    let mut est = u32::MAX;
+    let mut row = 0;
+    while row < SKETCH_DEPTH {
+        let i = sketch_index(h, row);
+        if i < SKETCH_WIDTH {
+            let c = sk.pkts[row][i].wrapping_add(1);
+            sk.pkts[row][i] = c;
+            sk.bytes[row][i] = sk.bytes[row][i].wrapping_add(len as u32);
+            est = est.min(c);
+        }
+        row += 1;
+    }
+    if est == cfg.trigger_source {
+        emit(
+            trigger_kind::SOURCE,
+            ifindex,
+            epoch,
+            0,
+            est as u64,
+            Some((family, addr)),
+        );
+    }
+
+    let flood_mode = st.new_sources >= cfg.source_budget;
+    if flood_mode && est < cfg.promote_packets {
+        return;
+    }
+    let key = SourceKey {
+        addr,
+        ifindex,
+        family,
+        _pad: [0; 3],
+    };
+    match SOURCES.get_ptr_mut(&key) {
+        Some(v) => unsafe {
+            (*v).packets += 1;
+            (*v).bytes += len;
+        },
+        None => {
+            st.new_sources = st.new_sources.wrapping_add(1);
+            // Promoted from the sketch: start from its estimate.
+            let v = SourceStats {
+                packets: if flood_mode { est as u64 } else { 1 },
+                bytes: if flood_mode { est as u64 * len } else { len },
+            };
+            if SOURCES.insert(&key, &v, BPF_NOEXIST as u64).is_err()
+                && let Some(v) = SOURCES.get_ptr_mut(&key)
+            {
+                unsafe {
+                    (*v).packets += 1;
+                    (*v).bytes += len;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn emit(kind: u32, ifindex: u32, epoch: u32, port: u32, value: u64, src: Option<(u8, [u8; 16])>) {
+    let (family, addr) = src.unwrap_or((0, [0; 16]));
+    let t = Trigger {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind,
+        ifindex,
+        epoch,
+        port,
+        value,
+        addr,
+        family,
+        _pad: [0; 7],
+    };
+    let _ = TRIGGERS.output::<Trigger>(&t, 0);
 }
 
 #[inline(always)]
@@ -185,6 +361,8 @@ fn parse(f: &Frame) -> Shape {
         fragment: false,
         tcp_flags: None,
         udp_sport: None,
+        dport: None,
+        ttl: 0,
         source: None,
     };
     let Some(mut ethertype) = f.be16(12) else {
@@ -216,6 +394,7 @@ fn parse(f: &Frame) -> Shape {
             if h[0] >> 4 != 4 || ihl < 20 {
                 return shape;
             }
+            shape.ttl = h[8];
             let mut src = [0u8; 16];
             src[..4].copy_from_slice(&h[12..16]);
             shape.source = Some((4, src));
@@ -233,6 +412,7 @@ fn parse(f: &Frame) -> Shape {
             let Some(h) = f.load::<40>(off) else {
                 return shape;
             };
+            shape.ttl = h[7];
             let mut src = [0u8; 16];
             src.copy_from_slice(&h[8..24]);
             shape.source = Some((6, src));
@@ -282,12 +462,14 @@ fn parse(f: &Frame) -> Shape {
             if let Some(t) = f.load::<20>(l4off) {
                 shape.proto = proto::TCP;
                 shape.tcp_flags = Some(t[13]);
+                shape.dport = Some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
             }
         }
         IPPROTO_UDP => {
             if let Some(u) = f.load::<8>(l4off) {
                 shape.proto = proto::UDP;
                 shape.udp_sport = Some(u16::from_be_bytes([u[0], u[1]]));
+                shape.dport = Some((IPPROTO_UDP, u16::from_be_bytes([u[2], u[3]])));
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {

@@ -11,7 +11,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint, Xdp, XdpMode},
 };
 use drop_common::{
-    KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS, globals, maps,
+    KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS, XdpConfig, globals, maps,
 };
 
 use crate::{btf::KernelBtf, reader::Maps, reasons::ReasonTable, tracefs};
@@ -50,6 +50,21 @@ pub struct LoadOptions {
     pub kfree: KfreeChoice,
     /// Count only drops in dropscope's own network namespace.
     pub own_netns_only: bool,
+    /// Budgets and in-kernel trigger counts for the XDP program.
+    pub xdp_config: XdpConfig,
+}
+
+/// Budgets that keep per-source counts exact in normal traffic: 4096 new
+/// sources per CPU per interval are tracked exactly; past that (a spoofed
+/// flood) only sources the sketch shows at 32+ packets are.
+pub fn default_xdp_config() -> XdpConfig {
+    XdpConfig {
+        source_budget: 4096,
+        promote_packets: 32,
+        port_budget: 256,
+        promote_port_packets: 16,
+        ..Default::default()
+    }
 }
 
 /// How drop events reach us on this kernel.
@@ -125,9 +140,10 @@ fn skb_offsets(btf: &KernelBtf, cfg: &mut KfreeConfig) -> Result<()> {
     Ok(())
 }
 
-fn load_object(cfg: &KfreeConfig) -> Result<Ebpf> {
+fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig) -> Result<Ebpf> {
     EbpfLoader::new()
         .override_global(globals::KFREE_CONFIG, cfg, true)
+        .override_global(globals::XDP_CONFIG, xdp, true)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object")
 }
@@ -229,7 +245,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         && opts.kfree != KfreeChoice::Tracepoint
     {
         set_reasons(&mut cfg, r);
-        let mut e = load_object(&cfg)?;
+        let mut e = load_object(&cfg, &opts.xdp_config)?;
         match attach_btf_tracepoint(&mut e) {
             Ok(()) => {
                 hook = DropHook::BtfTracepoint;
@@ -248,7 +264,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
             Ok(true) => {
                 let r = reasons.get_or_insert_with(ReasonTable::default);
                 set_reasons(&mut cfg, r);
-                let mut e = load_object(&cfg)?;
+                let mut e = load_object(&cfg, &opts.xdp_config)?;
                 match attach_tracepoint(&mut e) {
                     Ok(()) => hook = DropHook::Tracepoint,
                     Err(err) if opts.kfree == KfreeChoice::Tracepoint => return Err(err),
@@ -270,7 +286,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     }
     let mut ebpf = match ebpf {
         Some(e) => e,
-        None => load_object(&cfg)?,
+        None => load_object(&cfg, &opts.xdp_config)?,
     };
 
     let xdp_modes = attach_xdp(&mut ebpf, opts)?;

@@ -35,6 +35,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         xdp: opts.xdp,
         kfree: opts.kfree,
         own_netns_only: opts.own_netns_only,
+        xdp_config: loader::default_xdp_config(),
     })?;
     for n in &probes.notes {
         eprintln!("note: {n}");

@@ -76,6 +76,9 @@ impl Lab {
             "netns", &lab.b,
         ]);
         for (ns, dev, host) in [(&lab.a, "va", 1), (&lab.b, "vb", 2)] {
+            // No router solicitations or RAs: the link stays quiet.
+            lab.sysctl(ns, &format!("net.ipv6.conf.{dev}.accept_ra=0"));
+            lab.sysctl(ns, &format!("net.ipv6.conf.{dev}.router_solicitations=0"));
             lab.ip(ns, &["link", "set", "lo", "up"]);
             lab.ip(
                 ns,
@@ -93,7 +96,6 @@ impl Lab {
                 ],
             );
             lab.ip(ns, &["link", "set", dev, "up"]);
-            lab.sysctl(ns, &format!("net.ipv6.conf.{dev}.accept_ra=0"));
         }
         lab.pin_neighbours("va", "vb", &[1], &[2]);
         lab
