@@ -49,6 +49,7 @@ pub mod flood_maps {
 pub mod globals {
     pub const KFREE_CONFIG: &str = "KFREE_CONFIG";
     pub const XDP_CONFIG: &str = "XDP_CONFIG";
+    pub const GEN_CONFIG: &str = "GEN_CONFIG";
 }
 
 /// Count-min sketch geometry: estimates exceed the truth by at most
@@ -242,6 +243,22 @@ pub struct DropKey {
     pub _pad: u32,
 }
 
+/// Test traffic generator settings (the `dropscope_gen` XDP program run
+/// through BPF_PROG_TEST_RUN live frames): it rewrites each frame's IPv4
+/// source and TTL, then transmits it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GenConfig {
+    /// Sources drawn at random from base .. base + sources (0 or 1: keep).
+    pub sources: u32,
+    /// First source address, host byte order.
+    pub base: u32,
+    /// Non-zero: random TTL per frame, as spoofing tools do.
+    pub spoof_ttl: u32,
+    /// Redirect target; 0 transmits out of the ingress interface (XDP_TX).
+    pub ifindex: u32,
+}
+
 /// One drop, as streamed for loss-pattern analysis (burst vs random).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -327,7 +344,7 @@ pub struct IfaceStats {
     pub vlan: u64,
     pub tcp_syn: u64,
     pub tcp_syn_ack: u64,
-    /// ACK set and no SYN, FIN, RST or payload-independent flags beyond PSH.
+    /// Pure ACKs: ACK set, no SYN, FIN or RST, and no payload.
     pub tcp_ack_only: u64,
     pub tcp_rst: u64,
     pub tcp_fin: u64,
@@ -429,6 +446,7 @@ mod user {
     unsafe impl aya::Pod for SourceKey {}
     unsafe impl aya::Pod for SourceStats {}
     unsafe impl aya::Pod for SrcSketch {}
+    unsafe impl aya::Pod for GenConfig {}
     unsafe impl aya::Pod for EpochState {}
     unsafe impl aya::Pod for XdpConfig {}
     unsafe impl aya::Pod for Trigger {}

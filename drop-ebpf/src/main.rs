@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod generator;
 mod kfree;
 mod xdp;
 

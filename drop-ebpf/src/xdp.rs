@@ -118,6 +118,8 @@ struct Shape {
     ipv6: bool,
     fragment: bool,
     tcp_flags: Option<u8>,
+    /// The TCP segment carries data (a pure ACK carries none).
+    tcp_payload: bool,
     udp_sport: Option<u16>,
     /// (IP protocol, destination port) for TCP and UDP first fragments.
     dport: Option<(u8, u16)>,
@@ -157,7 +159,7 @@ fn observe(ctx: &XdpContext) {
             let fin = flags & 0x01 != 0;
             s.tcp_syn += (syn && !ack) as u64;
             s.tcp_syn_ack += (syn && ack) as u64;
-            s.tcp_ack_only += (ack && !syn && !rst && !fin) as u64;
+            s.tcp_ack_only += (ack && !syn && !rst && !fin && !shape.tcp_payload) as u64;
             s.tcp_rst += rst as u64;
             s.tcp_fin += fin as u64;
         }
@@ -360,6 +362,7 @@ fn parse(f: &Frame) -> Shape {
         ipv6: false,
         fragment: false,
         tcp_flags: None,
+        tcp_payload: false,
         udp_sport: None,
         dport: None,
         ttl: 0,
@@ -384,7 +387,7 @@ fn parse(f: &Frame) -> Shape {
         tags += 1;
     }
 
-    let (l4proto, l4off) = match ethertype {
+    let (l4proto, l4off, ip_end) = match ethertype {
         ETH_P_IP => {
             shape.ipv4 = true;
             let Some(h) = f.load::<20>(off) else {
@@ -405,7 +408,8 @@ fn parse(f: &Frame) -> Shape {
                 shape.proto = proto_index(h[9]);
                 return shape;
             }
-            (h[9], off + ihl)
+            let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+            (h[9], off + ihl, off + total)
         }
         ETH_P_IPV6 => {
             shape.ipv6 = true;
@@ -449,7 +453,8 @@ fn parse(f: &Frame) -> Shape {
                 }
                 i += 1;
             }
-            (next, hoff)
+            let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
+            (next, hoff, off + 40 + plen)
         }
         _ => {
             shape.proto = proto::NON_IP;
@@ -462,6 +467,8 @@ fn parse(f: &Frame) -> Shape {
             if let Some(t) = f.load::<20>(l4off) {
                 shape.proto = proto::TCP;
                 shape.tcp_flags = Some(t[13]);
+                let doff = (t[12] >> 4) as usize * 4;
+                shape.tcp_payload = ip_end > l4off + doff;
                 shape.dport = Some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
             }
         }

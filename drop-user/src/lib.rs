@@ -6,6 +6,7 @@
 //! [`table`] (deltas, names, categories) -> [`output`] (table or JSON lines).
 
 pub mod btf;
+pub mod detect;
 pub mod doctor;
 pub mod host;
 pub mod iface;

@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use dropscope::{
     btf::KernelBtf,
+    detect::DetectConfig,
     doctor::{self, DoctorFormat, DoctorOptions},
     loader::{KfreeChoice, XdpChoice},
     output::Format,
@@ -47,6 +48,27 @@ enum Command {
         /// Rows in the top-sources and top-ports lists.
         #[arg(long, default_value = "10")]
         top: usize,
+        /// TOML file with [thresholds] and [detection] (see README).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Attack threshold: packets/s from one source (0: off).
+        #[arg(long)]
+        source_pps: Option<f64>,
+        /// Attack threshold: bits/s from one source.
+        #[arg(long)]
+        source_bps: Option<f64>,
+        /// Attack threshold: packets/s to one destination port.
+        #[arg(long)]
+        port_pps: Option<f64>,
+        /// Attack threshold: packets/s on an interface.
+        #[arg(long)]
+        iface_pps: Option<f64>,
+        /// Attack threshold: bits/s on an interface.
+        #[arg(long)]
+        iface_bps: Option<f64>,
+        /// Attack threshold: TCP SYNs/s on an interface.
+        #[arg(long)]
+        syn_pps: Option<f64>,
     },
     /// Watch for a short window, then name the causes of loss and the fixes.
     Doctor {
@@ -120,7 +142,37 @@ async fn main() -> ExitCode {
             kfree_hook,
             own_netns,
             top,
+            config,
+            source_pps,
+            source_bps,
+            port_pps,
+            iface_pps,
+            iface_bps,
+            syn_pps,
         } => {
+            let mut detect = match &config {
+                Some(p) => match DetectConfig::load(p) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => DetectConfig::default(),
+            };
+            let t = &mut detect.thresholds;
+            for (flag, slot) in [
+                (source_pps, &mut t.source_pps),
+                (source_bps, &mut t.source_bps),
+                (port_pps, &mut t.port_pps),
+                (iface_pps, &mut t.iface_pps),
+                (iface_bps, &mut t.iface_bps),
+                (syn_pps, &mut t.syn_pps),
+            ] {
+                if let Some(v) = flag {
+                    *slot = v;
+                }
+            }
             watch::run(WatchOptions {
                 ifaces: iface,
                 interval,
@@ -130,6 +182,7 @@ async fn main() -> ExitCode {
                 kfree: kfree_hook,
                 own_netns_only: own_netns,
                 top,
+                detect,
             })
             .await
         }

@@ -41,6 +41,30 @@ fn human(v: f64) -> String {
     }
 }
 
+/// Writes one attack event: a JSON line, or a line on stderr for the table.
+pub fn emit_event(
+    out: &mut impl Write,
+    e: &crate::detect::AttackEvent,
+    format: Format,
+) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut *out, e)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        }
+        Format::Table => {
+            if e.phase != "update" {
+                eprintln!(
+                    "attack {} {}: {} on {} ({}% confidence, {:.0} pps, {} sources, {})",
+                    e.id, e.phase, e.class, e.iface, e.confidence, e.pps, e.sources, e.trigger
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 pub fn render_table(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -71,6 +95,36 @@ pub fn render_table(r: &Report) -> String {
             human(d.rate),
             d.total
         );
+    }
+    if !r.attacks.is_empty() {
+        let _ = writeln!(s, "\nACTIVE ATTACKS");
+        for a in &r.attacks {
+            let vectors: Vec<String> = a
+                .vectors
+                .iter()
+                .map(|v| match v.protocol {
+                    Some(p) => format!("{} ({p}) {}%", v.class, v.confidence),
+                    None => format!("{} {}%", v.class, v.confidence),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  #{} {:<12} {}  {} pps  peak {} pps  {} sources (~{:.0}), spoofing: {}",
+                a.id,
+                a.iface,
+                vectors.join(", "),
+                human(a.pps),
+                human(a.peak_pps),
+                a.sources,
+                a.distinct_sources,
+                a.spoofing.verdict
+            );
+        }
+    }
+    if let Some(l) = &r.loss
+        && l.verdict != "none"
+    {
+        let _ = writeln!(s, "\nLOSS: {} ({})", l.verdict, l.evidence.join("; "));
     }
     if !r.locations.is_empty() {
         let _ = writeln!(s, "\nWHERE (reasonless drops by kernel location)");

@@ -9,7 +9,8 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use drop_common::{
-    DropEvent, DropKey, IfaceStats, LocationKey, SourceKey, SourceStats, UDP_PORT_BUCKETS,
+    DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, PortKey, SKETCH_DEPTH,
+    SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps,
     kfree_health, maps,
 };
 
@@ -23,6 +24,43 @@ pub struct Maps {
     locations: PerCpuHashMap<MapData, LocationKey, u64>,
     events: RingBuf<MapData>,
     event_switch: Array<MapData, u32>,
+    epoch: Array<MapData, u32>,
+    src_sketch: PerCpuArray<MapData, SrcSketch>,
+    epoch_state: PerCpuArray<MapData, EpochState>,
+    heavy_ports: PerCpuHashMap<MapData, PortKey, u64>,
+    /// In-kernel threshold crossings; poll its fd for readiness.
+    pub triggers: Option<RingBuf<MapData>>,
+}
+
+/// What one epoch (interval) of the sketches says, all CPUs merged.
+#[derive(Clone, Debug, Default)]
+pub struct EpochSample {
+    pub packets: u64,
+    pub bytes: u64,
+    pub syn: u64,
+    /// Distinct sources (HyperLogLog estimate).
+    pub distinct_sources: f64,
+    pub distinct_dports: f64,
+    /// Sources tracked exactly this epoch (new), and whether the budget ran
+    /// out (flood mode) on any CPU.
+    pub new_sources: u64,
+    pub flood_mode: bool,
+    /// Largest sketch counter: an upper bound for the heaviest source.
+    pub sketch_max: u64,
+}
+
+/// HyperLogLog estimate with the small-range (linear counting) correction.
+pub fn hll_estimate(regs: &[u8]) -> f64 {
+    let m = regs.len() as f64;
+    let alpha = 0.7213 / (1.0 + 1.079 / m);
+    let sum: f64 = regs.iter().map(|r| 2f64.powi(-(*r as i32))).sum();
+    let e = alpha * m * m / sum;
+    let zeros = regs.iter().filter(|r| **r == 0).count();
+    if e <= 2.5 * m && zeros > 0 {
+        m * (m / zeros as f64).ln()
+    } else {
+        e
+    }
 }
 
 /// Totals since load, as the kernel holds them.
@@ -57,7 +95,94 @@ impl Maps {
             locations: PerCpuHashMap::try_from(take(ebpf, maps::DROP_LOCATIONS)?)?,
             events: RingBuf::try_from(take(ebpf, maps::DROP_EVENTS)?)?,
             event_switch: Array::try_from(take(ebpf, maps::EVENT_SWITCH)?)?,
+            epoch: Array::try_from(take(ebpf, flood_maps::EPOCH)?)?,
+            src_sketch: PerCpuArray::try_from(take(ebpf, flood_maps::SRC_SKETCH)?)?,
+            epoch_state: PerCpuArray::try_from(take(ebpf, flood_maps::EPOCH_STATE)?)?,
+            heavy_ports: PerCpuHashMap::try_from(take(ebpf, flood_maps::HEAVY_PORTS)?)?,
+            triggers: Some(RingBuf::try_from(take(ebpf, flood_maps::TRIGGERS)?)?),
         })
+    }
+
+    /// Ends the current epoch: the XDP program moves to the other sketch;
+    /// this one is read, merged over CPUs, then zeroed for its next turn.
+    pub fn sample_epoch(&mut self, source_budget: u32) -> Result<EpochSample> {
+        let cur = self.epoch.get(&0, 0)?;
+        self.epoch.set(0, cur.wrapping_add(1), 0)?;
+        let parity = cur & 1;
+        let states = self.epoch_state.get(&parity, 0)?;
+        let sketches = self.src_sketch.get(&parity, 0)?;
+        let mut s = EpochSample::default();
+        let mut hll_src = [0u8; HLL_REGISTERS];
+        let mut hll_port = [0u8; HLL_REGISTERS];
+        for st in states.iter() {
+            s.packets += st.packets as u64;
+            s.bytes += st.bytes;
+            s.syn += st.syn as u64;
+            s.new_sources += st.new_sources as u64;
+            s.flood_mode |= source_budget > 0 && st.new_sources >= source_budget;
+            for i in 0..HLL_REGISTERS {
+                hll_src[i] = hll_src[i].max(st.hll_src[i]);
+                hll_port[i] = hll_port[i].max(st.hll_dport[i]);
+            }
+        }
+        let mut merged = vec![[0u64; SKETCH_WIDTH]; SKETCH_DEPTH];
+        for sk in sketches.iter() {
+            for (r, row) in merged.iter_mut().enumerate() {
+                for (c, cell) in row.iter_mut().enumerate() {
+                    *cell += sk.pkts[r][c] as u64;
+                }
+            }
+        }
+        // The heaviest source is at most the smallest row maximum.
+        s.sketch_max = merged
+            .iter()
+            .map(|row| row.iter().copied().max().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        s.distinct_sources = if s.packets == 0 {
+            0.0
+        } else {
+            hll_estimate(&hll_src)
+        };
+        s.distinct_dports = if hll_port.iter().all(|r| *r == 0) {
+            0.0
+        } else {
+            hll_estimate(&hll_port)
+        };
+        let n = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        // SAFETY: both are plain old data; all-zero is their empty state.
+        let zero_state: EpochState = unsafe { std::mem::zeroed() };
+        let zero_sketch: SrcSketch = unsafe { std::mem::zeroed() };
+        self.epoch_state.set(
+            parity,
+            aya::maps::PerCpuValues::try_from(vec![zero_state; n])?,
+            0,
+        )?;
+        self.src_sketch.set(
+            parity,
+            aya::maps::PerCpuValues::try_from(vec![zero_sketch; n])?,
+            0,
+        )?;
+        Ok(s)
+    }
+
+    /// Destination ports past the promotion threshold: (key, packets since promoted).
+    pub fn heavy_ports(&self) -> Vec<(PortKey, u64)> {
+        self.heavy_ports
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.iter().sum()))
+            .collect()
+    }
+
+    /// Takes every queued trigger.
+    pub fn drain_triggers(rb: &mut RingBuf<MapData>, mut f: impl FnMut(Trigger)) {
+        while let Some(item) = rb.next() {
+            if item.len() >= std::mem::size_of::<Trigger>() {
+                // SAFETY: Trigger is plain old data and the slice is long enough.
+                f(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Trigger) });
+            }
+        }
     }
 
     /// Switches the per-drop event stream on or off (off by default: it

@@ -35,6 +35,15 @@ pub struct Report {
     pub top_sources: Vec<SourceRow>,
     /// Reasonless (NOT_SPECIFIED) drops by kernel location, busiest first.
     pub locations: Vec<LocationRow>,
+    /// Attacks in progress (the latest event of each).
+    pub attacks: Vec<crate::detect::AttackEvent>,
+    /// DDoS-induced loss or congestion, with the evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<crate::detect::LossVerdict>,
+    /// Distinct sources this interval (HyperLogLog), and whether a spoofed
+    /// flood pushed per-source tracking into sketch-only mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources_estimate: Option<SourcesEstimate>,
     /// Live diagnosis: what this interval's drops most likely mean.
     pub diagnosis: Vec<crate::doctor::Hint>,
     pub health: Health,
@@ -50,6 +59,13 @@ pub struct DropRow {
     pub delta: u64,
     pub rate: f64,
     pub total: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SourcesEstimate {
+    pub distinct_sources: f64,
+    pub distinct_dports: f64,
+    pub flood_mode: bool,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -100,6 +116,9 @@ pub struct Shape {
     pub fragments: u64,
     /// Frame size upper bound ("le_64", ..., "gt_9018") -> packets.
     pub sizes: BTreeMap<String, u64>,
+    /// IPv4 TTL / IPv6 hop limit histogram (256 entries; not in JSON).
+    #[serde(skip)]
+    pub ttl: Vec<u64>,
 }
 
 impl Shape {
@@ -128,6 +147,7 @@ impl Shape {
             tcp_fin: s.tcp_fin,
             fragments: s.fragments,
             sizes,
+            ttl: s.ttl.to_vec(),
         }
     }
 }
@@ -204,6 +224,9 @@ fn delta_stats(a: &IfaceStats, b: &IfaceStats) -> IfaceStats {
     }
     for i in 0..SIZE_BUCKETS {
         d.size_buckets[i] = a.size_buckets[i].saturating_sub(b.size_buckets[i]);
+    }
+    for i in 0..256 {
+        d.ttl[i] = a.ttl[i].saturating_sub(b.ttl[i]);
     }
     d
 }
@@ -449,6 +472,9 @@ impl Tracker {
             drops_delta,
             drops_total,
             diagnosis: crate::doctor::hints(&drops),
+            attacks: Vec::new(),
+            loss: None,
+            sources_estimate: None,
             locations,
             drops,
             interfaces,

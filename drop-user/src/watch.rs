@@ -1,20 +1,26 @@
 //! `dropscope watch`: load, then one report per interval until the duration
 //! ends or a signal arrives; dropping the probes detaches everything.
+//! In-kernel threshold triggers wake the loop at once for an early sample,
+//! so an attack event does not wait for the next interval.
 
-use std::{io::IsTerminal, time::Duration};
+use std::{collections::HashMap, io::IsTerminal, time::Duration};
 
 use anyhow::{Context, Result};
+use drop_common::PortKey;
 use tokio::{
+    io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
     time::{Instant, sleep_until},
 };
 
 use crate::{
+    detect::{DetectConfig, Detector},
     iface,
     loader::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
     nic,
     output::{self, Format},
-    table::Tracker,
+    reader::Maps,
+    table::{SourcesEstimate, Tracker},
 };
 
 pub struct WatchOptions {
@@ -26,16 +32,31 @@ pub struct WatchOptions {
     pub kfree: KfreeChoice,
     pub own_netns_only: bool,
     pub top: usize,
+    pub detect: DetectConfig,
+}
+
+/// Rates of the heavy destination ports since the last sample.
+fn port_deltas(prev: &mut HashMap<PortKey, u64>, now: Vec<(PortKey, u64)>) -> Vec<(PortKey, u64)> {
+    let out = now
+        .iter()
+        .map(|(k, v)| (*k, v.saturating_sub(prev.get(k).copied().unwrap_or(0))))
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    *prev = now.into_iter().collect();
+    out
 }
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
     let ifaces = iface::resolve(&opts.ifaces)?;
-    let probes = loader::load(&LoadOptions {
+    let xdp_config = opts
+        .detect
+        .kernel_triggers(opts.interval.as_secs_f64(), loader::default_xdp_config());
+    let mut probes = loader::load(&LoadOptions {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
         kfree: opts.kfree,
         own_netns_only: opts.own_netns_only,
-        xdp_config: loader::default_xdp_config(),
+        xdp_config,
     })?;
     for n in &probes.notes {
         eprintln!("note: {n}");
@@ -69,17 +90,33 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         opts.top,
         nic_start,
     );
+    let mut detector = Detector::new(opts.detect.clone());
     let slots = if probes.xdp_modes.is_empty() {
         0
     } else {
         ifaces.len()
     };
+    let triggers = probes
+        .maps
+        .triggers
+        .take()
+        .context("trigger ring missing")?;
+    // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open for as
+    // long as it is registered.
+    let mut triggers = unsafe {
+        AsyncFd::register_with_interest(triggers, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("polling the trigger ring: {}", e.into_parts().1))?;
+    // Start the first epoch clean.
+    probes.maps.sample_epoch(xdp_config.source_budget)?;
+    let mut prev_ports = HashMap::new();
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
     let mut next = start + opts.interval;
+    let mut last_sample = start;
     let stdout = std::io::stdout();
     let clear = opts.format == Format::Table && stdout.is_terminal();
 
@@ -91,24 +128,62 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             next = d;
             last = true;
         }
+        let mut early = false;
         tokio::select! {
             _ = sleep_until(next) => {}
             _ = sigint.recv() => last = true,
             _ = sigterm.recv() => last = true,
+            guard = triggers.readable_mut() => {
+                let mut guard = guard?;
+                let mut fired = false;
+                Maps::drain_triggers(guard.get_inner_mut(), |t| {
+                    detector.kernel_trigger(t.ifindex, t.kind);
+                    fired = true;
+                });
+                guard.clear_ready();
+                let busy = ifaces.iter().all(|(n, _)| detector.active_on(n));
+                // An early sample, at most every 20 ms, only for news.
+                early = fired && !busy && last_sample.elapsed() >= Duration::from_millis(20);
+                if !early {
+                    continue;
+                }
+            }
         }
         let snap = probes.maps.read(slots)?;
+        let sample = probes.maps.sample_epoch(xdp_config.source_budget)?;
+        let ports = port_deltas(&mut prev_ports, probes.maps.heavy_ports());
         let counters = nic::read_all(&ifaces).unwrap_or_default();
-        let report = tracker.update(snap, counters);
+        let mut report = tracker.update(snap, counters);
+        last_sample = Instant::now();
+        let (events, loss) = detector.update(&report, &sample, &ports);
+        report.loss = Some(loss);
+        report.sources_estimate = Some(SourcesEstimate {
+            distinct_sources: sample.distinct_sources.round(),
+            distinct_dports: sample.distinct_dports.round(),
+            flood_mode: sample.flood_mode,
+        });
+        report.attacks = events
+            .iter()
+            .filter(|e| e.phase != "end")
+            .cloned()
+            .collect();
         let mut out = stdout.lock();
-        if output::emit(&mut out, &report, opts.format, clear).is_err() {
+        let mut ok = output::emit(&mut out, &report, opts.format, clear).is_ok();
+        for e in &events {
+            ok &= output::emit_event(&mut out, e, opts.format).is_ok();
+        }
+        if !ok {
             // The reader went away (closed pipe): nothing left to do.
             break;
         }
         if last {
             break;
         }
-        next += opts.interval;
+        if !early {
+            next += opts.interval;
+        }
     }
+    drop(triggers);
     drop(probes);
     Ok(())
 }

@@ -1,0 +1,61 @@
+//! Test traffic generator, run only through BPF_PROG_TEST_RUN in live-frames
+//! mode by the tests and benchmarks (never attached): each run rewrites the
+//! template frame's IPv4 source (and TTL) and transmits it.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_get_prandom_u32, bpf_redirect},
+    macros::xdp,
+    programs::XdpContext,
+};
+use drop_common::GenConfig;
+
+#[unsafe(no_mangle)]
+static GEN_CONFIG: GenConfig = GenConfig {
+    sources: 0,
+    base: 0,
+    spoof_ttl: 0,
+    ifindex: 0,
+};
+
+#[xdp]
+pub fn dropscope_gen(ctx: XdpContext) -> u32 {
+    let cfg = unsafe { core::ptr::read_volatile(&raw const GEN_CONFIG) };
+    let start = ctx.data();
+    if start + 34 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let ip = (start + 14) as *mut u8;
+    unsafe {
+        if cfg.sources > 1 {
+            let a = cfg.base.wrapping_add(bpf_get_prandom_u32() % cfg.sources);
+            let b = a.to_be_bytes();
+            *ip.add(12) = b[0];
+            *ip.add(13) = b[1];
+            *ip.add(14) = b[2];
+            *ip.add(15) = b[3];
+        }
+        if cfg.spoof_ttl != 0 {
+            *ip.add(8) = 16 + (bpf_get_prandom_u32() % 224) as u8;
+        }
+        // Header checksum over the 20-byte header, checksum field zeroed.
+        *ip.add(10) = 0;
+        *ip.add(11) = 0;
+        let mut sum: u32 = 0;
+        let mut i = 0;
+        while i < 20 {
+            sum += ((*ip.add(i) as u32) << 8) | *ip.add(i + 1) as u32;
+            i += 2;
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let c = !(sum as u16);
+        *ip.add(10) = (c >> 8) as u8;
+        *ip.add(11) = c as u8;
+    }
+    if cfg.ifindex != 0 {
+        unsafe { bpf_redirect(cfg.ifindex, 0) as u32 }
+    } else {
+        xdp_action::XDP_TX
+    }
+}

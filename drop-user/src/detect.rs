@@ -1,0 +1,841 @@
+//! Flood detection and classification: thresholds and adaptive baselines per
+//! metric, attack classes from the packet shapes XDP counts, few vs many and
+//! spoofed vs real sources, DDoS-induced loss vs congestion, and the attack
+//! events (start, update, end) with hysteresis.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use drop_common::{SKETCH_DEPTH, SKETCH_WIDTH, XdpConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    reader::EpochSample,
+    table::{IfaceReport, Report, Shape},
+};
+
+pub const EVENT_SCHEMA: &str = "dropscope.attack/1";
+
+/// Absolute thresholds; 0 turns one off. Rates are per second.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    pub source_pps: f64,
+    pub source_bps: f64,
+    pub port_pps: f64,
+    pub iface_pps: f64,
+    pub iface_bps: f64,
+    pub syn_pps: f64,
+}
+
+/// Adaptive-baseline knobs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Adaptive {
+    /// A spike is above mean + k_sigma * stddev ...
+    pub k_sigma: f64,
+    /// ... and above multiple * mean ...
+    pub multiple: f64,
+    /// ... and above the metric's floor (per second), scaled by this.
+    pub floor_scale: f64,
+    /// An attack ends after this many seconds without a trigger.
+    pub end_after_s: f64,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Self {
+            k_sigma: 4.0,
+            multiple: 5.0,
+            floor_scale: 1.0,
+            end_after_s: 3.0,
+        }
+    }
+}
+
+/// The TOML config file: `[thresholds]` and `[detection]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    pub thresholds: Thresholds,
+    pub detection: Adaptive,
+}
+
+impl DetectConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// In-kernel trigger counts for one interval of `secs` (per CPU: a flood
+    /// spread over N CPUs triggers at N times the rate).
+    pub fn kernel_triggers(&self, secs: f64, base: XdpConfig) -> XdpConfig {
+        let n = |rate: f64| {
+            if rate > 0.0 {
+                (rate * secs).ceil().max(1.0) as u32
+            } else {
+                0
+            }
+        };
+        XdpConfig {
+            trigger_source: n(self.thresholds.source_pps),
+            trigger_port: n(self.thresholds.port_pps),
+            trigger_packets: n(self.thresholds.iface_pps),
+            trigger_syn: n(self.thresholds.syn_pps),
+            ..base
+        }
+    }
+}
+
+/// Attack-shaped metrics and their floors (per second).
+const METRICS: [(&str, f64); 7] = [
+    ("syn", 1000.0),
+    ("ack_rst", 5000.0),
+    ("udp", 5000.0),
+    ("reflector_udp", 1000.0),
+    ("icmp", 1000.0),
+    ("fragments", 1000.0),
+    ("pps", f64::INFINITY),
+];
+
+/// Moving mean and variance (exponentially weighted).
+#[derive(Clone, Debug, Default)]
+struct Baseline {
+    mean: f64,
+    var: f64,
+    samples: u32,
+}
+
+impl Baseline {
+    const ALPHA: f64 = 0.2;
+
+    fn update(&mut self, v: f64) {
+        if self.samples == 0 {
+            self.mean = v;
+            self.var = 0.0;
+        } else {
+            let d = v - self.mean;
+            self.mean += Self::ALPHA * d;
+            self.var = (1.0 - Self::ALPHA) * (self.var + Self::ALPHA * d * d);
+        }
+        self.samples += 1;
+    }
+
+    fn spike(&self, v: f64, a: &Adaptive, floor: f64) -> bool {
+        if v < floor * a.floor_scale {
+            return false;
+        }
+        if self.samples < 3 {
+            return true;
+        }
+        v > self.mean + a.k_sigma * self.var.sqrt() && v > a.multiple * self.mean
+    }
+}
+
+/// Well-known reflection/amplification source ports.
+pub fn reflector_protocol(port: u16) -> Option<&'static str> {
+    Some(match port {
+        17 => "QOTD",
+        19 => "CharGEN",
+        53 => "DNS",
+        69 => "TFTP",
+        111 => "Portmap",
+        123 => "NTP",
+        137 => "NetBIOS",
+        161 => "SNMP",
+        389 => "CLDAP",
+        427 => "SLP",
+        443 => "QUIC",
+        520 => "RIP",
+        1434 => "MSSQL",
+        1900 => "SSDP",
+        3283 => "ARD",
+        3478 => "STUN",
+        3702 => "WS-Discovery",
+        5353 => "mDNS",
+        5683 => "CoAP",
+        10001 => "Ubiquiti",
+        11211 => "memcached",
+        27015 => "Steam",
+        33848 => "Jenkins",
+        37810 => "DVR",
+        _ => return None,
+    })
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Vector {
+    /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
+    /// fragment-flood, volumetric.
+    pub class: &'static str,
+    pub confidence: u8,
+    /// The reflected protocol (DNS, NTP, memcached...) for udp-reflection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+}
+
+fn share(n: u64, d: u64) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+/// Attack vectors in one interval's shape, most confident first.
+pub fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) -> Vec<Vector> {
+    let p = d.packets;
+    let g = |k: &str| d.protocols.get(k).copied().unwrap_or(0);
+    let size = |k: &str| d.sizes.get(k).copied().unwrap_or(0);
+    let conf = |x: f64| (x.clamp(0.0, 1.0) * 100.0).round() as u8;
+    let mut v = Vec::new();
+
+    let syn = share(d.tcp_syn, p);
+    let ack_after_syn = share(d.tcp_ack_only, d.tcp_syn.max(1));
+    v.push(Vector {
+        class: "syn-flood",
+        confidence: conf((syn / 0.5).min(1.0) * if ack_after_syn < 0.2 { 1.0 } else { 0.5 }),
+        protocol: None,
+    });
+    let ackrst = share(d.tcp_ack_only + d.tcp_rst, p);
+    let handshakes = share(
+        d.tcp_syn + d.tcp_syn_ack,
+        (d.tcp_ack_only + d.tcp_rst).max(1),
+    );
+    v.push(Vector {
+        class: "ack-rst-flood",
+        confidence: conf((ackrst / 0.5).min(1.0) * if handshakes < 0.05 { 1.0 } else { 0.4 }),
+        protocol: None,
+    });
+    let udp_pkts = g("udp");
+    let refl_pkts: u64 = ports
+        .iter()
+        .filter(|(port, _)| reflector_protocol(*port).is_some())
+        .map(|(_, n)| n)
+        .sum();
+    let top_refl = ports
+        .iter()
+        .filter(|(port, _)| reflector_protocol(*port).is_some())
+        .max_by_key(|(_, n)| *n)
+        .and_then(|(port, _)| reflector_protocol(*port));
+    let large = share(size("le_01518") + size("le_09018") + size("gt_09018"), p);
+    let frag = share(d.fragments, p);
+    let refl_conf =
+        (share(refl_pkts, p) / 0.5).min(1.0) * (0.5 + 0.5 * ((large + frag) / 0.5).min(1.0));
+    v.push(Vector {
+        class: "udp-reflection",
+        confidence: conf(refl_conf),
+        protocol: if refl_conf >= 0.4 { top_refl } else { None },
+    });
+    let small = share(size("le_00064") + size("le_00128"), p);
+    let udp = share(udp_pkts, p);
+    v.push(Vector {
+        class: "udp-flood",
+        confidence: conf(
+            (udp / 0.6).min(1.0)
+                * if small >= 0.5 || distinct_dports >= 32.0 {
+                    1.0
+                } else {
+                    0.3
+                }
+                * (1.0 - refl_conf),
+        ),
+        protocol: None,
+    });
+    v.push(Vector {
+        class: "icmp-flood",
+        confidence: conf((share(g("icmp") + g("icmpv6"), p) / 0.5).min(1.0)),
+        protocol: None,
+    });
+    v.push(Vector {
+        class: "fragment-flood",
+        confidence: conf((frag / 0.5).min(1.0) * (1.0 - 0.6 * refl_conf)),
+        protocol: None,
+    });
+    v.retain(|x| x.confidence >= 40);
+    v.sort_by(|a, b| b.confidence.cmp(&a.confidence).then(a.class.cmp(b.class)));
+    if v.is_empty() {
+        v.push(Vector {
+            class: "volumetric",
+            confidence: 50,
+            protocol: None,
+        });
+    }
+    v
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Spoofing {
+    /// "spoofed", "real", or "unclear".
+    pub verdict: &'static str,
+    /// TTL values that carry at least 0.5% of packets.
+    pub distinct_ttls: usize,
+    /// Share of packets in the three most common TTLs.
+    pub top3_ttl_share: f64,
+    pub packets_per_source: f64,
+}
+
+pub fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
+    let total: u64 = ttl.iter().sum();
+    let mut sorted: Vec<u64> = ttl.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let distinct = ttl.iter().filter(|c| share(**c, total) >= 0.005).count();
+    let top3 = share(sorted.iter().take(3).sum(), total);
+    let pps = if distinct_sources > 0.0 {
+        packets as f64 / distinct_sources
+    } else {
+        0.0
+    };
+    let verdict = if distinct >= 20 || (distinct_sources >= 1000.0 && pps < 3.0) {
+        "spoofed"
+    } else if top3 >= 0.9 && pps >= 5.0 {
+        "real"
+    } else {
+        "unclear"
+    };
+    Spoofing {
+        verdict,
+        distinct_ttls: distinct,
+        top3_ttl_share: top3,
+        packets_per_source: pps,
+    }
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SourceShare {
+    pub address: String,
+    pub pps: f64,
+    pub share: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct PortRate {
+    pub proto: &'static str,
+    pub port: u16,
+    pub pps: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub packets: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SketchBound {
+    pub width: usize,
+    pub depth: usize,
+    /// A per-source estimate exceeds the truth by at most epsilon * packets
+    /// of the interval, with probability 1 - delta.
+    pub epsilon: f64,
+    pub delta: f64,
+    pub packets_bound: f64,
+    /// Sources tracked exactly (false: a spoofed flood exhausted the budget,
+    /// sources below the promotion threshold are estimated only).
+    pub exact: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct AttackEvent {
+    pub schema: &'static str,
+    pub id: u64,
+    /// "start", "update" or "end".
+    pub phase: &'static str,
+    pub iface: String,
+    pub class: &'static str,
+    pub confidence: u8,
+    pub vectors: Vec<Vector>,
+    /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
+    pub trigger: String,
+    pub started_at: f64,
+    pub ts: f64,
+    pub duration_s: f64,
+    pub pps: f64,
+    pub bps: f64,
+    pub peak_pps: f64,
+    pub peak_bps: f64,
+    pub distinct_sources: f64,
+    /// "few" or "many".
+    pub sources: &'static str,
+    pub top_source_share: f64,
+    pub spoofing: Spoofing,
+    pub top_sources: Vec<SourceShare>,
+    pub top_ports: Vec<PortRate>,
+    /// Drops by reason since the attack started.
+    pub drops: Vec<ReasonCount>,
+    pub estimate: SketchBound,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct LossVerdict {
+    /// "ddos", "congestion", or "none".
+    pub verdict: &'static str,
+    pub evidence: Vec<String>,
+}
+
+struct Active {
+    id: u64,
+    started: Instant,
+    started_at: f64,
+    last_trigger: Instant,
+    trigger: String,
+    peak_pps: f64,
+    peak_bps: f64,
+    drops: BTreeMap<String, u64>,
+}
+
+pub struct Detector {
+    pub config: DetectConfig,
+    baselines: HashMap<(String, &'static str), Baseline>,
+    drop_baseline: Baseline,
+    active: HashMap<String, Active>,
+    next_id: u64,
+    /// Kernel triggers waiting for the next sample: iface -> kind.
+    pending: HashMap<u32, String>,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn metric(i: &IfaceReport, secs: f64, name: &str) -> f64 {
+    let d = &i.delta;
+    let g = |k: &str| d.protocols.get(k).copied().unwrap_or(0) as f64;
+    let refl: u64 = i
+        .udp_src_ports
+        .iter()
+        .filter(|p| {
+            p.port
+                .parse::<u16>()
+                .ok()
+                .and_then(reflector_protocol)
+                .is_some()
+        })
+        .map(|p| p.packets)
+        .sum();
+    let v = match name {
+        "syn" => d.tcp_syn as f64,
+        "ack_rst" => (d.tcp_ack_only + d.tcp_rst) as f64,
+        "udp" => g("udp"),
+        "reflector_udp" => refl as f64,
+        "icmp" => g("icmp") + g("icmpv6"),
+        "fragments" => d.fragments as f64,
+        _ => d.packets as f64,
+    };
+    v / secs
+}
+
+impl Detector {
+    pub fn new(config: DetectConfig) -> Self {
+        Self {
+            config,
+            baselines: HashMap::new(),
+            drop_baseline: Baseline::default(),
+            active: HashMap::new(),
+            next_id: 1,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Notes an in-kernel trigger; it starts an attack at the next sample.
+    pub fn kernel_trigger(&mut self, ifindex: u32, kind: u32) {
+        let k = match kind {
+            drop_common::trigger_kind::SOURCE => "source",
+            drop_common::trigger_kind::PORT => "port",
+            drop_common::trigger_kind::PACKETS => "packets",
+            drop_common::trigger_kind::SYN => "syn",
+            _ => "unknown",
+        };
+        self.pending.insert(ifindex, format!("kernel:{k}"));
+    }
+
+    pub fn active_on(&self, iface: &str) -> bool {
+        self.active.contains_key(iface)
+    }
+
+    /// Feeds one interval; returns the attack events it causes and the loss verdict.
+    pub fn update(
+        &mut self,
+        report: &Report,
+        sample: &EpochSample,
+        heavy_ports: &[(drop_common::PortKey, u64)],
+    ) -> (Vec<AttackEvent>, LossVerdict) {
+        let secs = report.interval_s.max(1e-3);
+        let th = self.config.thresholds.clone();
+        let ad = self.config.detection.clone();
+        let mut events = Vec::new();
+        for i in &report.interfaces {
+            let mut triggers: Vec<String> = Vec::new();
+            if let Some(k) = self.pending.remove(&i.ifindex) {
+                triggers.push(k);
+            }
+            // Absolute thresholds.
+            let top = report
+                .top_sources
+                .iter()
+                .filter(|s| s.iface == i.iface)
+                .max_by(|a, b| a.pps.total_cmp(&b.pps));
+            if th.iface_pps > 0.0 && i.pps >= th.iface_pps {
+                triggers.push("threshold:iface_pps".into());
+            }
+            if th.iface_bps > 0.0 && i.bps >= th.iface_bps {
+                triggers.push("threshold:iface_bps".into());
+            }
+            if th.syn_pps > 0.0 && i.delta.tcp_syn as f64 / secs >= th.syn_pps {
+                triggers.push("threshold:syn_pps".into());
+            }
+            if let Some(t) = top {
+                if th.source_pps > 0.0 && t.pps >= th.source_pps {
+                    triggers.push("threshold:source_pps".into());
+                }
+                if th.source_bps > 0.0 && t.bps >= th.source_bps {
+                    triggers.push("threshold:source_bps".into());
+                }
+            }
+            let port_rates: Vec<PortRate> = self.port_rates(heavy_ports, i.ifindex, secs);
+            if th.port_pps > 0.0 && port_rates.first().is_some_and(|p| p.pps >= th.port_pps) {
+                triggers.push("threshold:port_pps".into());
+            }
+            // Adaptive spikes on attack-shaped metrics.
+            let attacking = self.active.contains_key(&i.iface);
+            let vectors = {
+                let ports: Vec<(u16, u64)> = i
+                    .udp_src_ports
+                    .iter()
+                    .filter_map(|p| p.port.parse::<u16>().ok().map(|n| (n, p.packets)))
+                    .collect();
+                classify(&i.delta, &ports, sample.distinct_dports)
+            };
+            let shaped = vectors
+                .iter()
+                .any(|v| v.class != "volumetric" && v.confidence >= 50);
+            for (name, floor) in METRICS {
+                let v = metric(i, secs, name);
+                let b = self.baselines.entry((i.iface.clone(), name)).or_default();
+                if floor.is_finite() && shaped && b.spike(v, &ad, floor) {
+                    triggers.push(format!("spike:{name}"));
+                }
+                // Baselines learn only from peacetime.
+                if !attacking && triggers.is_empty() {
+                    b.update(v);
+                }
+            }
+
+            let now = Instant::now();
+            let top_total: f64 = report
+                .top_sources
+                .iter()
+                .filter(|s| s.iface == i.iface)
+                .map(|s| s.pps)
+                .sum();
+            let _ = top_total;
+            if let Some(a) = self.active.get_mut(&i.iface) {
+                if !triggers.is_empty() {
+                    a.last_trigger = now;
+                }
+                a.peak_pps = a.peak_pps.max(i.pps);
+                a.peak_bps = a.peak_bps.max(i.bps);
+                for d in &report.drops {
+                    if d.delta > 0 {
+                        *a.drops.entry(d.reason.clone()).or_default() += d.delta;
+                    }
+                }
+                let ended = now.duration_since(a.last_trigger).as_secs_f64() >= ad.end_after_s;
+                let phase = if ended { "end" } else { "update" };
+                let ev = self.event(phase, i, report, sample, &vectors, port_rates, secs);
+                events.push(ev);
+                if ended {
+                    self.active.remove(&i.iface);
+                }
+            } else if !triggers.is_empty() {
+                let id = self.next_id;
+                self.next_id += 1;
+                let mut drops = BTreeMap::new();
+                for d in &report.drops {
+                    if d.delta > 0 {
+                        *drops.entry(d.reason.clone()).or_default() += d.delta;
+                    }
+                }
+                self.active.insert(
+                    i.iface.clone(),
+                    Active {
+                        id,
+                        started: now,
+                        started_at: now_unix(),
+                        last_trigger: now,
+                        trigger: triggers[0].clone(),
+                        peak_pps: i.pps,
+                        peak_bps: i.bps,
+                        drops,
+                    },
+                );
+                events.push(self.event("start", i, report, sample, &vectors, port_rates, secs));
+            }
+        }
+
+        // DDoS-induced loss vs congestion.
+        let drop_rate = report.drops_delta as f64 / secs;
+        let loss = if report.drops_delta == 0 {
+            LossVerdict {
+                verdict: "none",
+                evidence: vec![],
+            }
+        } else if !self.active.is_empty() {
+            let mut evidence = vec![format!("{drop_rate:.0} drops/s while an attack is active")];
+            for (iface, a) in &self.active {
+                evidence.push(format!(
+                    "{iface}: attack {} ({}) peak {:.0} pps",
+                    a.id, a.trigger, a.peak_pps
+                ));
+            }
+            LossVerdict {
+                verdict: "ddos",
+                evidence,
+            }
+        } else {
+            let b = &self.drop_baseline;
+            let sudden = b.samples >= 3
+                && drop_rate > b.mean + 4.0 * b.var.sqrt()
+                && drop_rate > 5.0 * b.mean.max(1.0);
+            LossVerdict {
+                verdict: "congestion",
+                evidence: vec![
+                    format!("{drop_rate:.0} drops/s with no traffic spike and no skewed sources"),
+                    format!(
+                        "drop rate {} (baseline {:.0}/s)",
+                        if sudden { "jumped" } else { "grew gradually" },
+                        b.mean
+                    ),
+                ],
+            }
+        };
+        if self.active.is_empty() {
+            self.drop_baseline.update(drop_rate);
+        }
+        (events, loss)
+    }
+
+    fn port_rates(
+        &self,
+        heavy: &[(drop_common::PortKey, u64)],
+        ifindex: u32,
+        secs: f64,
+    ) -> Vec<PortRate> {
+        let _ = secs;
+        let mut v: Vec<PortRate> = heavy
+            .iter()
+            .filter(|(k, _)| k.ifindex == ifindex)
+            .map(|(k, n)| PortRate {
+                proto: if k.proto == 6 { "tcp" } else { "udp" },
+                port: k.port,
+                pps: *n as f64,
+            })
+            .collect();
+        v.sort_by(|a, b| b.pps.total_cmp(&a.pps));
+        v.truncate(10);
+        v
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        phase: &'static str,
+        i: &IfaceReport,
+        report: &Report,
+        sample: &EpochSample,
+        vectors: &[Vector],
+        top_ports: Vec<PortRate>,
+        secs: f64,
+    ) -> AttackEvent {
+        let a = &self.active[&i.iface];
+        let srcs: Vec<&crate::table::SourceRow> = report
+            .top_sources
+            .iter()
+            .filter(|s| s.iface == i.iface)
+            .collect();
+        let total_pps = i.pps.max(1e-9);
+        let top_sources: Vec<SourceShare> = srcs
+            .iter()
+            .take(10)
+            .map(|s| SourceShare {
+                address: s.address.clone(),
+                pps: s.pps,
+                share: (s.pps / total_pps).min(1.0),
+            })
+            .collect();
+        let top_share = top_sources.first().map(|s| s.share).unwrap_or(0.0);
+        let top5: f64 = top_sources.iter().take(5).map(|s| s.share).sum();
+        let distinct = sample.distinct_sources;
+        let few = distinct < 50.0 || top5 >= 0.8;
+        let eps = std::f64::consts::E / SKETCH_WIDTH as f64;
+        AttackEvent {
+            schema: EVENT_SCHEMA,
+            id: a.id,
+            phase,
+            iface: i.iface.clone(),
+            class: vectors[0].class,
+            confidence: vectors[0].confidence,
+            vectors: vectors.to_vec(),
+            trigger: a.trigger.clone(),
+            started_at: a.started_at,
+            ts: now_unix(),
+            duration_s: a.started.elapsed().as_secs_f64(),
+            pps: i.pps,
+            bps: i.bps,
+            peak_pps: a.peak_pps.max(i.pps),
+            peak_bps: a.peak_bps.max(i.bps),
+            distinct_sources: distinct.round(),
+            sources: if few { "few" } else { "many" },
+            top_source_share: top_share,
+            spoofing: spoofing(&i.delta.ttl, i.delta.packets, distinct),
+            top_sources,
+            top_ports: top_ports
+                .into_iter()
+                .map(|p| PortRate {
+                    pps: p.pps / secs,
+                    ..p
+                })
+                .collect(),
+            drops: a
+                .drops
+                .iter()
+                .map(|(r, n)| ReasonCount {
+                    reason: r.clone(),
+                    packets: *n,
+                })
+                .collect(),
+            estimate: SketchBound {
+                width: SKETCH_WIDTH,
+                depth: SKETCH_DEPTH,
+                epsilon: eps,
+                delta: (-(SKETCH_DEPTH as f64)).exp(),
+                packets_bound: eps * sample.packets as f64,
+                exact: !sample.flood_mode,
+            },
+        }
+    }
+
+    /// Active attacks, for the live views.
+    pub fn active(&self) -> Vec<(String, u64, String)> {
+        self.active
+            .iter()
+            .map(|(i, a)| (i.clone(), a.id, a.trigger.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(f: impl FnOnce(&mut Shape)) -> Shape {
+        let mut s = Shape::default();
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn classes_from_shapes() {
+        let syn = shape(|s| {
+            s.packets = 1000;
+            s.tcp_syn = 990;
+            s.protocols.insert("tcp", 1000);
+        });
+        assert_eq!(classify(&syn, &[], 1.0)[0].class, "syn-flood");
+        let refl = shape(|s| {
+            s.packets = 1000;
+            s.protocols.insert("udp", 1000);
+            s.sizes.insert("le_01518".into(), 900);
+            s.fragments = 300;
+        });
+        let v = classify(&refl, &[(123, 1000)], 1.0);
+        assert_eq!(v[0].class, "udp-reflection");
+        assert_eq!(v[0].protocol, Some("NTP"));
+        let icmp = shape(|s| {
+            s.packets = 500;
+            s.protocols.insert("icmp", 480);
+        });
+        assert_eq!(classify(&icmp, &[], 1.0)[0].class, "icmp-flood");
+        let udp = shape(|s| {
+            s.packets = 1000;
+            s.protocols.insert("udp", 1000);
+            s.sizes.insert("le_00064".into(), 1000);
+        });
+        assert_eq!(
+            classify(&udp, &[(40000, 1000)], 900.0)[0].class,
+            "udp-flood"
+        );
+        let benign = shape(|s| {
+            s.packets = 1000;
+            s.protocols.insert("tcp", 1000);
+            s.tcp_syn = 1;
+            s.sizes.insert("le_01518".into(), 1000);
+        });
+        assert_eq!(classify(&benign, &[], 1.0)[0].class, "volumetric");
+    }
+
+    #[test]
+    fn multi_vector_reports_each() {
+        let mixed = shape(|s| {
+            s.packets = 1000;
+            s.tcp_syn = 500;
+            s.protocols.insert("tcp", 500);
+            s.protocols.insert("icmp", 500);
+        });
+        let v = classify(&mixed, &[], 1.0);
+        let classes: Vec<_> = v.iter().map(|x| x.class).collect();
+        assert!(
+            classes.contains(&"syn-flood") && classes.contains(&"icmp-flood"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn spoofing_from_ttls() {
+        let mut spread = [0u64; 256];
+        for (i, c) in spread.iter_mut().enumerate().skip(20).take(200) {
+            *c = 10 + i as u64 % 3;
+        }
+        assert_eq!(spoofing(&spread, 2000, 1900.0).verdict, "spoofed");
+        let mut botnet = [0u64; 256];
+        botnet[52] = 700;
+        botnet[115] = 250;
+        botnet[60] = 50;
+        assert_eq!(spoofing(&botnet, 1000, 20.0).verdict, "real");
+    }
+
+    #[test]
+    fn baseline_spikes_need_all_three_conditions() {
+        let a = Adaptive::default();
+        let mut b = Baseline::default();
+        for v in [100.0, 120.0, 90.0, 110.0, 100.0] {
+            b.update(v);
+        }
+        assert!(b.spike(5000.0, &a, 1000.0));
+        assert!(!b.spike(300.0, &a, 1000.0), "below the floor");
+        assert!(!b.spike(1100.0, &a, 100.0) || 1100.0 > 5.0 * b.mean);
+    }
+
+    #[test]
+    fn config_file() {
+        let c = DetectConfig::parse(
+            "[thresholds]\nsource_pps = 5000\nsyn_pps = 20000\n[detection]\nend_after_s = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.thresholds.source_pps, 5000.0);
+        assert_eq!(c.detection.end_after_s, 2.0);
+        assert_eq!(c.detection.k_sigma, 4.0);
+        assert!(DetectConfig::parse("[thresholds]\nbogus = 1\n").is_err());
+        let x = c.kernel_triggers(0.5, XdpConfig::default());
+        assert_eq!(x.trigger_source, 2500);
+        assert_eq!(x.trigger_port, 0);
+    }
+}
