@@ -103,10 +103,9 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         .context("trigger ring missing")?;
     // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open for as
     // long as it is registered.
-    let mut triggers = unsafe {
-        AsyncFd::register_with_interest(triggers, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| anyhow::anyhow!("polling the trigger ring: {}", e.into_parts().1))?;
+    let mut triggers =
+        unsafe { AsyncFd::register_with_interest(triggers, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("polling the trigger ring: {}", e.into_parts().1))?;
     // Start the first epoch clean.
     probes.maps.sample_epoch(xdp_config.source_budget)?;
     let mut prev_ports = HashMap::new();

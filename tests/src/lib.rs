@@ -19,6 +19,7 @@ use std::{
 use serde_json::Value;
 
 pub mod frames;
+pub mod generator;
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 

@@ -51,12 +51,15 @@ const APT_BUILD: [&str; 4] = [
     "libzstd-dev",
     "zlib1g-dev",
 ];
-/// Tools the integration tests run: ip/nstat, iptables, setpriv, ethtool.
-const APT_TEST: [(&str, &str); 4] = [
+/// Tools the integration tests run: ip/nstat/tc/ss, iptables, setpriv,
+/// ethtool, and the real flood and load tools.
+const APT_TEST: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
     ("ethtool", "ethtool"),
+    ("hping3", "hping3"),
+    ("iperf3", "iperf3"),
 ];
 
 fn workspace_root() -> PathBuf {
