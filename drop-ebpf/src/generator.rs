@@ -25,6 +25,11 @@ pub fn dropscope_gen(ctx: XdpContext) -> u32 {
     if start + 34 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
+    // Only untagged IPv4 frames are rewritten; others go out as they are.
+    let eth = start as *const u8;
+    if unsafe { *eth.add(12) != 0x08 || *eth.add(13) != 0x00 } {
+        return transmit(&cfg);
+    }
     let ip = (start + 14) as *mut u8;
     unsafe {
         if cfg.sources > 1 {
@@ -53,9 +58,20 @@ pub fn dropscope_gen(ctx: XdpContext) -> u32 {
         *ip.add(10) = (c >> 8) as u8;
         *ip.add(11) = c as u8;
     }
+    transmit(&cfg)
+}
+
+#[inline(always)]
+fn transmit(cfg: &GenConfig) -> u32 {
     if cfg.ifindex != 0 {
         unsafe { bpf_redirect(cfg.ifindex, 0) as u32 }
     } else {
         xdp_action::XDP_TX
     }
+}
+
+/// The floor for benchmarks: an XDP program that only passes.
+#[xdp]
+pub fn dropscope_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }

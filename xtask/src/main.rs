@@ -35,6 +35,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks side by side; prints the table and writes BENCHMARKS.md.
+    Bench {
+        /// More trials and longer windows (the default is a quick run).
+        #[arg(long)]
+        full: bool,
+    },
     /// Set up, build, then run every test: unit and real-kernel integration.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -286,6 +292,17 @@ fn main() -> ExitCode {
                 s
             };
             run(c.args(&args))
+        })(),
+        Task::Bench { full } => (|| {
+            setup()?;
+            let bin = build(true)?;
+            remove_stale_test_namespaces();
+            let mut c = cargo();
+            c.args(["run", "--release", "-p", "integration-tests", "--bin", "bench", "--"]);
+            if full {
+                c.arg("--full");
+            }
+            run(c.env("DROPSCOPE_BIN", &bin))
         })(),
         Task::Test { args } => (|| {
             setup()?;
