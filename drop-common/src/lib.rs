@@ -19,7 +19,9 @@ pub mod maps {
     pub const DROP_LOCATIONS: &str = "DROP_LOCATIONS";
     /// Per-CPU array: kfree_skb program health counters (see [`super::KfreeHealth`]).
     pub const KFREE_HEALTH: &str = "KFREE_HEALTH";
-    /// Hash: ifindex -> slot in the per-interface arrays (written by user space).
+    /// Array indexed by ifindex (< SLOT_ARRAY_IFINDEXES): slot + 1, 0 = not watched.
+    pub const IFACE_SLOT_ARRAY: &str = "IFACE_SLOT_ARRAY";
+    /// Hash: ifindex -> slot, for larger ifindexes (written by user space).
     pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
     /// Per-CPU array indexed by slot: packet-shape counters per interface.
     pub const IFACE_STATS: &str = "IFACE_STATS";
@@ -62,12 +64,11 @@ pub const PORT_SKETCH_DEPTH: usize = 2;
 pub const MAX_HEAVY_PORTS: u32 = 4096;
 pub const TRIGGER_RING_BYTES: u32 = 1 << 18;
 
-/// Per-epoch, per-CPU source sketch: packets and bytes.
+/// Per-epoch, per-CPU source sketch (packets).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SrcSketch {
     pub pkts: [[u32; SKETCH_WIDTH]; SKETCH_DEPTH],
-    pub bytes: [[u32; SKETCH_WIDTH]; SKETCH_DEPTH],
 }
 
 /// Per-epoch, per-CPU state: zeroed by user space when an epoch is read.
@@ -101,6 +102,11 @@ pub struct XdpConfig {
     pub trigger_port: u32,
     pub trigger_packets: u32,
     pub trigger_syn: u32,
+    /// Benchmarks only: replace each IPv4 source with one of this many
+    /// random addresses (BPF_PROG_TEST_RUN repeats one frame). 0 in
+    /// production, where the verifier prunes the branch (read-only value).
+    pub bench_random_sources: u32,
+    pub _pad: u32,
 }
 
 pub mod trigger_kind {
@@ -190,6 +196,8 @@ pub const MAX_DROP_ROWS: u32 = 8192;
 pub const MAX_LOCATIONS: u32 = 4096;
 /// Drop event ring size in bytes (a power of two; 32 bytes an event).
 pub const DROP_EVENT_RING_BYTES: u32 = 1 << 22;
+/// Interfaces with an ifindex below this find their slot by array lookup.
+pub const SLOT_ARRAY_IFINDEXES: u32 = 4096;
 /// Upper bound of watched interfaces.
 pub const MAX_IFACES: u32 = 64;
 /// Upper bound of tracked source addresses (LRU: least recently seen go first).

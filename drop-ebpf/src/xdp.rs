@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PORT_SKETCH_DEPTH, PortKey,
+    EpochState, IfaceStats, MAX_HEAVY_PORTS, SLOT_ARRAY_IFINDEXES, MAX_IFACES, MAX_SOURCES, PORT_SKETCH_DEPTH, PortKey,
     SKETCH_DEPTH, SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger,
     UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket,
     sketch_index, trigger_kind,
@@ -26,6 +26,8 @@ static XDP_CONFIG: XdpConfig = XdpConfig {
     trigger_port: 0,
     trigger_packets: 0,
     trigger_syn: 0,
+    bench_random_sources: 0,
+    _pad: 0,
 };
 
 #[map]
@@ -43,6 +45,9 @@ static HEAVY_PORTS: LruPerCpuHashMap<PortKey, u64> =
 
 #[map]
 static TRIGGERS: RingBuf = RingBuf::with_byte_size(TRIGGER_RING_BYTES, 0);
+
+#[map]
+static IFACE_SLOT_ARRAY: Array<u32> = Array::with_max_entries(SLOT_ARRAY_IFINDEXES, 0);
 
 #[map]
 static IFACE_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
@@ -130,15 +135,32 @@ struct Shape {
 #[inline(always)]
 fn observe(ctx: &XdpContext) {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(slot) = (unsafe { IFACE_SLOTS.get(&ifindex) }).copied() else {
-        return;
+    // Array lookups are inlined by the verifier; the hash is the rare path.
+    let slot = if ifindex < SLOT_ARRAY_IFINDEXES {
+        match IFACE_SLOT_ARRAY.get(ifindex).copied() {
+            Some(s) if s > 0 => s - 1,
+            _ => return,
+        }
+    } else {
+        match unsafe { IFACE_SLOTS.get(&ifindex) }.copied() {
+            Some(s) => s,
+            None => return,
+        }
     };
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
     };
     let len = (frame.end - frame.start) as u64;
-    let shape = parse(&frame);
+    #[allow(unused_mut)]
+    let mut shape = parse(&frame);
+    let n = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.bench_random_sources) };
+    if n != 0
+        && let Some((4, ref mut a)) = shape.source
+    {
+        let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n).to_be_bytes();
+        a[..4].copy_from_slice(&r);
+    }
 
     if let Some(stats) = IFACE_STATS.get_ptr_mut(slot) {
         let s = unsafe { &mut *stats };
@@ -249,7 +271,9 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
                 None,
             );
         }
-        if est >= cfg.promote_port_packets {
+        // Promote only what stands above the sketch's noise (its average
+        // counter): under a random-port flood nothing does.
+        if est >= cfg.promote_port_packets && est >= 2 * (st.packets >> 10) + cfg.promote_port_packets {
             let key = PortKey {
                 ifindex,
                 proto: proto as u16,
@@ -286,7 +310,6 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         if i < SKETCH_WIDTH {
             let c = sk.pkts[row][i].wrapping_add(1);
             sk.pkts[row][i] = c;
-            sk.bytes[row][i] = sk.bytes[row][i].wrapping_add(len as u32);
             est = est.min(c);
         }
         row += 1;
@@ -302,8 +325,10 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         );
     }
 
+    // Past the budget, only sources well above the sketch's noise (its
+    // average counter) are hashed: random spoofed sources never are.
     let flood_mode = st.new_sources >= cfg.source_budget;
-    if flood_mode && est < cfg.promote_packets {
+    if flood_mode && (est < cfg.promote_packets || est < 2 * (st.packets >> 10) + cfg.promote_packets) {
         return;
     }
     let key = SourceKey {

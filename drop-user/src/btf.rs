@@ -27,7 +27,9 @@ impl KernelBtf {
                 path.display()
             );
         }
-        let btf = Btf::from_file(path).with_context(|| format!("reading {}", path.display()))?;
+        // Mmap: vmlinux BTF is read on demand, not parsed whole into memory.
+        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            .with_context(|| format!("reading {}", path.display()))?;
         Ok(Self { btf })
     }
 

@@ -180,7 +180,7 @@ pub async fn run(opts: DoctorOptions) -> Result<()> {
         });
     }
     let t1 = monotonic_ns();
-    let snap = probes.maps.read(slots)?;
+    let snap = probes.maps.read(slots, true)?;
     probes.maps.drain_events(|e| {
         if keep(e.netns) {
             collector.add(e.reason, e.ts_ns)

@@ -5,6 +5,7 @@
 //! [`reader`] (snapshot) + [`nic`] (counters outside kfree_skb) ->
 //! [`table`] (deltas, names, categories) -> [`output`] (table or JSON lines).
 
+pub mod batch;
 pub mod btf;
 pub mod detect;
 pub mod doctor;

@@ -307,12 +307,34 @@ fn attach_xdp(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<Vec<(String, &'stat
     if opts.xdp == XdpChoice::None || opts.ifaces.is_empty() {
         return Ok(Vec::new());
     }
+    prepare_xdp(ebpf, &opts.ifaces)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut("dropscope_xdp")
+        .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
+        .try_into()?;
+    attach_prepared(prog, opts)
+}
+
+/// Registers the interfaces' slots and the UDP port buckets, then loads the
+/// XDP program (not attached: benchmarks run it through BPF_PROG_TEST_RUN).
+pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
+    {
+        let mut arr: Array<&mut MapData, u32> = Array::try_from(
+            ebpf.map_mut(maps::IFACE_SLOT_ARRAY)
+                .ok_or_else(|| anyhow!("map {} missing", maps::IFACE_SLOT_ARRAY))?,
+        )?;
+        for (slot, (_, ifindex)) in ifaces.iter().enumerate() {
+            if *ifindex < drop_common::SLOT_ARRAY_IFINDEXES {
+                arr.set(*ifindex, slot as u32 + 1, 0)?;
+            }
+        }
+    }
     {
         let mut slots: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
             ebpf.map_mut(maps::IFACE_SLOTS)
                 .ok_or_else(|| anyhow!("map {} missing", maps::IFACE_SLOTS))?,
         )?;
-        for (slot, (_, ifindex)) in opts.ifaces.iter().enumerate() {
+        for (slot, (_, ifindex)) in ifaces.iter().enumerate() {
             slots.insert(ifindex, slot as u32, 0)?;
         }
     }
@@ -337,6 +359,10 @@ fn attach_xdp(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<Vec<(String, &'stat
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
     prog.load().context("loading the XDP program")?;
+    Ok(())
+}
+
+fn attach_prepared(prog: &mut Xdp, opts: &LoadOptions) -> Result<Vec<(String, &'static str)>> {
     let mut modes = Vec::new();
     for (name, ifindex) in &opts.ifaces {
         let tries: &[(XdpMode, &'static str)] = match opts.xdp {

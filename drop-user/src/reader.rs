@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, IterableMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use drop_common::{
-    DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, PortKey, SKETCH_DEPTH,
+    DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, MAX_DROP_ROWS,
+    MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PortKey, SKETCH_DEPTH,
     SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps,
     kfree_health, maps,
 };
@@ -74,6 +75,8 @@ pub struct Snapshot {
     /// (slot, bucket) -> packets; only non-zero buckets.
     pub udp_ports: HashMap<(u32, u32), u64>,
     pub sources: HashMap<SourceKey, SourceStats>,
+    /// False when this snapshot skipped the source table (see `read`).
+    pub sources_fresh: bool,
     /// (location, reason) -> drops, for reasonless (NOT_SPECIFIED) drops.
     pub locations: HashMap<LocationKey, u64>,
 }
@@ -168,11 +171,14 @@ impl Maps {
 
     /// Destination ports past the promotion threshold: (key, packets since promoted).
     pub fn heavy_ports(&self) -> Vec<(PortKey, u64)> {
-        self.heavy_ports
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (k, v.iter().sum()))
-            .collect()
+        crate::batch::lookup_percpu::<PortKey, u64>(
+            self.heavy_ports.map(),
+            drop_common::MAX_HEAVY_PORTS as usize,
+        )
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.iter().sum()))
+        .collect()
     }
 
     /// Takes every queued trigger.
@@ -204,15 +210,14 @@ impl Maps {
     }
 
     /// `slots` is how many interface slots are in use.
-    pub fn read(&self, slots: usize) -> Result<Snapshot> {
+    /// `with_sources`: also read the (up to 65 536 entry) source table.
+    pub fn read(&self, slots: usize, with_sources: bool) -> Result<Snapshot> {
+        use crate::batch::lookup_percpu;
         let mut s = Snapshot::default();
-        for item in self.drops_by_reason.iter() {
-            // An entry can vanish between key and value lookups: skip it.
-            let Ok((k, v)) = item else { continue };
+        for (k, v) in lookup_percpu::<u32, u64>(self.drops_by_reason.map(), MAX_REASONS as usize)? {
             s.by_reason.insert(k, v.iter().sum());
         }
-        for item in self.drops_by_iface.iter() {
-            let Ok((k, v)) = item else { continue };
+        for (k, v) in lookup_percpu::<DropKey, u64>(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)? {
             s.by_iface.insert(k, v.iter().sum());
         }
         for i in 0..kfree_health::COUNT {
@@ -224,28 +229,30 @@ impl Maps {
                 total.add(cpu);
             }
             s.ifaces.push(total);
-            for bucket in 0..UDP_PORT_BUCKETS {
-                let v: u64 = self
-                    .udp_ports
-                    .get(&(slot * UDP_PORT_BUCKETS + bucket), 0)?
-                    .iter()
-                    .sum();
-                if v != 0 {
-                    s.udp_ports.insert((slot, bucket), v);
+        }
+        if slots > 0 {
+            let n = slots * UDP_PORT_BUCKETS as usize;
+            for (i, v) in lookup_percpu::<u32, u64>(self.udp_ports.map(), n)? {
+                let total: u64 = v.iter().sum();
+                if total != 0 && (i as usize) < n {
+                    s.udp_ports.insert((i / UDP_PORT_BUCKETS, i % UDP_PORT_BUCKETS), total);
                 }
             }
         }
-        for item in self.sources.iter() {
-            let Ok((k, v)) = item else { continue };
-            let mut t = SourceStats::default();
-            for cpu in v.iter() {
-                t.packets += cpu.packets;
-                t.bytes += cpu.bytes;
+        if with_sources {
+            s.sources_fresh = true;
+            let all = lookup_percpu::<SourceKey, SourceStats>(self.sources.map(), MAX_SOURCES as usize)?;
+            s.sources.reserve(all.len());
+            for (k, v) in all {
+                let mut t = SourceStats::default();
+                for cpu in &v {
+                    t.packets += cpu.packets;
+                    t.bytes += cpu.bytes;
+                }
+                s.sources.insert(k, t);
             }
-            s.sources.insert(k, t);
         }
-        for item in self.locations.iter() {
-            let Ok((k, v)) = item else { continue };
+        for (k, v) in lookup_percpu::<LocationKey, u64>(self.locations.map(), MAX_LOCATIONS as usize)? {
             s.locations.insert(k, v.iter().sum());
         }
         Ok(s)

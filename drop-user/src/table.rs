@@ -199,6 +199,10 @@ pub struct Tracker {
     nic_prev: BTreeMap<String, Counters>,
     names: HashMap<u32, String>,
     foreign: iface::ForeignNames,
+    prev_sources: HashMap<SourceKey, drop_common::SourceStats>,
+    last_sources_at: Instant,
+    last_top: Vec<SourceRow>,
+    sources_tracked: usize,
     /// Loaded on the first reasonless drop; None inside if unreadable.
     symbols: Option<Option<crate::kallsyms::Symbols>>,
 }
@@ -276,6 +280,10 @@ impl Tracker {
             names: HashMap::new(),
             foreign: iface::ForeignNames::default(),
             symbols: None,
+            prev_sources: HashMap::new(),
+            last_sources_at: now,
+            last_top: Vec::new(),
+            sources_tracked: 0,
         }
     }
 
@@ -299,7 +307,7 @@ impl Tracker {
     }
 
     /// Builds the report for the interval that ends now.
-    pub fn update(&mut self, snap: Snapshot, nic: BTreeMap<String, Counters>) -> Report {
+    pub fn update(&mut self, mut snap: Snapshot, nic: BTreeMap<String, Counters>) -> Report {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
@@ -398,30 +406,50 @@ impl Tracker {
             }
         }
 
-        // Top sources by packets this interval.
-        let mut top_sources: Vec<SourceRow> = Vec::new();
-        for (k, v) in &snap.sources {
-            let p = self.prev.sources.get(k).copied().unwrap_or_default();
-            let packets = v.packets.saturating_sub(p.packets);
-            let bytes = v.bytes.saturating_sub(p.bytes);
-            top_sources.push(SourceRow {
-                address: format_addr(k),
-                iface: self.iface_name(k.ifindex, 0),
-                packets,
-                bytes,
-                pps: packets as f64 / secs,
-                bps: bytes as f64 * 8.0 / secs,
-                total_packets: v.packets,
-                total_bytes: v.bytes,
-            });
+        // Top sources by packets since the last read of the source table
+        // (every interval, or once a second at shorter intervals).
+        if snap.sources_fresh {
+            let ssecs = now.duration_since(self.last_sources_at).as_secs_f64().max(1e-3);
+            let mut rows: Vec<(u64, u64, &SourceKey, &drop_common::SourceStats)> = snap
+                .sources
+                .iter()
+                .map(|(k, v)| {
+                    let p = self.prev_sources.get(k).copied().unwrap_or_default();
+                    (v.packets.saturating_sub(p.packets), v.bytes.saturating_sub(p.bytes), k, v)
+                })
+                .collect();
+            let order = |a: &(u64, u64, &SourceKey, &drop_common::SourceStats),
+                         b: &(u64, u64, &SourceKey, &drop_common::SourceStats)| {
+                b.0.cmp(&a.0)
+                    .then(b.3.packets.cmp(&a.3.packets))
+                    .then(a.2.addr.cmp(&b.2.addr))
+            };
+            // Only the top N are formatted: the table can hold 65 536 sources.
+            if rows.len() > self.top_n && self.top_n > 0 {
+                rows.select_nth_unstable_by(self.top_n - 1, order);
+                rows.truncate(self.top_n);
+            }
+            rows.sort_by(order);
+            rows.truncate(self.top_n);
+            let top: Vec<SourceRow> = rows
+                .into_iter()
+                .map(|(packets, bytes, k, v)| SourceRow {
+                    address: format_addr(k),
+                    iface: self.iface_name(k.ifindex, 0),
+                    packets,
+                    bytes,
+                    pps: packets as f64 / ssecs,
+                    bps: bytes as f64 * 8.0 / ssecs,
+                    total_packets: v.packets,
+                    total_bytes: v.bytes,
+                })
+                .collect();
+            self.last_top = top;
+            self.sources_tracked = snap.sources.len();
+            self.prev_sources = std::mem::take(&mut snap.sources);
+            self.last_sources_at = now;
         }
-        top_sources.sort_by(|a, b| {
-            b.packets
-                .cmp(&a.packets)
-                .then(b.total_packets.cmp(&a.total_packets))
-                .then(a.address.cmp(&b.address))
-        });
-        top_sources.truncate(self.top_n);
+        let top_sources = self.last_top.clone();
 
         let mut locations = Vec::new();
         if !snap.locations.is_empty() {
@@ -455,7 +483,7 @@ impl Tracker {
             read_errors: snap.health[kfree_health::READ_ERRORS as usize],
             other_netns: snap.health[kfree_health::OTHER_NETNS as usize],
             events_lost: snap.health[kfree_health::EVENTS_LOST as usize],
-            sources_tracked: snap.sources.len(),
+            sources_tracked: self.sources_tracked,
         };
 
         let ts = SystemTime::now()

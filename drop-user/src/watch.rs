@@ -48,9 +48,11 @@ fn port_deltas(prev: &mut HashMap<PortKey, u64>, now: Vec<(PortKey, u64)>) -> Ve
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
     let ifaces = iface::resolve(&opts.ifaces)?;
-    let xdp_config = opts
-        .detect
-        .kernel_triggers(opts.interval.as_secs_f64(), loader::default_xdp_config());
+    let secs = opts.interval.as_secs_f64();
+    let mut base = loader::default_xdp_config();
+    // The budget of exactly tracked new sources is per second, per CPU.
+    base.source_budget = ((base.source_budget as f64 * secs) as u32).max(256);
+    let xdp_config = opts.detect.kernel_triggers(secs, base);
     let mut probes = loader::load(&LoadOptions {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
@@ -116,6 +118,8 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let deadline = opts.duration.map(|d| start + d);
     let mut next = start + opts.interval;
     let mut last_sample = start;
+    let mut last_sources: Option<Instant> = None;
+    let timing = std::env::var_os("DROPSCOPE_TIMING").is_some();
     let stdout = std::io::stdout();
     let clear = opts.format == Format::Table && stdout.is_terminal();
 
@@ -148,11 +152,27 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                 }
             }
         }
-        let snap = probes.maps.read(slots)?;
+        // The source table is read every interval, but at most ~once a
+        // second: at 100 ms intervals it would cost a core under a flood.
+        let with_sources = last
+            || early
+            || last_sources.is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
+        if with_sources {
+            last_sources = Some(Instant::now());
+        }
+        let t_read = std::time::Instant::now();
+        let snap = probes.maps.read(slots, with_sources)?;
+        if timing {
+            eprintln!("timing: read {:?} (sources {with_sources})", t_read.elapsed());
+        }
         let sample = probes.maps.sample_epoch(xdp_config.source_budget)?;
         let ports = port_deltas(&mut prev_ports, probes.maps.heavy_ports());
         let counters = nic::read_all(&ifaces).unwrap_or_default();
+        let t_upd = std::time::Instant::now();
         let mut report = tracker.update(snap, counters);
+        if timing {
+            eprintln!("timing: update {:?}", t_upd.elapsed());
+        }
         last_sample = Instant::now();
         let (events, loss) = detector.update(&report, &sample, &ports);
         report.loss = Some(loss);

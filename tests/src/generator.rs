@@ -26,8 +26,8 @@ pub struct Flood {
 
 impl Lab {
     /// Sends `flood` out of `dev` in namespace `ns` (a veth end of this lab).
-    /// Returns how many frames the kernel ran (all of them, unless it failed).
-    pub fn generate(&self, ns: &str, dev: &str, flood: Flood) -> u32 {
+    /// Returns when the first frame went out (after the program was loaded).
+    pub fn generate(&self, ns: &str, dev: &str, flood: Flood) -> std::time::SystemTime {
         assert!(
             ns == self.a || ns == self.b,
             "the generator only sends inside its own lab"
@@ -61,6 +61,7 @@ impl Lab {
             let mut ctx = [0u8; 24];
             ctx[4..8].copy_from_slice(&(flood.frame.len() as u32).to_ne_bytes());
             ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            let started = std::time::SystemTime::now();
             let mut left = flood.count;
             while left > 0 {
                 let n = left.min(1_000_000);
@@ -74,7 +75,7 @@ impl Lab {
                 prog.test_run(opts).expect("live-frames test run");
                 left -= n;
             }
-            flood.count
+            started
         })
     }
 }
