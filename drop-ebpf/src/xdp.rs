@@ -9,10 +9,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    EpochState, IfaceStats, MAX_HEAVY_PORTS, SLOT_ARRAY_IFINDEXES, MAX_IFACES, MAX_SOURCES, PORT_SKETCH_DEPTH, PortKey,
-    SKETCH_DEPTH, SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger,
-    UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket,
-    sketch_index, trigger_kind,
+    EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PORT_SKETCH_DEPTH, PortKey,
+    SKETCH_DEPTH, SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch,
+    TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr,
+    hll_slot, proto, size_bucket, sketch_index, trigger_kind,
 };
 
 /// Filled in by user space before load: budgets and trigger counts.
@@ -158,7 +158,8 @@ fn observe(ctx: &XdpContext) {
     if n != 0
         && let Some((4, ref mut a)) = shape.source
     {
-        let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n).to_be_bytes();
+        let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n)
+            .to_be_bytes();
         a[..4].copy_from_slice(&r);
     }
 
@@ -273,7 +274,9 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         }
         // Promote only what stands above the sketch's noise (its average
         // counter): under a random-port flood nothing does.
-        if est >= cfg.promote_port_packets && est >= 2 * (st.packets >> 10) + cfg.promote_port_packets {
+        if est >= cfg.promote_port_packets
+            && est >= 2 * (st.packets >> 10) + cfg.promote_port_packets
+        {
             let key = PortKey {
                 ifindex,
                 proto: proto as u16,
@@ -328,7 +331,9 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
     // Past the budget, only sources well above the sketch's noise (its
     // average counter) are hashed: random spoofed sources never are.
     let flood_mode = st.new_sources >= cfg.source_budget;
-    if flood_mode && (est < cfg.promote_packets || est < 2 * (st.packets >> 10) + cfg.promote_packets) {
+    if flood_mode
+        && (est < cfg.promote_packets || est < 2 * (st.packets >> 10) + cfg.promote_packets)
+    {
         return;
     }
     let key = SourceKey {

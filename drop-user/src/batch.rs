@@ -27,10 +27,7 @@ struct BatchAttr {
 
 /// Every (key, per-CPU values) of a per-CPU hash or array map, at most
 /// `limit` entries. Values are summed by the caller as it likes.
-pub fn lookup_percpu<K: Pod, V: Pod>(
-    map: &MapData,
-    limit: usize,
-) -> io::Result<Vec<(K, Vec<V>)>> {
+pub fn lookup_percpu<K: Pod, V: Pod>(map: &MapData, limit: usize) -> io::Result<Vec<(K, Vec<V>)>> {
     let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     let stride = size_of::<V>().div_ceil(8) * 8;
     let chunk = 4096usize.min(limit.max(1));
@@ -68,11 +65,16 @@ pub fn lookup_percpu<K: Pod, V: Pod>(
         if let Some(e) = &err
             && e.raw_os_error() != Some(libc::ENOENT)
         {
-            return Err(io::Error::new(e.kind(), format!("BPF_MAP_LOOKUP_BATCH: {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("BPF_MAP_LOOKUP_BATCH: {e}"),
+            ));
         }
         for i in 0..attr.count as usize {
             // SAFETY: K and V are plain old data; the kernel filled these bytes.
-            let k = unsafe { std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()) as *const K) };
+            let k = unsafe {
+                std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()) as *const K)
+            };
             let v = (0..ncpu)
                 .map(|c| unsafe {
                     std::ptr::read_unaligned(vals.as_ptr().add((i * ncpu + c) * stride) as *const V)

@@ -10,9 +10,8 @@ use aya::{
 };
 use drop_common::{
     DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, MAX_DROP_ROWS,
-    MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PortKey, SKETCH_DEPTH,
-    SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps,
-    kfree_health, maps,
+    MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PortKey, SKETCH_DEPTH, SKETCH_WIDTH, SourceKey,
+    SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
 };
 
 pub struct Maps {
@@ -217,7 +216,9 @@ impl Maps {
         for (k, v) in lookup_percpu::<u32, u64>(self.drops_by_reason.map(), MAX_REASONS as usize)? {
             s.by_reason.insert(k, v.iter().sum());
         }
-        for (k, v) in lookup_percpu::<DropKey, u64>(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)? {
+        for (k, v) in
+            lookup_percpu::<DropKey, u64>(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?
+        {
             s.by_iface.insert(k, v.iter().sum());
         }
         for i in 0..kfree_health::COUNT {
@@ -235,13 +236,15 @@ impl Maps {
             for (i, v) in lookup_percpu::<u32, u64>(self.udp_ports.map(), n)? {
                 let total: u64 = v.iter().sum();
                 if total != 0 && (i as usize) < n {
-                    s.udp_ports.insert((i / UDP_PORT_BUCKETS, i % UDP_PORT_BUCKETS), total);
+                    s.udp_ports
+                        .insert((i / UDP_PORT_BUCKETS, i % UDP_PORT_BUCKETS), total);
                 }
             }
         }
         if with_sources {
             s.sources_fresh = true;
-            let all = lookup_percpu::<SourceKey, SourceStats>(self.sources.map(), MAX_SOURCES as usize)?;
+            let all =
+                lookup_percpu::<SourceKey, SourceStats>(self.sources.map(), MAX_SOURCES as usize)?;
             s.sources.reserve(all.len());
             for (k, v) in all {
                 let mut t = SourceStats::default();
@@ -252,7 +255,9 @@ impl Maps {
                 s.sources.insert(k, t);
             }
         }
-        for (k, v) in lookup_percpu::<LocationKey, u64>(self.locations.map(), MAX_LOCATIONS as usize)? {
+        for (k, v) in
+            lookup_percpu::<LocationKey, u64>(self.locations.map(), MAX_LOCATIONS as usize)?
+        {
             s.locations.insert(k, v.iter().sum());
         }
         Ok(s)

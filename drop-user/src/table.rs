@@ -409,21 +409,30 @@ impl Tracker {
         // Top sources by packets since the last read of the source table
         // (every interval, or once a second at shorter intervals).
         if snap.sources_fresh {
-            let ssecs = now.duration_since(self.last_sources_at).as_secs_f64().max(1e-3);
+            let ssecs = now
+                .duration_since(self.last_sources_at)
+                .as_secs_f64()
+                .max(1e-3);
             let mut rows: Vec<(u64, u64, &SourceKey, &drop_common::SourceStats)> = snap
                 .sources
                 .iter()
                 .map(|(k, v)| {
                     let p = self.prev_sources.get(k).copied().unwrap_or_default();
-                    (v.packets.saturating_sub(p.packets), v.bytes.saturating_sub(p.bytes), k, v)
+                    (
+                        v.packets.saturating_sub(p.packets),
+                        v.bytes.saturating_sub(p.bytes),
+                        k,
+                        v,
+                    )
                 })
                 .collect();
-            let order = |a: &(u64, u64, &SourceKey, &drop_common::SourceStats),
-                         b: &(u64, u64, &SourceKey, &drop_common::SourceStats)| {
-                b.0.cmp(&a.0)
-                    .then(b.3.packets.cmp(&a.3.packets))
-                    .then(a.2.addr.cmp(&b.2.addr))
-            };
+            let order =
+                |a: &(u64, u64, &SourceKey, &drop_common::SourceStats),
+                 b: &(u64, u64, &SourceKey, &drop_common::SourceStats)| {
+                    b.0.cmp(&a.0)
+                        .then(b.3.packets.cmp(&a.3.packets))
+                        .then(a.2.addr.cmp(&b.2.addr))
+                };
             // Only the top N are formatted: the table can hold 65 536 sources.
             if rows.len() > self.top_n && self.top_n > 0 {
                 rows.select_nth_unstable_by(self.top_n - 1, order);

@@ -154,16 +154,18 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         }
         // The source table is read every interval, but at most ~once a
         // second: at 100 ms intervals it would cost a core under a flood.
-        let with_sources = last
-            || early
-            || last_sources.is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
+        let with_sources =
+            last || early || last_sources.is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
         if with_sources {
             last_sources = Some(Instant::now());
         }
         let t_read = std::time::Instant::now();
         let snap = probes.maps.read(slots, with_sources)?;
         if timing {
-            eprintln!("timing: read {:?} (sources {with_sources})", t_read.elapsed());
+            eprintln!(
+                "timing: read {:?} (sources {with_sources})",
+                t_read.elapsed()
+            );
         }
         let sample = probes.maps.sample_epoch(xdp_config.source_budget)?;
         let ports = port_deltas(&mut prev_ports, probes.maps.heavy_ports());

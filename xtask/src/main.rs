@@ -298,7 +298,15 @@ fn main() -> ExitCode {
             let bin = build(true)?;
             remove_stale_test_namespaces();
             let mut c = cargo();
-            c.args(["run", "--release", "-p", "integration-tests", "--bin", "bench", "--"]);
+            c.args([
+                "run",
+                "--release",
+                "-p",
+                "integration-tests",
+                "--bin",
+                "bench",
+                "--",
+            ]);
             if full {
                 c.arg("--full");
             }

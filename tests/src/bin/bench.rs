@@ -15,8 +15,7 @@ use aya::{
     EbpfLoader,
     programs::{Xdp, XdpMode, loaded_programs},
 };
-use integration_tests::{Dropscope, Lab, frames::*, generator::Flood, ip_link_rx_packets};
-use serde_json::Value;
+use integration_tests::{Lab, frames::*, generator::Flood, ip_link_rx_packets};
 
 struct Row {
     section: &'static str,
@@ -96,9 +95,14 @@ fn attach_floor(lab: &Lab) -> aya::Ebpf {
         let mut ebpf = EbpfLoader::new()
             .load(dropscope::loader::EBPF_OBJECT)
             .expect("load object");
-        let p: &mut Xdp = ebpf.program_mut("dropscope_pass").unwrap().try_into().unwrap();
+        let p: &mut Xdp = ebpf
+            .program_mut("dropscope_pass")
+            .unwrap()
+            .try_into()
+            .unwrap();
         p.load().unwrap();
-        p.attach("vb", XdpMode::Driver).expect("attach the floor program");
+        p.attach("vb", XdpMode::Driver)
+            .expect("attach the floor program");
         ebpf
     })
 }
@@ -125,7 +129,12 @@ fn proc_cpu_rss(pid: u32) -> (f64, u64) {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             let ss = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            cpu += ss.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e9;
+            cpu += ss
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1e9;
         }
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -173,7 +182,16 @@ fn main() {
             eth(&lab, vec![]).frame(0x86dd, &ipv6(src, dst, 17, &[], &udp(4000, 9, 0)))
         };
         let vlan = v4_frame(&lab, base, vec![(TPID_8021Q, 100)]);
-        let ifindex: u32 = lab.ip(&lab.b, &["-o", "link", "show", "vb"]).split(':').next().unwrap().trim().parse().unwrap();
+        let ifindex: u32 = lab
+            .ip(&lab.b, &["-o", "link", "show", "vb"])
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Stats accounting would add two clock reads to every run.
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
         let results = lab.in_ns(&lab.b, move || {
             use aya::programs::{TestRun, TestRunOptions};
             let mut ctx = [0u8; 24];
@@ -182,12 +200,23 @@ fn main() {
                 let mut c = ctx;
                 c[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
                 let r = prog
-                    .test_run(TestRunOptions { data_in: Some(frame), ctx_in: Some(&c), repeat, ..Default::default() })
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        ctx_in: Some(&c),
+                        repeat,
+                        ..Default::default()
+                    })
                     .expect("test run");
                 r.duration.as_nanos() as f64
             };
-            let mut floor_obj = EbpfLoader::new().load(dropscope::loader::EBPF_OBJECT).unwrap();
-            let floor: &mut Xdp = floor_obj.program_mut("dropscope_pass").unwrap().try_into().unwrap();
+            let mut floor_obj = EbpfLoader::new()
+                .load(dropscope::loader::EBPF_OBJECT)
+                .unwrap();
+            let floor: &mut Xdp = floor_obj
+                .program_mut("dropscope_pass")
+                .unwrap()
+                .try_into()
+                .unwrap();
             floor.load().unwrap();
             let load = |random: u32| {
                 let mut cfg = dropscope::loader::default_xdp_config();
@@ -200,13 +229,19 @@ fn main() {
                     xdp_config: cfg,
                 })
                 .expect("load dropscope");
-                dropscope::loader::prepare_xdp(&mut p.ebpf, &[("vb".into(), ifindex)]).expect("prepare XDP");
+                dropscope::loader::prepare_xdp(&mut p.ebpf, &[("vb".into(), ifindex)])
+                    .expect("prepare XDP");
                 p
             };
             let mut one = load(0);
             let mut random = load(1_000_000);
             let on = |p: &mut dropscope::loader::Probes, frame: &[u8]| {
-                let x: &mut Xdp = p.ebpf.program_mut("dropscope_xdp").unwrap().try_into().unwrap();
+                let x: &mut Xdp = p
+                    .ebpf
+                    .program_mut("dropscope_xdp")
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
                 time(x, frame)
             };
             // Interleaved rounds, best of each: the machine is shared.
@@ -220,14 +255,41 @@ fn main() {
             }
             best
         });
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
         let floor = results[0];
-        rows.push(Row { section: "XDP cost (test run)", what: "empty XDP_PASS program (floor)".into(), value: format!("{floor:.1} ns"), ratio: Some(1.0), target: "", met: None });
-        for (i, what) in [(1, "dropscope, one source"), (2, "dropscope, 1M random sources"), (3, "dropscope, IPv6"), (4, "dropscope, 802.1Q tagged")] {
+        rows.push(Row {
+            section: "XDP cost (test run)",
+            what: "empty XDP_PASS program (floor)".into(),
+            value: format!("{floor:.1} ns"),
+            ratio: Some(1.0),
+            target: "",
+            met: None,
+        });
+        for (i, what) in [
+            (1, "dropscope, one source"),
+            (2, "dropscope, 1M random sources"),
+            (3, "dropscope, IPv6"),
+            (4, "dropscope, 802.1Q tagged"),
+        ] {
             let r = results[i] / floor;
-            rows.push(Row { section: "XDP cost (test run)", what: what.into(), value: format!("{:.1} ns", results[i]), ratio: Some(r), target: "<= 2x floor", met: Some(r <= 2.0) });
+            rows.push(Row {
+                section: "XDP cost (test run)",
+                what: what.into(),
+                value: format!("{:.1} ns", results[i]),
+                ratio: Some(r),
+                target: "<= 2x floor",
+                met: Some(r <= 2.0),
+            });
         }
         let r = results[2] / results[1];
-        rows.push(Row { section: "XDP cost (test run)", what: "random sources vs one source".into(), value: format!("{r:.2}x"), ratio: Some(r), target: "<= 1.3x", met: Some(r <= 1.3) });
+        rows.push(Row {
+            section: "XDP cost (test run)",
+            what: "random sources vs one source".into(),
+            value: format!("{r:.2}x"),
+            ratio: Some(r),
+            target: "<= 1.3x",
+            met: Some(r <= 1.3),
+        });
     }
 
     // 1b. The same in NAPI on a veth, with the stack behind it (cold caches).
@@ -240,12 +302,28 @@ fn main() {
                 send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
             })
         };
-        let ds = lab.dropscope(&["watch", "--iface", "vb", "--xdp-mode", "native", "--format", "json", "--interval", "1s"]);
+        let ds = lab.dropscope(&[
+            "watch",
+            "--iface",
+            "vb",
+            "--xdp-mode",
+            "native",
+            "--format",
+            "json",
+            "--interval",
+            "1s",
+        ]);
         let one = ns_per_run("dropscope_xdp", || {
             send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
         });
         let random = ns_per_run("dropscope_xdp", || {
-            send(&lab, v4_frame(&lab, base, vec![]), n, 1_000_000, Ipv4Addr::new(100, 64, 0, 0));
+            send(
+                &lab,
+                v4_frame(&lab, base, vec![]),
+                n,
+                1_000_000,
+                Ipv4Addr::new(100, 64, 0, 0),
+            );
         });
         let v6 = ns_per_run("dropscope_xdp", || {
             let src = "fd99::1".parse().unwrap();
@@ -254,16 +332,48 @@ fn main() {
             send(&lab, f, n, 1, base);
         });
         let vlan = ns_per_run("dropscope_xdp", || {
-            send(&lab, v4_frame(&lab, base, vec![(TPID_8021Q, 100)]), n, 1, base);
+            send(
+                &lab,
+                v4_frame(&lab, base, vec![(TPID_8021Q, 100)]),
+                n,
+                1,
+                base,
+            );
         });
         drop(ds);
-        rows.push(Row { section: "XDP cost (NAPI)", what: "empty XDP_PASS program (floor)".into(), value: format!("{floor:.1} ns"), ratio: Some(1.0), target: "", met: None });
-        for (what, v) in [("dropscope, one source", one), ("dropscope, 1M random sources", random), ("dropscope, IPv6", v6), ("dropscope, 802.1Q tagged", vlan)] {
+        rows.push(Row {
+            section: "XDP cost (NAPI)",
+            what: "empty XDP_PASS program (floor)".into(),
+            value: format!("{floor:.1} ns"),
+            ratio: Some(1.0),
+            target: "",
+            met: None,
+        });
+        for (what, v) in [
+            ("dropscope, one source", one),
+            ("dropscope, 1M random sources", random),
+            ("dropscope, IPv6", v6),
+            ("dropscope, 802.1Q tagged", vlan),
+        ] {
             let r = v / floor;
-            rows.push(Row { section: "XDP cost (NAPI)", what: what.into(), value: format!("{v:.1} ns"), ratio: Some(r), target: "", met: None });
+            rows.push(Row {
+                section: "XDP cost (NAPI)",
+                what: what.into(),
+                value: format!("{v:.1} ns"),
+                ratio: Some(r),
+                target: "",
+                met: None,
+            });
         }
         let r = random / one;
-        rows.push(Row { section: "XDP cost (NAPI)", what: "random sources vs one source".into(), value: format!("{r:.2}x"), ratio: Some(r), target: "<= 1.3x", met: Some(r <= 1.3) });
+        rows.push(Row {
+            section: "XDP cost (NAPI)",
+            what: "random sources vs one source".into(),
+            value: format!("{r:.2}x"),
+            ratio: Some(r),
+            target: "<= 1.3x",
+            met: Some(r <= 1.3),
+        });
     }
 
     // 2. Throughput on a veth pair: no program, empty program, dropscope.
@@ -271,7 +381,7 @@ fn main() {
         let lab = Lab::new();
         lab.exec(&lab.b, &["ethtool", "-K", "vb", "gro", "on"]);
         let base = Ipv4Addr::new(198, 18, 0, 1);
-        let mut measure = || {
+        let measure = || {
             let rx0 = ip_link_rx_packets(&lab, &lab.b, "vb");
             let t = send(&lab, v4_frame(&lab, base, vec![]), n, 1000, base);
             thread::sleep(Duration::from_millis(200));
@@ -282,14 +392,50 @@ fn main() {
             let _floor = attach_floor(&lab);
             measure()
         };
-        let ds = lab.dropscope(&["watch", "--iface", "vb", "--xdp-mode", "native", "--format", "json"]);
+        let ds = lab.dropscope(&[
+            "watch",
+            "--iface",
+            "vb",
+            "--xdp-mode",
+            "native",
+            "--format",
+            "json",
+        ]);
         let observing = measure();
         drop(ds);
-        rows.push(Row { section: "Throughput", what: "no XDP program".into(), value: format!("{:.0} kpps", none / 1e3), ratio: Some(none / empty), target: "", met: None });
-        rows.push(Row { section: "Throughput", what: "empty XDP program".into(), value: format!("{:.0} kpps", empty / 1e3), ratio: Some(1.0), target: "", met: None });
+        rows.push(Row {
+            section: "Throughput",
+            what: "no XDP program".into(),
+            value: format!("{:.0} kpps", none / 1e3),
+            ratio: Some(none / empty),
+            target: "",
+            met: None,
+        });
+        rows.push(Row {
+            section: "Throughput",
+            what: "empty XDP program".into(),
+            value: format!("{:.0} kpps", empty / 1e3),
+            ratio: Some(1.0),
+            target: "",
+            met: None,
+        });
         let r = observing / empty;
-        rows.push(Row { section: "Throughput", what: "dropscope observing".into(), value: format!("{:.0} kpps", observing / 1e3), ratio: Some(r), target: ">= 0.9x empty", met: Some(r >= 0.9) });
-        rows.push(Row { section: "Throughput", what: "dropscope --enforce".into(), value: "not built yet (blocklist, issue 4)".into(), ratio: None, target: ">= 0.9x empty", met: None });
+        rows.push(Row {
+            section: "Throughput",
+            what: "dropscope observing".into(),
+            value: format!("{:.0} kpps", observing / 1e3),
+            ratio: Some(r),
+            target: ">= 0.9x empty",
+            met: Some(r >= 0.9),
+        });
+        rows.push(Row {
+            section: "Throughput",
+            what: "dropscope --enforce".into(),
+            value: "not built yet (blocklist, issue 4)".into(),
+            ratio: None,
+            target: ">= 0.9x empty",
+            met: None,
+        });
     }
 
     // 3. Detection latency: flood start to attack event.
@@ -298,13 +444,30 @@ fn main() {
         let classes: [(&str, &[&str], u8, u32); 3] = [
             ("SYN flood, adaptive (100 ms interval)", &[], 6, 60_000),
             ("ICMP flood, adaptive (100 ms interval)", &[], 1, 1000),
-            ("one source over --source-pps (in-kernel trigger)", &["--source-pps", "20000"], 17, 1),
+            (
+                "one source over --source-pps (in-kernel trigger)",
+                &["--source-pps", "20000"],
+                17,
+                1,
+            ),
         ];
         for (what, extra, proto, sources) in classes {
             let lab = Lab::new();
-            let cfg = std::env::temp_dir().join(format!("dropscope-bench-{}.toml", std::process::id()));
+            let cfg =
+                std::env::temp_dir().join(format!("dropscope-bench-{}.toml", std::process::id()));
             std::fs::write(&cfg, "[detection]\nend_after_s = 0.3\n").unwrap();
-            let mut args = vec!["watch", "--iface", "vb", "--interval", "100ms", "--format", "json", "--own-netns", "--config", cfg.to_str().unwrap()];
+            let mut args = vec![
+                "watch",
+                "--iface",
+                "vb",
+                "--interval",
+                "100ms",
+                "--format",
+                "json",
+                "--own-netns",
+                "--config",
+                cfg.to_str().unwrap(),
+            ];
             args.extend_from_slice(extra);
             let ds = lab.dropscope(&args);
             thread::sleep(Duration::from_millis(600));
@@ -327,7 +490,9 @@ fn main() {
                 let t0 = now_unix() - sent.as_secs_f64();
                 let deadline = Instant::now() + Duration::from_secs(3);
                 while Instant::now() < deadline {
-                    let Some(v) = ds.next_report(Duration::from_millis(200)) else { continue };
+                    let Some(v) = ds.next_report(Duration::from_millis(200)) else {
+                        continue;
+                    };
                     if v["schema"] == "dropscope.attack/1" && v["phase"] == "start" {
                         lat.push((v["ts"].as_f64().unwrap() - t0) * 1000.0);
                         break;
@@ -349,8 +514,16 @@ fn main() {
                 what: format!("{what}, {detected}/{trials} detected"),
                 value: format!("p50 {p50:.0} ms, p95 {p95:.0} ms, max {max:.0} ms"),
                 ratio: None,
-                target: if kernel { "<= 100 ms after crossing" } else { "" },
-                met: if kernel { Some(detected == trials && max <= 100.0) } else { None },
+                target: if kernel {
+                    "<= 100 ms after crossing"
+                } else {
+                    ""
+                },
+                met: if kernel {
+                    Some(detected == trials && max <= 100.0)
+                } else {
+                    None
+                },
             });
         }
     }
@@ -358,9 +531,21 @@ fn main() {
     // 4. User side: CPU share and peak RSS, idle and under a spoofed flood.
     if run("user") {
         let secs = if full { 30 } else { 10 };
-        for (what, interval, flood) in [("idle, 1 s interval", "1s", false), ("spoofed flood (1M sources), 1 s interval", "1s", true), ("spoofed flood (1M sources), 100 ms interval", "100ms", true)] {
+        for (what, interval, flood) in [
+            ("idle, 1 s interval", "1s", false),
+            ("spoofed flood (1M sources), 1 s interval", "1s", true),
+            ("spoofed flood (1M sources), 100 ms interval", "100ms", true),
+        ] {
             let lab = Lab::new();
-            let ds = lab.dropscope(&["watch", "--iface", "vb", "--interval", interval, "--format", "json"]);
+            let ds = lab.dropscope(&[
+                "watch",
+                "--iface",
+                "vb",
+                "--interval",
+                interval,
+                "--format",
+                "json",
+            ]);
             let pid = dropscope_pid(&lab);
             // Steady state: skip start-up work (BTF, first samples).
             thread::sleep(Duration::from_secs(2));
@@ -377,11 +562,18 @@ fn main() {
             let (c1, hwm) = proc_cpu_rss(pid);
             let share = (c1 - c0) / t.elapsed().as_secs_f64() * 100.0;
             drop(ds);
-            let (limit_cpu, limit_mem, target) = if flood { (2.0, 64 * 1024, "< 2% of a core, < 64 MiB") } else { (0.1, 30 * 1024, "< 0.1% of a core, < 30 MiB") };
+            let (limit_cpu, limit_mem, target) = if flood {
+                (2.0, 64 * 1024, "< 2% of a core, < 64 MiB")
+            } else {
+                (0.1, 30 * 1024, "< 0.1% of a core, < 30 MiB")
+            };
             rows.push(Row {
                 section: "User side",
                 what: what.into(),
-                value: format!("{share:.2}% of a core, {:.1} MiB peak RSS", hwm as f64 / 1024.0),
+                value: format!(
+                    "{share:.2}% of a core, {:.1} MiB peak RSS",
+                    hwm as f64 / 1024.0
+                ),
                 ratio: None,
                 target,
                 met: Some(share < limit_cpu && hwm < limit_mem),
@@ -396,14 +588,31 @@ fn main() {
             .lines()
             .find_map(|l| l.strip_prefix("model name\t: "))
             .unwrap_or("unknown CPU"),
-        Command::new("uname").arg("-r").stderr(Stdio::null()).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        Command::new("uname")
+            .arg("-r")
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     let mut md = String::new();
     let _ = writeln!(md, "# dropscope benchmarks\n");
-    let _ = writeln!(md, "Written by `cargo xtask bench{}` on {machine}.", if full { " --full" } else { "" });
-    let _ = writeln!(md, "Every figure comes from one run; ratios compare things measured side by side in that run.\n");
-    let _ = writeln!(md, "| section | measurement | value | ratio | target | met |\n| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        md,
+        "Written by `cargo xtask bench{}` on {machine}.",
+        if full { " --full" } else { "" }
+    );
+    let _ = writeln!(
+        md,
+        "Every figure comes from one run; ratios compare things measured side by side in that run.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| section | measurement | value | ratio | target | met |\n| --- | --- | --- | --- | --- | --- |"
+    );
     for r in &rows {
         let _ = writeln!(
             md,
@@ -424,7 +633,6 @@ fn main() {
     print!("{md}");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md");
     std::fs::write(path, &md).expect("write BENCHMARKS.md");
-    let _: Option<Value> = None;
     eprintln!("bench: wrote BENCHMARKS.md");
 }
 
