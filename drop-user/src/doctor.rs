@@ -129,7 +129,8 @@ pub async fn run(opts: DoctorOptions) -> Result<()> {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
         kfree: opts.kfree,
-        own_netns_only: opts.own_netns_only,
+        // Count every namespace: drops elsewhere are pointed out, not lost.
+        own_netns_only: false,
         xdp_config: loader::default_xdp_config(),
     })?;
     for n in &probes.notes {
@@ -190,12 +191,26 @@ pub async fn run(opts: DoctorOptions) -> Result<()> {
     let reasons = probes.reasons.clone();
     drop(probes);
 
-    let report = tracker.update(snap.clone(), after.nic.clone());
+    let mut report = tracker.update(snap.clone(), after.nic.clone());
     let secs = start.elapsed().as_secs_f64();
     let patterns = collector.analyse(t0, t1);
-    let dx = diagnose(
+    // The evidence (sockets, sysctls, firewall) is this namespace's: drops in
+    // other namespaces are named with the command to diagnose them there.
+    let mut elsewhere = Vec::new();
+    if opts.own_netns_only {
+        let (own, other): (Vec<_>, Vec<_>) =
+            report.drops.drain(..).partition(|r| !r.iface.contains('@'));
+        report.drops = own;
+        report.drops_total = report.drops.iter().map(|r| r.total).sum();
+        report.drops_delta = report.drops.iter().map(|r| r.delta).sum();
+        elsewhere = other;
+    }
+    let mut dx = diagnose(
         &reasons, &snap, &report, &before, &after, patterns, secs, &ifaces,
     );
+    if let Some(f) = other_namespaces(&elsewhere) {
+        dx.findings.push(f);
+    }
     let mut out = std::io::stdout().lock();
     match opts.format {
         DoctorFormat::Json => {
@@ -1000,6 +1015,46 @@ fn hint_for(category: &str, reason: &str) -> (&'static str, &'static str) {
         ("xdp", _) => ("xdp", "an XDP program drops"),
         _ => ("unspecified", "see dropscope doctor: where in the kernel"),
     }
+}
+
+/// A finding that points at drops in other network namespaces.
+fn other_namespaces(rows: &[crate::table::DropRow]) -> Option<Finding> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut by_ns: BTreeMap<String, u64> = BTreeMap::new();
+    let mut evidence = Vec::new();
+    for r in rows {
+        let ns = r
+            .iface
+            .split_once('@')
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default();
+        *by_ns.entry(ns).or_default() += r.total;
+        evidence.push(format!("{}: {} drops on {}", r.reason, r.total, r.iface));
+    }
+    evidence.truncate(20);
+    let fix = by_ns
+        .keys()
+        .map(|ns| match ns.strip_prefix("netns:") {
+            Some(inode) => format!(
+                "namespace inode {inode}: nsenter --net=/proc/<pid>/ns/net dropscope doctor (a process of that namespace)"
+            ),
+            None if ns == "host" => "nsenter --net=/proc/1/ns/net dropscope doctor".to_string(),
+            None => format!("ip netns exec {ns} dropscope doctor"),
+        })
+        .collect();
+    Some(Finding {
+        cause: "other-namespace",
+        severity: "info",
+        summary: format!(
+            "{} drops happened in other network namespaces ({}): diagnose them there, where their sockets, sysctls and firewall live",
+            rows.iter().map(|r| r.total).sum::<u64>(),
+            by_ns.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        evidence,
+        fix,
+    })
 }
 
 fn reasons_category(reasons: &ReasonTable, name: &str) -> Category {

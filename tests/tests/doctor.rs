@@ -355,3 +355,42 @@ fn text_report_has_the_sysctl_audit() {
     assert!(out.contains("Sysctl audit"), "{out}");
     assert!(out.contains("net.core.rmem_max"), "{out}");
 }
+
+/// From another namespace, doctor points at where the drops are and how
+/// to diagnose them there (its evidence is namespace-local).
+#[test]
+fn drops_in_another_namespace_are_pointed_at() {
+    let lab = Lab::new();
+    lab.exec(
+        &lab.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "5004", "-j", "DROP",
+        ],
+    );
+    let d = Dropscope::start_in(
+        None,
+        &[
+            "doctor",
+            "--iface",
+            "lo",
+            "--xdp-mode",
+            "none",
+            "--duration",
+            "60s",
+            "--format",
+            "json",
+        ],
+    );
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5004), 55, 64);
+    thread::sleep(Duration::from_millis(400));
+    let dx = d.stop().pop().unwrap();
+    let f = finding(&dx, "other-namespace");
+    assert!(
+        text(&f["evidence"]).contains(&format!("NETFILTER_DROP: 55 drops on vb@{}", lab.b)),
+        "{f:#}"
+    );
+    assert!(
+        text(&f["fix"]).contains(&format!("ip netns exec {} dropscope doctor", lab.b)),
+        "{f:#}"
+    );
+}
