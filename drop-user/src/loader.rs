@@ -365,35 +365,77 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
 fn attach_prepared(prog: &mut Xdp, opts: &LoadOptions) -> Result<Vec<(String, &'static str)>> {
     let mut modes = Vec::new();
     for (name, ifindex) in &opts.ifaces {
-        let tries: &[(XdpMode, &'static str)] = match opts.xdp {
-            XdpChoice::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-            XdpChoice::Native => &[(XdpMode::Driver, "native")],
-            XdpChoice::Generic => &[(XdpMode::Skb, "generic")],
-            XdpChoice::None => &[],
-        };
-        let mut last_err = None;
-        for (mode, label) in tries {
-            match prog.attach_to_if_index(*ifindex, *mode) {
-                Ok(_) => {
-                    modes.push((name.clone(), *label));
-                    last_err = None;
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
+        modes.push((name.clone(), attach_one(prog, name, *ifindex, opts.xdp)?));
+    }
+    Ok(modes)
+}
+
+fn attach_one(prog: &mut Xdp, name: &str, ifindex: u32, choice: XdpChoice) -> Result<&'static str> {
+    let tries: &[(XdpMode, &'static str)] = match choice {
+        XdpChoice::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+        XdpChoice::Native => &[(XdpMode::Driver, "native")],
+        XdpChoice::Generic => &[(XdpMode::Skb, "generic")],
+        XdpChoice::None => &[],
+    };
+    let mut last_err = None;
+    for (mode, label) in tries {
+        match prog.attach_to_if_index(ifindex, *mode) {
+            Ok(_) => return Ok(label),
+            Err(e) => last_err = Some(e),
         }
-        if let Some(e) = last_err {
-            let busy = format!("{e:?}").contains("EBUSY")
-                || format!("{e:?}").contains("Device or resource busy");
+    }
+    match last_err {
+        Some(e) => {
+            let msg = format!("{e:?} {e}");
+            let busy = ["EBUSY", "EEXIST", "Device or resource busy", "File exists"]
+                .iter()
+                .any(|k| msg.contains(k));
             if busy {
                 bail!(
                     "interface {name} already has an XDP program attached: remove it, or pass --xdp-mode none"
                 );
             }
-            return Err(anyhow::Error::new(e).context(format!(
+            Err(anyhow::Error::new(e).context(format!(
                 "attaching XDP to {name} (try --xdp-mode generic, or none)"
-            )));
+            )))
+        }
+        None => bail!("no XDP mode to attach {name} with"),
+    }
+}
+
+/// A watched interface came back with a new ifindex (deleted and
+/// recreated): point its slot at the new index and attach XDP again.
+pub fn reattach(
+    ebpf: &mut Ebpf,
+    slot: usize,
+    name: &str,
+    old: u32,
+    new: u32,
+    choice: XdpChoice,
+) -> Result<&'static str> {
+    {
+        let mut arr: Array<&mut MapData, u32> = Array::try_from(
+            ebpf.map_mut(maps::IFACE_SLOT_ARRAY)
+                .ok_or_else(|| anyhow!("map {} missing", maps::IFACE_SLOT_ARRAY))?,
+        )?;
+        if old < drop_common::SLOT_ARRAY_IFINDEXES {
+            arr.set(old, 0, 0)?;
+        }
+        if new < drop_common::SLOT_ARRAY_IFINDEXES {
+            arr.set(new, slot as u32 + 1, 0)?;
         }
     }
-    Ok(modes)
+    {
+        let mut slots: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
+            ebpf.map_mut(maps::IFACE_SLOTS)
+                .ok_or_else(|| anyhow!("map {} missing", maps::IFACE_SLOTS))?,
+        )?;
+        let _ = slots.remove(&old);
+        slots.insert(new, slot as u32, 0)?;
+    }
+    let prog: &mut Xdp = ebpf
+        .program_mut("dropscope_xdp")
+        .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
+        .try_into()?;
+    attach_one(prog, name, new, choice)
 }

@@ -166,6 +166,9 @@ pub struct IfaceReport {
     pub ifindex: u32,
     /// "native", "generic", or "off".
     pub xdp_mode: String,
+    /// False while the interface does not exist (deleted; re-attached when
+    /// it comes back).
+    pub present: bool,
     pub pps: f64,
     pub bps: f64,
     pub delta: Shape,
@@ -287,6 +290,14 @@ impl Tracker {
         }
     }
 
+    /// The watched interface in `slot` now has index `ifindex`.
+    pub fn set_ifindex(&mut self, slot: usize, ifindex: u32) {
+        if let Some(e) = self.ifaces.get_mut(slot) {
+            e.1 = ifindex;
+        }
+        self.names.insert(ifindex, self.ifaces[slot].0.clone());
+    }
+
     fn iface_name(&mut self, ifindex: u32, netns: u32) -> String {
         if ifindex == 0 {
             return "-".into();
@@ -382,6 +393,7 @@ impl Tracker {
                     .copied()
                     .unwrap_or("off")
                     .to_string(),
+                present: iface::index_of(name) == Some(*ifindex),
                 pps: d.packets as f64 / secs,
                 bps: d.bytes as f64 * 8.0 / secs,
                 delta: Shape::from_stats(&d),

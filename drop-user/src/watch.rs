@@ -83,6 +83,8 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         opts.interval
     );
 
+    let mut ifaces = ifaces;
+    let mut gone = vec![false; ifaces.len()];
     let nic_start = nic::read_all(&ifaces).context("reading interface counters")?;
     let mut tracker = Tracker::new(
         probes.reasons.clone(),
@@ -119,7 +121,6 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let mut next = start + opts.interval;
     let mut last_sample = start;
     let mut last_sources: Option<Instant> = None;
-    let timing = std::env::var_os("DROPSCOPE_TIMING").is_some();
     let stdout = std::io::stdout();
     let clear = opts.format == Format::Table && stdout.is_terminal();
 
@@ -152,6 +153,41 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                 }
             }
         }
+        // Interfaces deleted and recreated: follow them to their new index.
+        if !probes.xdp_modes.is_empty() {
+            for (slot, (name, ifindex)) in ifaces.iter_mut().enumerate() {
+                match iface::index_of(name) {
+                    None if !gone[slot] => {
+                        gone[slot] = true;
+                        eprintln!(
+                            "note: interface {name} is gone; dropscope keeps running and re-attaches when it returns"
+                        );
+                    }
+                    Some(now) if now != *ifindex => {
+                        match loader::reattach(
+                            &mut probes.ebpf,
+                            slot,
+                            name,
+                            *ifindex,
+                            now,
+                            opts.xdp,
+                        ) {
+                            Ok(mode) => eprintln!(
+                                "note: interface {name} is back (ifindex {now}): XDP re-attached ({mode})"
+                            ),
+                            Err(e) => eprintln!(
+                                "note: interface {name} is back but XDP could not re-attach: {e:#}"
+                            ),
+                        }
+                        *ifindex = now;
+                        gone[slot] = false;
+                        tracker.set_ifindex(slot, now);
+                    }
+                    Some(_) if gone[slot] => gone[slot] = false,
+                    _ => {}
+                }
+            }
+        }
         // The source table is read every interval, but at most ~once a
         // second: at 100 ms intervals it would cost a core under a flood.
         let with_sources =
@@ -170,11 +206,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         let sample = probes.maps.sample_epoch(xdp_config.source_budget)?;
         let ports = port_deltas(&mut prev_ports, probes.maps.heavy_ports());
         let counters = nic::read_all(&ifaces).unwrap_or_default();
-        let t_upd = std::time::Instant::now();
         let mut report = tracker.update(snap, counters);
-        if timing {
-            eprintln!("timing: update {:?}", t_upd.elapsed());
-        }
         last_sample = Instant::now();
         let (events, loss) = detector.update(&report, &sample, &ports);
         report.loss = Some(loss);

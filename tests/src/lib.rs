@@ -72,6 +72,13 @@ impl Lab {
         };
         sh(&["ip", "netns", "add", &lab.a]);
         sh(&["ip", "netns", "add", &lab.b]);
+        lab.wire();
+        lab
+    }
+
+    /// (Re)creates the veth pair va <-> vb with addresses and neighbours.
+    pub fn wire(&self) {
+        let lab = self;
         sh(&[
             "ip", "link", "add", "va", "netns", &lab.a, "type", "veth", "peer", "name", "vb",
             "netns", &lab.b,
@@ -99,7 +106,6 @@ impl Lab {
             lab.ip(ns, &["link", "set", dev, "up"]);
         }
         lab.pin_neighbours("va", "vb", &[1], &[2]);
-        lab
     }
 
     pub fn v4(&self, host: u32) -> String {

@@ -120,3 +120,46 @@ fn duration_ends_with_exit_zero_after_the_last_line() {
     assert!((last["elapsed_s"].as_f64().unwrap() - 1.0).abs() < 0.2);
     assert!(programs_gone(), "left attached: {:?}", our_programs());
 }
+
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new();
+    let ds = lab.dropscope(&["watch", "--iface", "vb", "--format", "json"]);
+    assert!(has_xdp(&lab));
+    unsafe { libc::kill(ds_pid(&lab), libc::SIGKILL) };
+    // Links are file descriptors: the kernel detaches when the process dies.
+    assert!(programs_gone(), "left loaded: {:?}", our_programs());
+    assert!(!has_xdp(&lab), "XDP left on vb");
+    drop(ds);
+}
+
+#[test]
+fn a_second_instance_on_the_same_interface_refuses_clearly() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new();
+    let first = lab.dropscope(&[
+        "watch",
+        "--iface",
+        "vb",
+        "--format",
+        "json",
+        "--interval",
+        "200ms",
+    ]);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.b, &dropscope_bin()])
+        .args(["watch", "--iface", "vb", "--duration", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interface vb already has an XDP program attached"),
+        "{err}"
+    );
+    // The first one is untouched and still reporting.
+    assert!(has_xdp(&lab));
+    assert!(first.next_report(Duration::from_secs(3)).is_some());
+    first.stop();
+}
