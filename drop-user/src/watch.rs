@@ -195,14 +195,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         if with_sources {
             last_sources = Some(Instant::now());
         }
-        let t_read = std::time::Instant::now();
         let snap = probes.maps.read(slots, with_sources)?;
-        if timing {
-            eprintln!(
-                "timing: read {:?} (sources {with_sources})",
-                t_read.elapsed()
-            );
-        }
         let sample = probes.maps.sample_epoch(xdp_config.source_budget)?;
         let ports = port_deltas(&mut prev_ports, probes.maps.heavy_ports());
         let counters = nic::read_all(&ifaces).unwrap_or_default();
