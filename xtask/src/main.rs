@@ -295,6 +295,10 @@ fn main() -> ExitCode {
         })(),
         Task::Bench { full } => (|| {
             setup()?;
+            // The peer the kfree_skb path is compared with.
+            if !have("bpftrace") {
+                let _ = apt_install(&["bpftrace"]);
+            }
             let bin = build(true)?;
             remove_stale_test_namespaces();
             let mut c = cargo();

@@ -59,6 +59,14 @@ fn ns_per_run(name: &str, f: impl FnOnce()) -> f64 {
     (t1 - t0) as f64 / (c1 - c0).max(1) as f64
 }
 
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn eth(lab: &Lab, tags: Vec<(u16, u16)>) -> Eth {
     Eth {
         dst: lab.mac_bytes(&lab.b, "vb"),
@@ -528,6 +536,136 @@ fn main() {
         }
     }
 
+    // 3b. kfree_skb path: cost per drop event, dropscope vs bpftrace, tp_btf
+    // vs the classic tracepoint, all attached to the same drop flood.
+    if run("kfree") {
+        if !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+            let _ = Command::new("mount")
+                .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+                .status();
+        }
+        let lab = Lab::new();
+        // No XDP on vb here: GRO gives it the NAPI that XDP_TX from va needs.
+        lab.exec(&lab.b, &["ethtool", "-K", "vb", "gro", "on"]);
+        let ids = || -> std::collections::HashSet<u32> {
+            loaded_programs()
+                .filter_map(Result::ok)
+                .map(|p| p.id())
+                .collect()
+        };
+        let before = ids();
+        let bt = Command::new("bpftrace")
+            .args([
+                "-e",
+                "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut bt = bt.ok().map(Kill);
+        thread::sleep(Duration::from_secs(4));
+        let bt_ids: Vec<u32> = ids().difference(&before).copied().collect();
+        let btf = lab.dropscope(&[
+            "watch",
+            "--iface",
+            "vb",
+            "--xdp-mode",
+            "none",
+            "--format",
+            "json",
+            "--kfree-hook",
+            "btf",
+        ]);
+        let tp = lab.dropscope(&[
+            "watch",
+            "--iface",
+            "vb",
+            "--xdp-mode",
+            "none",
+            "--format",
+            "json",
+            "--kfree-hook",
+            "tracepoint",
+        ]);
+        let stats_of = |want: &dyn Fn(&aya::programs::ProgramInfo) -> bool| {
+            loaded_programs()
+                .filter_map(Result::ok)
+                .filter(|p| want(p))
+                .fold((0u64, 0u64), |(t, c), p| {
+                    (t + p.run_time().as_nanos() as u64, c + p.run_count())
+                })
+        };
+        let is_bt = |p: &aya::programs::ProgramInfo| bt_ids.contains(&p.id());
+        let named =
+            |n: &'static str| move |p: &aya::programs::ProgramInfo| p.name_as_str() == Some(n);
+        let s0 = (
+            stats_of(&is_bt),
+            stats_of(&named("kfree_skb_btf")),
+            stats_of(&named("kfree_skb_tp")),
+        );
+        let base = Ipv4Addr::new(198, 18, 0, 1);
+        // Datagrams to a closed port: every one is a NO_SOCKET drop.
+        send(&lab, v4_frame(&lab, base, vec![]), n, 1000, base);
+        thread::sleep(Duration::from_millis(300));
+        let s1 = (
+            stats_of(&is_bt),
+            stats_of(&named("kfree_skb_btf")),
+            stats_of(&named("kfree_skb_tp")),
+        );
+        drop(btf);
+        drop(tp);
+        if let Some(b) = bt.as_mut() {
+            let _ = b.0.kill();
+        }
+        let per = |a: (u64, u64), b: (u64, u64)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64;
+        let (bt_ns, btf_ns, tp_ns) = (per(s0.0, s1.0), per(s0.1, s1.1), per(s0.2, s1.2));
+        let events = s1.1.1 - s0.1.1;
+        if bt_ids.is_empty() {
+            rows.push(Row {
+                section: "kfree_skb path",
+                what: "bpftrace one-liner".into(),
+                value: "bpftrace did not start (apt-get install bpftrace; tracefs mounted?)".into(),
+                ratio: None,
+                target: "",
+                met: None,
+            });
+        } else {
+            rows.push(Row {
+                section: "kfree_skb path",
+                what: format!("bpftrace count by reason ({events} drops)"),
+                value: format!("{bt_ns:.1} ns/event"),
+                ratio: Some(1.0),
+                target: "",
+                met: None,
+            });
+        }
+        let r = btf_ns / bt_ns;
+        rows.push(Row {
+            section: "kfree_skb path",
+            what: "dropscope tp_btf/kfree_skb".into(),
+            value: format!("{btf_ns:.1} ns/event"),
+            ratio: Some(r),
+            target: "<= 0.25x bpftrace",
+            met: (!bt_ids.is_empty()).then_some(r <= 0.25),
+        });
+        rows.push(Row {
+            section: "kfree_skb path",
+            what: "dropscope classic tracepoint".into(),
+            value: format!("{tp_ns:.1} ns/event"),
+            ratio: Some(tp_ns / bt_ns),
+            target: "",
+            met: None,
+        });
+        rows.push(Row {
+            section: "kfree_skb path",
+            what: "classic tracepoint vs tp_btf".into(),
+            value: format!("{:.2}x", tp_ns / btf_ns),
+            ratio: Some(tp_ns / btf_ns),
+            target: "",
+            met: None,
+        });
+    }
+
     // 4. User side: CPU share and peak RSS, idle and under a spoofed flood.
     if run("user") {
         let secs = if full { 30 } else { 10 };
@@ -657,7 +795,13 @@ const METHODS: &str = r#"
   window, and its peak RSS (VmHWM), with an idle lab and with a continuous
   spoofed flood of a million sources.
 
-Not measured yet: the kfree_skb path against bpftrace and dropwatch, tp_btf
-vs the classic tracepoint per event, thousands of drop rows, an AF_PACKET
-counter as peer, and `--enforce` (the XDP blocklist does not exist yet).
+- **kfree_skb path**: one drop flood (datagrams to a closed port, every one a
+  NO_SOCKET drop) with three programs attached at once: a bpftrace one-liner
+  counting kfree_skb by reason, dropscope with `tp_btf/kfree_skb` and a second
+  dropscope with the classic tracepoint; the kernel's per-program statistics
+  give the cost per event.
+
+Not measured yet: thousands of drop rows, dropwatch (drop_monitor) and an
+AF_PACKET counter as peers, and `--enforce` (the XDP blocklist does not exist
+yet).
 "#;
