@@ -397,6 +397,8 @@ pub struct Detector {
     next_id: u64,
     /// Kernel triggers waiting for the next sample: iface -> kind.
     pending: HashMap<u32, String>,
+    /// Per-source threshold verdicts from the last fresh source read.
+    source_over: HashMap<String, Vec<String>>,
 }
 
 fn now_unix() -> f64 {
@@ -442,6 +444,7 @@ impl Detector {
             active: HashMap::new(),
             next_id: 1,
             pending: HashMap::new(),
+            source_over: HashMap::new(),
         }
     }
 
@@ -492,14 +495,21 @@ impl Detector {
             if th.syn_pps > 0.0 && i.delta.tcp_syn as f64 / secs >= th.syn_pps {
                 triggers.push("threshold:syn_pps".into());
             }
-            if let Some(t) = top {
-                if th.source_pps > 0.0 && t.pps >= th.source_pps {
-                    triggers.push("threshold:source_pps".into());
+            // Per-source rates are only as fresh as the last read of the
+            // source table: between reads its verdict stands.
+            if report.top_sources_fresh {
+                let mut over = Vec::new();
+                if let Some(t) = top {
+                    if th.source_pps > 0.0 && t.pps >= th.source_pps {
+                        over.push("threshold:source_pps".to_string());
+                    }
+                    if th.source_bps > 0.0 && t.bps >= th.source_bps {
+                        over.push("threshold:source_bps".to_string());
+                    }
                 }
-                if th.source_bps > 0.0 && t.bps >= th.source_bps {
-                    triggers.push("threshold:source_bps".into());
-                }
+                self.source_over.insert(i.iface.clone(), over);
             }
+            triggers.extend(self.source_over.get(&i.iface).cloned().unwrap_or_default());
             let port_rates: Vec<PortRate> = self.port_rates(heavy_ports, i.ifindex, secs);
             if th.port_pps > 0.0 && port_rates.first().is_some_and(|p| p.pps >= th.port_pps) {
                 triggers.push("threshold:port_pps".into());

@@ -33,6 +33,9 @@ pub struct Report {
     /// Every interface counter (NIC, driver, softnet backlog).
     pub counters: Vec<CounterRow>,
     pub top_sources: Vec<SourceRow>,
+    /// Whether `top_sources` was read this interval (at intervals under a
+    /// second the source table is read about once a second).
+    pub top_sources_fresh: bool,
     /// Reasonless (NOT_SPECIFIED) drops by kernel location, busiest first.
     pub locations: Vec<LocationRow>,
     /// Attacks in progress (the latest event of each).
@@ -511,6 +514,7 @@ impl Tracker {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let top_sources_fresh = snap.sources_fresh;
         self.prev = snap;
         self.nic_prev = nic;
         Report {
@@ -521,6 +525,7 @@ impl Tracker {
             drops_delta,
             drops_total,
             diagnosis: crate::doctor::hints(&drops),
+            top_sources_fresh,
             attacks: Vec::new(),
             loss: None,
             sources_estimate: None,

@@ -24,6 +24,16 @@ const WATCH: [&str; 9] = [
     "--top",
 ];
 
+/// Floods and iperf3 take turns: on two cores, parallel floods would starve
+/// each other and make rates (and so verdicts) depend on scheduling.
+static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn watch(lab: &Lab, extra: &[&str]) -> Dropscope {
     let mut args = WATCH.to_vec();
     args.push("20");
@@ -98,6 +108,7 @@ fn assert_class(lines: &[Value], class: &str) -> Value {
 
 #[test]
 fn syn_flood_from_random_sources() {
+    let _turn = turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     flood(&lab, 6, tcp(40000, 80, SYN), 200_000, 60_000);
@@ -120,6 +131,7 @@ fn syn_flood_from_random_sources() {
 
 #[test]
 fn udp_reflection_names_the_protocol() {
+    let _turn = turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     // NTP monlist-style answers: source port 123, large, plus fragments.
@@ -147,6 +159,7 @@ fn udp_reflection_names_the_protocol() {
 
 #[test]
 fn icmp_flood() {
+    let _turn = turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     let mut echo = vec![8u8, 0, 0, 0, 0, 1, 0, 1];
@@ -159,6 +172,7 @@ fn icmp_flood() {
 
 #[test]
 fn source_threshold_fires_in_kernel_with_few_sources() {
+    let _turn = turn();
     let lab = Lab::new();
     // 20 000 pps from one source is the threshold; the flood sends far more.
     let d = watch(&lab, &["--source-pps", "20000"]);
@@ -186,6 +200,7 @@ fn source_threshold_fires_in_kernel_with_few_sources() {
 /// within the sketch's stated bound of what the generator sent.
 #[test]
 fn heavy_hitters_within_the_stated_error() {
+    let _turn = turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     let heavy = [
@@ -253,6 +268,7 @@ fn have(bin: &str) -> bool {
 
 #[test]
 fn hping3_syn_flood_with_random_sources() {
+    let _turn = turn();
     assert!(have("hping3"), "hping3 missing: run cargo xtask setup");
     let lab = Lab::new();
     let d = watch(&lab, &[]);
@@ -285,6 +301,7 @@ fn hping3_syn_flood_with_random_sources() {
 
 #[test]
 fn iperf3_tcp_between_namespaces_raises_no_attack() {
+    let _turn = turn();
     assert!(have("iperf3"), "iperf3 missing: run cargo xtask setup");
     let lab = Lab::new();
     let server = Command::new("ip")

@@ -507,9 +507,14 @@ fn main() {
                     }
                 }
                 // Let it end before the next trial.
-                let quiet = Instant::now() + Duration::from_millis(1200);
+                let quiet = Instant::now() + Duration::from_secs(6);
                 while Instant::now() < quiet {
-                    let _ = ds.next_report(Duration::from_millis(100));
+                    if let Some(v) = ds.next_report(Duration::from_millis(100))
+                        && v["schema"] == "dropscope.attack/1"
+                        && v["phase"] == "end"
+                    {
+                        break;
+                    }
                 }
             }
             drop(ds);
