@@ -74,6 +74,8 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
+/// Heavy destination ports are counted in steps of this many packets.
+const PORT_SAMPLE: u32 = 64;
 /// IPv6 headers past the fixed one that we walk before giving up.
 const MAX_IPV6_EXT: usize = 6;
 
@@ -273,9 +275,11 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
             );
         }
         // Promote only what stands above the sketch's noise (its average
-        // counter): under a random-port flood nothing does.
+        // counter): under a random-port flood nothing does. A heavy port is
+        // counted in steps of 64 so its table costs one hash per 64 packets.
         if est >= cfg.promote_port_packets
             && est >= 2 * (st.packets >> 10) + cfg.promote_port_packets
+            && est & (PORT_SAMPLE - 1) == 0
         {
             let key = PortKey {
                 ifindex,
@@ -283,7 +287,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
                 port,
             };
             match HEAVY_PORTS.get_ptr_mut(&key) {
-                Some(v) => unsafe { *v += 1 },
+                Some(v) => unsafe { *v += PORT_SAMPLE as u64 },
                 None => {
                     if st.new_ports < cfg.port_budget {
                         st.new_ports += 1;
