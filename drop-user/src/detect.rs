@@ -460,6 +460,38 @@ impl Detector {
         self.pending.insert(ifindex, format!("kernel:{k}"));
     }
 
+    /// Kernel triggers wait for the next sample.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Re-derives an event's source fields from a report whose top sources
+    /// were read after the event was built.
+    pub fn restate(&self, e: &mut AttackEvent, report: &Report) {
+        let Some(i) = report.interfaces.iter().find(|i| i.iface == e.iface) else {
+            return;
+        };
+        let total = i.pps.max(1e-9);
+        e.top_sources = report
+            .top_sources
+            .iter()
+            .filter(|s| s.iface == e.iface)
+            .take(10)
+            .map(|s| SourceShare {
+                address: s.address.clone(),
+                pps: s.pps,
+                share: (s.pps / total).min(1.0),
+            })
+            .collect();
+        e.top_source_share = e.top_sources.first().map(|s| s.share).unwrap_or(0.0);
+        let top5: f64 = e.top_sources.iter().take(5).map(|s| s.share).sum();
+        e.sources = if e.distinct_sources < 50.0 || top5 >= 0.8 {
+            "few"
+        } else {
+            "many"
+        };
+    }
+
     pub fn active_on(&self, iface: &str) -> bool {
         self.active.contains_key(iface)
     }

@@ -105,6 +105,24 @@ impl Maps {
         })
     }
 
+    /// The whole source table, per-CPU values summed.
+    pub fn read_sources(&self) -> Result<HashMap<SourceKey, SourceStats>> {
+        let all = crate::batch::lookup_percpu::<SourceKey, SourceStats>(
+            self.sources.map(),
+            MAX_SOURCES as usize,
+        )?;
+        let mut out = HashMap::with_capacity(all.len());
+        for (k, v) in all {
+            let mut t = SourceStats::default();
+            for cpu in &v {
+                t.packets += cpu.packets;
+                t.bytes += cpu.bytes;
+            }
+            out.insert(k, t);
+        }
+        Ok(out)
+    }
+
     /// Ends the current epoch: the XDP program moves to the other sketch;
     /// this one is read, merged over CPUs, then zeroed for its next turn.
     pub fn sample_epoch(&mut self, source_budget: u32) -> Result<EpochSample> {
@@ -243,17 +261,7 @@ impl Maps {
         }
         if with_sources {
             s.sources_fresh = true;
-            let all =
-                lookup_percpu::<SourceKey, SourceStats>(self.sources.map(), MAX_SOURCES as usize)?;
-            s.sources.reserve(all.len());
-            for (k, v) in all {
-                let mut t = SourceStats::default();
-                for cpu in &v {
-                    t.packets += cpu.packets;
-                    t.bytes += cpu.bytes;
-                }
-                s.sources.insert(k, t);
-            }
+            s.sources = self.read_sources()?;
         }
         for (k, v) in
             lookup_percpu::<LocationKey, u64>(self.locations.map(), MAX_LOCATIONS as usize)?

@@ -301,6 +301,61 @@ impl Tracker {
         self.names.insert(ifindex, self.ifaces[slot].0.clone());
     }
 
+    /// Recomputes the top sources from a fresh read of the source table.
+    pub fn refresh_sources(
+        &mut self,
+        sources: HashMap<SourceKey, drop_common::SourceStats>,
+        now: Instant,
+    ) -> Vec<SourceRow> {
+        let ssecs = now
+            .duration_since(self.last_sources_at)
+            .as_secs_f64()
+            .max(1e-3);
+        let mut rows: Vec<(u64, u64, &SourceKey, &drop_common::SourceStats)> = sources
+            .iter()
+            .map(|(k, v)| {
+                let p = self.prev_sources.get(k).copied().unwrap_or_default();
+                (
+                    v.packets.saturating_sub(p.packets),
+                    v.bytes.saturating_sub(p.bytes),
+                    k,
+                    v,
+                )
+            })
+            .collect();
+        let order = |a: &(u64, u64, &SourceKey, &drop_common::SourceStats),
+                     b: &(u64, u64, &SourceKey, &drop_common::SourceStats)| {
+            b.0.cmp(&a.0)
+                .then(b.3.packets.cmp(&a.3.packets))
+                .then(a.2.addr.cmp(&b.2.addr))
+        };
+        // Only the top N are formatted: the table can hold 65 536 sources.
+        if rows.len() > self.top_n && self.top_n > 0 {
+            rows.select_nth_unstable_by(self.top_n - 1, order);
+            rows.truncate(self.top_n);
+        }
+        rows.sort_by(order);
+        rows.truncate(self.top_n);
+        let top: Vec<SourceRow> = rows
+            .into_iter()
+            .map(|(packets, bytes, k, v)| SourceRow {
+                address: format_addr(k),
+                iface: self.iface_name(k.ifindex, 0),
+                packets,
+                bytes,
+                pps: packets as f64 / ssecs,
+                bps: bytes as f64 * 8.0 / ssecs,
+                total_packets: v.packets,
+                total_bytes: v.bytes,
+            })
+            .collect();
+        self.last_top = top;
+        self.sources_tracked = sources.len();
+        self.prev_sources = sources;
+        self.last_sources_at = now;
+        self.last_top.clone()
+    }
+
     fn iface_name(&mut self, ifindex: u32, netns: u32) -> String {
         if ifindex == 0 {
             return "-".into();
@@ -424,54 +479,7 @@ impl Tracker {
         // Top sources by packets since the last read of the source table
         // (every interval, or once a second at shorter intervals).
         if snap.sources_fresh {
-            let ssecs = now
-                .duration_since(self.last_sources_at)
-                .as_secs_f64()
-                .max(1e-3);
-            let mut rows: Vec<(u64, u64, &SourceKey, &drop_common::SourceStats)> = snap
-                .sources
-                .iter()
-                .map(|(k, v)| {
-                    let p = self.prev_sources.get(k).copied().unwrap_or_default();
-                    (
-                        v.packets.saturating_sub(p.packets),
-                        v.bytes.saturating_sub(p.bytes),
-                        k,
-                        v,
-                    )
-                })
-                .collect();
-            let order =
-                |a: &(u64, u64, &SourceKey, &drop_common::SourceStats),
-                 b: &(u64, u64, &SourceKey, &drop_common::SourceStats)| {
-                    b.0.cmp(&a.0)
-                        .then(b.3.packets.cmp(&a.3.packets))
-                        .then(a.2.addr.cmp(&b.2.addr))
-                };
-            // Only the top N are formatted: the table can hold 65 536 sources.
-            if rows.len() > self.top_n && self.top_n > 0 {
-                rows.select_nth_unstable_by(self.top_n - 1, order);
-                rows.truncate(self.top_n);
-            }
-            rows.sort_by(order);
-            rows.truncate(self.top_n);
-            let top: Vec<SourceRow> = rows
-                .into_iter()
-                .map(|(packets, bytes, k, v)| SourceRow {
-                    address: format_addr(k),
-                    iface: self.iface_name(k.ifindex, 0),
-                    packets,
-                    bytes,
-                    pps: packets as f64 / ssecs,
-                    bps: bytes as f64 * 8.0 / ssecs,
-                    total_packets: v.packets,
-                    total_bytes: v.bytes,
-                })
-                .collect();
-            self.last_top = top;
-            self.sources_tracked = snap.sources.len();
-            self.prev_sources = std::mem::take(&mut snap.sources);
-            self.last_sources_at = now;
+            self.refresh_sources(std::mem::take(&mut snap.sources), now);
         }
         let top_sources = self.last_top.clone();
 

@@ -201,7 +201,18 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         let counters = nic::read_all(&ifaces).unwrap_or_default();
         let mut report = tracker.update(snap, counters);
         last_sample = Instant::now();
-        let (events, loss) = detector.update(&report, &sample, &ports);
+        let (mut events, loss) = detector.update(&report, &sample, &ports);
+        // An attack starting on stale source rates: read the table now so
+        // its start event names the sources it has now.
+        if !with_sources && events.iter().any(|e| e.phase == "start") {
+            let fresh = probes.maps.read_sources()?;
+            report.top_sources = tracker.refresh_sources(fresh, std::time::Instant::now());
+            report.top_sources_fresh = true;
+            last_sources = Some(Instant::now());
+            for e in events.iter_mut().filter(|e| e.phase == "start") {
+                detector.restate(e, &report);
+            }
+        }
         report.loss = Some(loss);
         report.sources_estimate = Some(SourcesEstimate {
             distinct_sources: sample.distinct_sources.round(),
