@@ -32,14 +32,7 @@ impl Lab {
             ns == self.a || ns == self.b,
             "the generator only sends inside its own lab"
         );
-        let ifindex: u32 = self
-            .ip(ns, &["-o", "link", "show", dev])
-            .split(':')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let ifindex = self.ifindex(ns, dev);
         self.in_ns(ns, move || {
             let cfg = GenConfig {
                 sources: flood.sources,

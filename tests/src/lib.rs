@@ -222,14 +222,7 @@ impl Lab {
     /// Sends hand-built Ethernet frames out of `dev` in namespace `ns`
     /// through an AF_PACKET socket (VLAN tags, fragments, TCP flags...).
     pub fn send_frames(&self, ns: &str, dev: &str, frames: Vec<Vec<u8>>) {
-        let ifindex: u32 = self
-            .ip(ns, &["-o", "link", "show", dev])
-            .split(':')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let ifindex = self.ifindex(ns, dev);
         self.in_ns(ns, move || {
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
             assert!(
@@ -265,6 +258,15 @@ impl Lab {
             }
             unsafe { libc::close(fd) };
         });
+    }
+
+    /// Interface index of a device in a namespace.
+    pub fn ifindex(&self, ns: &str, dev: &str) -> u32 {
+        self.ip(ns, &["-o", "link", "show", dev])
+            .split(':')
+            .next()
+            .and_then(|i| i.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no interface {dev} in {ns}"))
     }
 
     /// MAC address of a device, as bytes.
@@ -430,6 +432,25 @@ impl Drop for Dropscope {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `ip:port` (IPv4 or IPv6) as a socket address.
+pub fn sockaddr(ip: &str, port: u16) -> std::net::SocketAddr {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}").parse().unwrap()
+    } else {
+        format!("{ip}:{port}").parse().unwrap()
+    }
+}
+
+/// A child process killed (and reaped) when dropped, even on panic.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

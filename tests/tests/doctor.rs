@@ -1,19 +1,10 @@
 //! `dropscope doctor` on causes created for real: it must name the cause,
 //! the port or rule, and the fix.
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
-    thread,
-    time::Duration,
-};
+use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
 
-use integration_tests::{Dropscope, Lab, frames};
+use integration_tests::{Dropscope, Lab, frames, sockaddr as addr};
 use serde_json::Value;
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
 
 /// Starts doctor in `ns` on `dev`; `traffic` runs while it watches.
 fn doctor(ns: &str, dev: &str, traffic: impl FnOnce()) -> Value {

@@ -2,14 +2,11 @@
 //! compared with an independent oracle (iptables rule counters, nstat,
 //! `ip -s link`, or the packets the test itself sent).
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
-    thread,
-    time::Duration,
-};
+use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
 
-use integration_tests::{Dropscope, Lab, drops, iface, ip_link_rx_packets, source_packets};
+use integration_tests::{
+    Dropscope, Lab, drops, iface, ip_link_rx_packets, sockaddr as addr, source_packets,
+};
 
 const WATCH: [&str; 7] = [
     "watch",
@@ -20,14 +17,6 @@ const WATCH: [&str; 7] = [
     "--format",
     "json",
 ];
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}").parse().unwrap()
-    } else {
-        format!("{ip}:{port}").parse().unwrap()
-    }
-}
 
 fn settle() {
     // Lets softirq processing of the last datagrams finish before reading.

@@ -1,13 +1,9 @@
 //! Faults: the watched interface is deleted and comes back; dropscope keeps
 //! running, says so, re-attaches, and counts on.
 
-use std::{net::SocketAddr, thread, time::Duration};
+use std::{thread, time::Duration};
 
-use integration_tests::{Lab, iface, source_packets};
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
+use integration_tests::{Lab, iface, sockaddr as addr, source_packets};
 
 #[test]
 fn deleted_interface_is_followed_when_it_returns() {

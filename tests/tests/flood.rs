@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Dropscope, Lab, frames::*, generator::Flood};
+use integration_tests::{Dropscope, KillOnDrop, Lab, frames::*, generator::Flood};
 use serde_json::Value;
 
 const WATCH: [&str; 9] = [
@@ -349,12 +349,4 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
         started(&lines)
     );
     let _ = server.0.wait();
-}
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
