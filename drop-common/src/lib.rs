@@ -7,7 +7,9 @@
 
 /// Map names, shared so neither side can drift.
 pub mod maps {
-    /// Per-CPU hash: reason -> drops.
+    /// Per-CPU array: reason (below MAX_REASONS) -> drops.
+    pub const REASON_COUNTS: &str = "REASON_COUNTS";
+    /// Per-CPU hash: reason (subsystem reasons, high bits set) -> drops.
     pub const DROPS_BY_REASON: &str = "DROPS_BY_REASON";
     /// Per-CPU hash: (reason, ifindex, netns) -> drops.
     pub const DROPS_BY_IFACE: &str = "DROPS_BY_IFACE";

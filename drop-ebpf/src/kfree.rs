@@ -37,6 +37,9 @@ static KFREE_CONFIG: KfreeConfig = KfreeConfig {
 static DROPS_BY_REASON: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_REASONS, 0);
 
 #[map]
+static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_REASONS, 0);
+
+#[map]
 static DROPS_BY_IFACE: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_DROP_ROWS, 0);
 
@@ -65,7 +68,9 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    record_drop(&config(), skb, location, reason);
+    // skb is a BTF-typed pointer here: its fields load directly, checked by
+    // the verifier against the kernel's BTF, with no helper call.
+    record_drop::<true>(&config(), skb, location, reason);
     0
 }
 
@@ -80,7 +85,7 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
     } else {
         unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
     };
-    record_drop(&cfg, skb, location, reason);
+    record_drop::<false>(&cfg, skb, location, reason);
     0
 }
 
@@ -92,9 +97,14 @@ fn bump_health(slot: u32) {
 }
 
 #[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Option<T> {
+fn read<T, const DIRECT: bool>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
         return None;
+    }
+    if DIRECT {
+        // The offset is a read-only constant, so the verifier knows exactly
+        // which BTF field this is; a fault (freed memory) reads as zero.
+        return Some(unsafe { core::ptr::read_volatile((base + offset as u64) as *const T) });
     }
     match unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) } {
         Ok(v) => Some(v),
@@ -106,7 +116,7 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
 }
 
 #[inline(always)]
-fn record_drop(cfg: &KfreeConfig, skb: u64, location: u64, reason: u32) {
+fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, reason: u32) {
     if reason == cfg.reason_not_dropped_yet || reason == cfg.reason_consumed {
         return;
     }
@@ -117,27 +127,40 @@ fn record_drop(cfg: &KfreeConfig, skb: u64, location: u64, reason: u32) {
         _pad: 0,
     };
     if cfg.flags & KFREE_FLAG_SKB_OFFSETS != 0 {
-        let dev: u64 = read(skb, cfg.skb_dev).unwrap_or(0);
+        let dev: u64 = read::<_, DIRECT>(skb, cfg.skb_dev).unwrap_or(0);
         // skb_iif is the ingress device even after skb->dev moved on.
-        let iif: u32 = read(skb, cfg.skb_iif).unwrap_or(0);
+        let iif: u32 = read::<_, DIRECT>(skb, cfg.skb_iif).unwrap_or(0);
         key.ifindex = if iif != 0 {
             iif
         } else {
-            read(dev, cfg.dev_ifindex).unwrap_or(0)
+            read::<_, DIRECT>(dev, cfg.dev_ifindex).unwrap_or(0)
         };
-        let mut net: u64 = read(dev, cfg.dev_net).unwrap_or(0);
+        let mut net: u64 = read::<_, DIRECT>(dev, cfg.dev_net).unwrap_or(0);
         if net == 0 {
-            let sk: u64 = read(skb, cfg.skb_sk).unwrap_or(0);
-            net = read(sk, cfg.sk_net).unwrap_or(0);
+            let sk: u64 = read::<_, DIRECT>(skb, cfg.skb_sk).unwrap_or(0);
+            net = read::<_, DIRECT>(sk, cfg.sk_net).unwrap_or(0);
         }
-        key.netns = read(net, cfg.net_inum).unwrap_or(0);
+        key.netns = read::<_, DIRECT>(net, cfg.net_inum).unwrap_or(0);
     }
     if cfg.netns_filter != 0 && key.netns != 0 && key.netns != cfg.netns_filter {
         bump_health(kfree_health::OTHER_NETNS);
         return;
     }
     bump_health(kfree_health::EVENTS);
-    if !bump(&DROPS_BY_REASON, &reason) | !bump(&DROPS_BY_IFACE, &key) {
+    // Reasons below MAX_REASONS count in an array (no hashing); subsystem
+    // reasons (high bits set) in the hash.
+    let by_reason = if reason < MAX_REASONS {
+        match REASON_COUNTS.get_ptr_mut(reason) {
+            Some(p) => {
+                unsafe { *p += 1 };
+                true
+            }
+            None => false,
+        }
+    } else {
+        bump(&DROPS_BY_REASON, &reason)
+    };
+    if !by_reason | !bump(&DROPS_BY_IFACE, &key) {
         bump_health(kfree_health::MAP_FULL);
     }
     // A reasonless drop is only findable by where it happened.

@@ -16,6 +16,7 @@ use drop_common::{
 
 pub struct Maps {
     drops_by_reason: PerCpuHashMap<MapData, u32, u64>,
+    reason_counts: PerCpuArray<MapData, u64>,
     drops_by_iface: PerCpuHashMap<MapData, DropKey, u64>,
     health: PerCpuArray<MapData, u64>,
     iface_stats: PerCpuArray<MapData, IfaceStats>,
@@ -89,6 +90,7 @@ impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
             drops_by_reason: PerCpuHashMap::try_from(take(ebpf, maps::DROPS_BY_REASON)?)?,
+            reason_counts: PerCpuArray::try_from(take(ebpf, maps::REASON_COUNTS)?)?,
             drops_by_iface: PerCpuHashMap::try_from(take(ebpf, maps::DROPS_BY_IFACE)?)?,
             health: PerCpuArray::try_from(take(ebpf, maps::KFREE_HEALTH)?)?,
             iface_stats: PerCpuArray::try_from(take(ebpf, maps::IFACE_STATS)?)?,
@@ -233,6 +235,12 @@ impl Maps {
         let mut s = Snapshot::default();
         for (k, v) in lookup_percpu::<u32, u64>(self.drops_by_reason.map(), MAX_REASONS as usize)? {
             s.by_reason.insert(k, v.iter().sum());
+        }
+        for (k, v) in lookup_percpu::<u32, u64>(self.reason_counts.map(), MAX_REASONS as usize)? {
+            let n: u64 = v.iter().sum();
+            if n > 0 {
+                s.by_reason.insert(k, n);
+            }
         }
         for (k, v) in
             lookup_percpu::<DropKey, u64>(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?
