@@ -806,7 +806,7 @@ const METHODS: &str = r#"
   interval instead of a hash per packet, copy-free header reads, one hash
   computation reused for every row. Even then the feature set costs about
   2.5-3x; reaching 2x likely means sampling the TTL and port statistics.
-- **Throughput (0.68x the empty program)** follows from the per-packet cost
+- **Throughput (about 0.75x the empty program)** follows from the per-packet cost
   on the receiving CPU.
 - **kfree_skb path (0.56x bpftrace, target 0.25x).** On tp_btf the skb
   fields are read by direct BTF-checked loads and reasons count in a per-CPU
