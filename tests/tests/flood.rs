@@ -350,3 +350,52 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
     );
     let _ = server.0.wait();
 }
+
+#[test]
+fn ack_flood_without_handshakes() {
+    let _turn = turn();
+    let lab = Lab::new();
+    let d = watch(&lab, &[]);
+    flood(&lab, 6, tcp(40000, 443, ACK), 200_000, 60_000);
+    thread::sleep(Duration::from_millis(400));
+    let lines = d.stop();
+    assert_class(&lines, "ack-rst-flood");
+}
+
+#[test]
+fn small_udp_flood() {
+    let _turn = turn();
+    let lab = Lab::new();
+    let d = watch(&lab, &[]);
+    // 60-byte datagrams from a high source port to one service.
+    flood(&lab, 17, udp(50000, 27015, 18), 200_000, 60_000);
+    thread::sleep(Duration::from_millis(400));
+    let lines = d.stop();
+    assert_class(&lines, "udp-flood");
+}
+
+#[test]
+fn fragment_flood() {
+    let _turn = turn();
+    let lab = Lab::new();
+    let d = watch(&lab, &[]);
+    // Later fragments only: nothing to reassemble them with.
+    let frame = eth(&lab).frame(
+        0x0800,
+        &ipv4(spoofed_base(&lab), dst(&lab), 17, (100, true), &[0u8; 200]),
+    );
+    lab.generate(
+        &lab.a,
+        "va",
+        Flood {
+            frame,
+            count: 150_000,
+            sources: 60_000,
+            base: spoofed_base(&lab),
+            spoof_ttl: true,
+        },
+    );
+    thread::sleep(Duration::from_millis(400));
+    let lines = d.stop();
+    assert_class(&lines, "fragment-flood");
+}
