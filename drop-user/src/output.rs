@@ -203,6 +203,7 @@ pub fn render_table(r: &Report) -> String {
             t.total_bytes
         );
     }
+    s.push('\n');
     if r.health.map_full > 0 || r.health.read_errors > 0 {
         let _ = writeln!(
             s,
