@@ -16,8 +16,13 @@ pub struct KernelBtf {
 }
 
 impl KernelBtf {
+    /// The running kernel's BTF. `DROPSCOPE_VMLINUX_BTF` names another file,
+    /// so that a kernel without BTF can be simulated in tests.
     pub fn load() -> Result<Self> {
-        Self::from_file(Path::new(VMLINUX_BTF))
+        match std::env::var_os("DROPSCOPE_VMLINUX_BTF") {
+            Some(p) => Self::from_file(Path::new(&p)),
+            None => Self::from_file(Path::new(VMLINUX_BTF)),
+        }
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
