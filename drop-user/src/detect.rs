@@ -572,13 +572,6 @@ impl Detector {
             }
 
             let now = Instant::now();
-            let top_total: f64 = report
-                .top_sources
-                .iter()
-                .filter(|s| s.iface == i.iface)
-                .map(|s| s.pps)
-                .sum();
-            let _ = top_total;
             if let Some(a) = self.active.get_mut(&i.iface) {
                 if !triggers.is_empty() {
                     a.last_trigger = now;
@@ -592,7 +585,7 @@ impl Detector {
                 }
                 let ended = now.duration_since(a.last_trigger).as_secs_f64() >= ad.end_after_s;
                 let phase = if ended { "end" } else { "update" };
-                let ev = self.event(phase, i, report, sample, &vectors, port_rates, secs);
+                let ev = self.event(phase, i, report, sample, &vectors, port_rates);
                 events.push(ev);
                 if ended {
                     self.active.remove(&i.iface);
@@ -619,7 +612,7 @@ impl Detector {
                         drops,
                     },
                 );
-                events.push(self.event("start", i, report, sample, &vectors, port_rates, secs));
+                events.push(self.event("start", i, report, sample, &vectors, port_rates));
             }
         }
 
@@ -665,20 +658,20 @@ impl Detector {
         (events, loss)
     }
 
+    /// Packets per second of the heavy ports of one interface this interval.
     fn port_rates(
         &self,
         heavy: &[(drop_common::PortKey, u64)],
         ifindex: u32,
         secs: f64,
     ) -> Vec<PortRate> {
-        let _ = secs;
         let mut v: Vec<PortRate> = heavy
             .iter()
             .filter(|(k, _)| k.ifindex == ifindex)
             .map(|(k, n)| PortRate {
                 proto: if k.proto == 6 { "tcp" } else { "udp" },
                 port: k.port,
-                pps: *n as f64,
+                pps: *n as f64 / secs,
             })
             .collect();
         v.sort_by(|a, b| b.pps.total_cmp(&a.pps));
@@ -686,7 +679,6 @@ impl Detector {
         v
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
         phase: &'static str,
@@ -695,7 +687,6 @@ impl Detector {
         sample: &EpochSample,
         vectors: &[Vector],
         top_ports: Vec<PortRate>,
-        secs: f64,
     ) -> AttackEvent {
         let a = &self.active[&i.iface];
         let srcs: Vec<&crate::table::SourceRow> = report
@@ -739,13 +730,7 @@ impl Detector {
             top_source_share: top_share,
             spoofing: spoofing(&i.delta.ttl, i.delta.packets, distinct),
             top_sources,
-            top_ports: top_ports
-                .into_iter()
-                .map(|p| PortRate {
-                    pps: p.pps / secs,
-                    ..p
-                })
-                .collect(),
+            top_ports,
             drops: a
                 .drops
                 .iter()
