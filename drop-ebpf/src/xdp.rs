@@ -9,10 +9,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PORT_SKETCH_DEPTH, PortKey,
-    SKETCH_DEPTH, SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch,
-    TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr,
-    hll_slot, proto, size_bucket, sketch_index, trigger_kind,
+    EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PortKey, SKETCH_WIDTH,
+    SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger,
+    UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket,
+    sketch_index, trigger_kind,
 };
 
 /// Filled in by user space before load: budgets and trigger counts.
@@ -253,17 +253,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         if reg < st.hll_dport.len() && st.hll_dport[reg] < rank {
             st.hll_dport[reg] = rank;
         }
-        let mut est = u32::MAX;
-        let mut row = 0;
-        while row < PORT_SKETCH_DEPTH {
-            let i = sketch_index(ph, row);
-            if i < SKETCH_WIDTH {
-                let c = st.port_sketch[row][i].wrapping_add(1);
-                st.port_sketch[row][i] = c;
-                est = est.min(c);
-            }
-            row += 1;
-        }
+        let est = sketch_count(&mut st.port_sketch, ph);
         if est == cfg.trigger_port {
             emit(
                 trigger_kind::PORT,
@@ -310,17 +300,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         return;
     };
     let sk = unsafe { &mut *sk };
-    let mut est = u32::MAX;
-    let mut row = 0;
-    while row < SKETCH_DEPTH {
-        let i = sketch_index(h, row);
-        if i < SKETCH_WIDTH {
-            let c = sk.pkts[row][i].wrapping_add(1);
-            sk.pkts[row][i] = c;
-            est = est.min(c);
-        }
-        row += 1;
-    }
+    let est = sketch_count(&mut sk.pkts, h);
     if est == cfg.trigger_source {
         emit(
             trigger_kind::SOURCE,
@@ -368,6 +348,24 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
             }
         }
     }
+}
+
+/// Counts one packet for hash `h` in a count-min sketch of `D` rows and
+/// returns the estimate: the smallest of its counters.
+#[inline(always)]
+fn sketch_count<const D: usize>(rows: &mut [[u32; SKETCH_WIDTH]; D], h: u32) -> u32 {
+    let mut est = u32::MAX;
+    let mut row = 0;
+    while row < D {
+        let i = sketch_index(h, row);
+        if i < SKETCH_WIDTH {
+            let c = rows[row][i].wrapping_add(1);
+            rows[row][i] = c;
+            est = est.min(c);
+        }
+        row += 1;
+    }
+    est
 }
 
 #[inline(always)]
