@@ -388,27 +388,46 @@ impl Default for IfaceStats {
 }
 
 impl IfaceStats {
+    /// Adds `o` field by field (summing per-CPU values).
     pub fn add(&mut self, o: &IfaceStats) {
-        for i in 0..256 {
-            self.ttl[i] += o.ttl[i];
+        self.combine(o, |a, b| a + b);
+    }
+
+    /// `self - earlier`, field by field, never below zero (an interval's delta).
+    pub fn since(&self, earlier: &IfaceStats) -> IfaceStats {
+        let mut d = *self;
+        d.combine(earlier, u64::saturating_sub);
+        d
+    }
+
+    /// Applies `f(self.field, o.field)` to every counter.
+    fn combine(&mut self, o: &IfaceStats, f: impl Fn(u64, u64) -> u64) {
+        let scalars = [
+            (&mut self.packets, o.packets),
+            (&mut self.bytes, o.bytes),
+            (&mut self.ipv4, o.ipv4),
+            (&mut self.ipv6, o.ipv6),
+            (&mut self.vlan, o.vlan),
+            (&mut self.tcp_syn, o.tcp_syn),
+            (&mut self.tcp_syn_ack, o.tcp_syn_ack),
+            (&mut self.tcp_ack_only, o.tcp_ack_only),
+            (&mut self.tcp_rst, o.tcp_rst),
+            (&mut self.tcp_fin, o.tcp_fin),
+            (&mut self.fragments, o.fragments),
+        ];
+        for (a, b) in scalars {
+            *a = f(*a, b);
         }
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        for i in 0..proto::COUNT {
-            self.proto_packets[i] += o.proto_packets[i];
-            self.proto_bytes[i] += o.proto_bytes[i];
-        }
-        self.ipv4 += o.ipv4;
-        self.ipv6 += o.ipv6;
-        self.vlan += o.vlan;
-        self.tcp_syn += o.tcp_syn;
-        self.tcp_syn_ack += o.tcp_syn_ack;
-        self.tcp_ack_only += o.tcp_ack_only;
-        self.tcp_rst += o.tcp_rst;
-        self.tcp_fin += o.tcp_fin;
-        self.fragments += o.fragments;
-        for i in 0..SIZE_BUCKETS {
-            self.size_buckets[i] += o.size_buckets[i];
+        let arrays: [(&mut [u64], &[u64]); 4] = [
+            (&mut self.proto_packets, &o.proto_packets),
+            (&mut self.proto_bytes, &o.proto_bytes),
+            (&mut self.size_buckets, &o.size_buckets),
+            (&mut self.ttl, &o.ttl),
+        ];
+        for (a, b) in arrays {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = f(*x, *y);
+            }
         }
     }
 }
@@ -461,4 +480,32 @@ mod user {
     unsafe impl aya::Pod for XdpConfig {}
     unsafe impl aya::Pod for Trigger {}
     unsafe impl aya::Pod for PortKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_since_cover_every_counter() {
+        let mut a = IfaceStats {
+            packets: 5,
+            tcp_fin: 2,
+            ..Default::default()
+        };
+        a.proto_bytes[proto::UDP] = 100;
+        a.size_buckets[3] = 4;
+        a.ttl[64] = 5;
+        let mut sum = a;
+        sum.add(&a);
+        assert_eq!(
+            (sum.packets, sum.tcp_fin, sum.proto_bytes[proto::UDP]),
+            (10, 4, 200)
+        );
+        assert_eq!((sum.size_buckets[3], sum.ttl[64]), (8, 10));
+        let d = sum.since(&a);
+        assert_eq!((d.packets, d.ttl[64], d.size_buckets[3]), (5, 5, 4));
+        // Counters never go below zero (a restarted source of truth).
+        assert_eq!(a.since(&sum).packets, 0);
+    }
 }

@@ -213,34 +213,6 @@ pub struct Tracker {
     symbols: Option<Option<crate::kallsyms::Symbols>>,
 }
 
-fn delta_stats(a: &IfaceStats, b: &IfaceStats) -> IfaceStats {
-    let mut d = IfaceStats {
-        packets: a.packets.saturating_sub(b.packets),
-        bytes: a.bytes.saturating_sub(b.bytes),
-        ipv4: a.ipv4.saturating_sub(b.ipv4),
-        ipv6: a.ipv6.saturating_sub(b.ipv6),
-        vlan: a.vlan.saturating_sub(b.vlan),
-        tcp_syn: a.tcp_syn.saturating_sub(b.tcp_syn),
-        tcp_syn_ack: a.tcp_syn_ack.saturating_sub(b.tcp_syn_ack),
-        tcp_ack_only: a.tcp_ack_only.saturating_sub(b.tcp_ack_only),
-        tcp_rst: a.tcp_rst.saturating_sub(b.tcp_rst),
-        tcp_fin: a.tcp_fin.saturating_sub(b.tcp_fin),
-        fragments: a.fragments.saturating_sub(b.fragments),
-        ..Default::default()
-    };
-    for i in 0..proto::COUNT {
-        d.proto_packets[i] = a.proto_packets[i].saturating_sub(b.proto_packets[i]);
-        d.proto_bytes[i] = a.proto_bytes[i].saturating_sub(b.proto_bytes[i]);
-    }
-    for i in 0..SIZE_BUCKETS {
-        d.size_buckets[i] = a.size_buckets[i].saturating_sub(b.size_buckets[i]);
-    }
-    for i in 0..256 {
-        d.ttl[i] = a.ttl[i].saturating_sub(b.ttl[i]);
-    }
-    d
-}
-
 pub fn format_addr(k: &SourceKey) -> String {
     if k.family == 4 {
         Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string()
@@ -421,7 +393,7 @@ impl Tracker {
             let zero = IfaceStats::default();
             let cur = snap.ifaces.get(slot).unwrap_or(&zero);
             let prev = self.prev.ifaces.get(slot).unwrap_or(&zero);
-            let d = delta_stats(cur, prev);
+            let d = cur.since(prev);
             let mut ports: Vec<PortRow> = snap
                 .udp_ports
                 .iter()
