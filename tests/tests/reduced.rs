@@ -8,51 +8,61 @@ use integration_tests::{Lab, drops, dropscope_bin, sockaddr as addr};
 /// Without BTF drops can't be told apart by namespace: the tests take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs `wrapper... dropscope watch <args> --duration 2500ms --format json`
+/// inside namespace b, sends `count` datagrams to a closed `port` while it
+/// watches, and returns (stderr, last report, UdpNoPorts delta).
+fn watch_closed_port(
+    lab: &Lab,
+    wrapper: &[&str],
+    args: &[&str],
+    port: u16,
+    count: u32,
+) -> (String, serde_json::Value, u64) {
+    let before = lab.nstat(&lab.b, "UdpNoPorts");
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            Command::new("ip")
+                .args(["netns", "exec", &lab.b])
+                .args(wrapper)
+                .arg(dropscope_bin())
+                .args(["watch", "--iface", "vb", "--interval", "300ms"])
+                .args(["--duration", "2500ms", "--format", "json"])
+                .args(args)
+                .output()
+                .unwrap()
+        });
+        thread::sleep(Duration::from_millis(1200));
+        lab.send_udp(
+            &lab.a,
+            addr(&lab.v4(1), 0),
+            addr(&lab.v4(2), port),
+            count,
+            32,
+        );
+        h.join().unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = serde_json::from_str(stdout.lines().last().expect("a report")).unwrap();
+    (err, last, lab.nstat(&lab.b, "UdpNoPorts") - before)
+}
+
 /// Without BTF: the classic tracepoint (layout and reason names from
 /// tracefs), no per-interface split, and a note that says so.
 #[test]
 fn without_btf_it_counts_through_the_classic_tracepoint() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new();
-    let before = lab.nstat(&lab.b, "UdpNoPorts");
-    let out = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &lab.b,
-                    "env",
-                    "DROPSCOPE_VMLINUX_BTF=/nonexistent/vmlinux",
-                ])
-                .arg(dropscope_bin())
-                .args([
-                    "watch",
-                    "--iface",
-                    "vb",
-                    "--xdp-mode",
-                    "none",
-                    "--interval",
-                    "300ms",
-                    "--duration",
-                    "2500ms",
-                    "--format",
-                    "json",
-                ])
-                .output()
-                .unwrap()
-        });
-        thread::sleep(Duration::from_millis(1200));
-        lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6200), 88, 32);
-        h.join().unwrap()
-    });
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (err, last, delta) = watch_closed_port(
+        &lab,
+        &["env", "DROPSCOPE_VMLINUX_BTF=/nonexistent/vmlinux"],
+        &["--xdp-mode", "none"],
+        6200,
+        88,
+    );
     assert!(err.contains("kernel has no BTF"), "{err}");
     assert!(err.contains("drops via tracepoint skb:kfree_skb"), "{err}");
-    let last: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
     assert_eq!(delta, 88);
     // No sk_buff offsets: rows have no interface, and every namespace counts.
     let counted = drops(&last, "NO_SOCKET", "-");
@@ -70,47 +80,21 @@ fn without_btf_it_counts_through_the_classic_tracepoint() {
 fn runs_with_only_bpf_perfmon_and_net_admin() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new();
-    let before = lab.nstat(&lab.b, "UdpNoPorts");
-    let out = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &lab.b,
-                    "setpriv",
-                    "--bounding-set=-all,+bpf,+perfmon,+net_admin",
-                    "--",
-                ])
-                .arg(dropscope_bin())
-                .args([
-                    "watch",
-                    "--iface",
-                    "vb",
-                    "--own-netns",
-                    "--interval",
-                    "300ms",
-                    "--duration",
-                    "2500ms",
-                    "--format",
-                    "json",
-                ])
-                .output()
-                .unwrap()
-        });
-        thread::sleep(Duration::from_millis(1200));
-        lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6201), 66, 32);
-        h.join().unwrap()
-    });
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (err, last, delta) = watch_closed_port(
+        &lab,
+        &[
+            "setpriv",
+            "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+            "--",
+        ],
+        &["--own-netns"],
+        6201,
+        66,
+    );
     assert!(
         err.contains("drops via tp_btf/kfree_skb; XDP on vb"),
         "{err}"
     );
-    let last: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
     assert_eq!(drops(&last, "NO_SOCKET", "vb"), delta);
     assert_eq!(delta, 66);
 }
