@@ -47,6 +47,11 @@ pub mod flood_maps {
     pub const HEAVY_PORTS: &str = "HEAVY_PORTS";
     /// Ring buffer of [`super::Trigger`]s.
     pub const TRIGGERS: &str = "TRIGGERS";
+    /// Ring buffer of [`super::PacketSample`]s (PCAP sampling).
+    pub const SAMPLES: &str = "SAMPLES";
+    /// LPM tries of the `--enforce` blocklist.
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    pub const BLOCK_V6: &str = "BLOCK_V6";
 }
 
 /// Global variable names in the eBPF object, set by user space at load time.
@@ -108,7 +113,49 @@ pub struct XdpConfig {
     /// random addresses (BPF_PROG_TEST_RUN repeats one frame). 0 in
     /// production, where the verifier prunes the branch (read-only value).
     pub bench_random_sources: u32,
+    /// Non-zero with `--enforce`: drop sources found in the blocklist.
+    pub enforce: u32,
+    /// Send 1 in this many packets to the sample ring (0: off).
+    pub sample_every: u32,
+    /// Bytes of each sampled packet (at most SAMPLE_SNAP_MAX).
+    pub snaplen: u32,
+}
+
+/// Blocklist entries (IPv4 and IPv6 LPM tries, each this big).
+pub const MAX_BLOCKS: u32 = 16384;
+
+/// Value of a blocklist entry. Keys are `{prefix_len: u32, addr}` as the
+/// kernel's LPM trie wants them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockEntry {
+    /// CLOCK_MONOTONIC ns (bpf_ktime_get_ns) after which the entry no longer
+    /// matches; 0 never expires.
+    pub expires_ns: u64,
+    /// Unix seconds when it was added.
+    pub added_unix: u64,
+    /// Packets and bytes dropped by this entry (plain adds: two CPUs
+    /// may race and lose a hit; the exact count is per interface).
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Largest snap length of a sampled packet.
+pub const SAMPLE_SNAP_MAX: usize = 256;
+pub const SAMPLE_RING_BYTES: u32 = 1 << 20;
+
+/// One sampled packet's first bytes, for the PCAP writer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PacketSample {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// Length on the wire.
+    pub len: u32,
+    /// Bytes captured in `data`.
+    pub caplen: u32,
     pub _pad: u32,
+    pub data: [u8; SAMPLE_SNAP_MAX],
 }
 
 pub mod trigger_kind {
@@ -363,6 +410,9 @@ pub struct IfaceStats {
     pub size_buckets: [u64; SIZE_BUCKETS],
     /// IPv4 TTL / IPv6 hop limit histogram.
     pub ttl: [u64; 256],
+    /// Dropped by the `--enforce` blocklist.
+    pub blocked: u64,
+    pub blocked_bytes: u64,
 }
 
 impl Default for IfaceStats {
@@ -383,6 +433,8 @@ impl Default for IfaceStats {
             fragments: 0,
             size_buckets: [0; SIZE_BUCKETS],
             ttl: [0; 256],
+            blocked: 0,
+            blocked_bytes: 0,
         }
     }
 }
@@ -414,6 +466,8 @@ impl IfaceStats {
             (&mut self.tcp_rst, o.tcp_rst),
             (&mut self.tcp_fin, o.tcp_fin),
             (&mut self.fragments, o.fragments),
+            (&mut self.blocked, o.blocked),
+            (&mut self.blocked_bytes, o.blocked_bytes),
         ];
         for (a, b) in scalars {
             *a = f(*a, b);
@@ -480,6 +534,8 @@ mod user {
     unsafe impl aya::Pod for XdpConfig {}
     unsafe impl aya::Pod for Trigger {}
     unsafe impl aya::Pod for PortKey {}
+    unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for PacketSample {}
 }
 
 #[cfg(test)]

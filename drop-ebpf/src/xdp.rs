@@ -5,11 +5,11 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use drop_common::{
-    EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PortKey, SKETCH_WIDTH,
+    BlockEntry, MAX_BLOCKS, PacketSample, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX, EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PortKey, SKETCH_WIDTH,
     SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger,
     UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket,
     sketch_index, trigger_kind,
@@ -27,7 +27,9 @@ static XDP_CONFIG: XdpConfig = XdpConfig {
     trigger_packets: 0,
     trigger_syn: 0,
     bench_random_sources: 0,
-    _pad: 0,
+    enforce: 0,
+    sample_every: 0,
+    snaplen: 0,
 };
 
 #[map]
@@ -66,6 +68,20 @@ static UDP_SRC_PORTS: PerCpuArray<u64> =
 static SOURCES: LruPerCpuHashMap<SourceKey, SourceStats> =
     LruPerCpuHashMap::with_max_entries(MAX_SOURCES, 0);
 
+/// `--enforce` blocklists, pinned so `dropscope block` can edit them.
+#[map]
+static BLOCK_V4: LpmTrie<[u8; 4], BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKS, 0);
+
+#[map]
+static BLOCK_V6: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKS, 0);
+
+/// 1-in-K packet samples for the PCAP ring.
+#[map]
+static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLE_RING_BYTES, 0);
+
+#[map]
+static SAMPLE_COUNT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -81,8 +97,7 @@ const MAX_IPV6_EXT: usize = 6;
 
 #[xdp]
 pub fn dropscope_xdp(ctx: XdpContext) -> u32 {
-    observe(&ctx);
-    xdp_action::XDP_PASS
+    observe(&ctx)
 }
 
 /// A bounds-checked view of the frame.
@@ -134,19 +149,21 @@ struct Shape {
     source: Option<(u8, [u8; 16])>,
 }
 
+/// Counts the frame; the verdict is PASS unless `--enforce` finds its
+/// source in the blocklist.
 #[inline(always)]
-fn observe(ctx: &XdpContext) {
+fn observe(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     // Array lookups are inlined by the verifier; the hash is the rare path.
     let slot = if ifindex < SLOT_ARRAY_IFINDEXES {
         match IFACE_SLOT_ARRAY.get(ifindex).copied() {
             Some(s) if s > 0 => s - 1,
-            _ => return,
+            _ => return xdp_action::XDP_PASS,
         }
     } else {
         match unsafe { IFACE_SLOTS.get(&ifindex) }.copied() {
             Some(s) => s,
-            None => return,
+            None => return xdp_action::XDP_PASS,
         }
     };
     let frame = Frame {
@@ -211,6 +228,91 @@ fn observe(ctx: &XdpContext) {
     }
 
     flood(ifindex, len, &shape);
+
+    let sample_every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.sample_every) };
+    if sample_every != 0 {
+        sample(ctx, ifindex, len as u32, sample_every);
+    }
+    let enforce = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.enforce) };
+    if enforce != 0
+        && let Some((family, addr)) = shape.source
+        && blocked(family, &addr, len)
+    {
+        if let Some(stats) = IFACE_STATS.get_ptr_mut(slot) {
+            let s = unsafe { &mut *stats };
+            s.blocked += 1;
+            s.blocked_bytes += len;
+        }
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Whether `addr` falls in an unexpired blocklist prefix; counts the hit
+/// on the entry.
+#[inline(always)]
+fn blocked(family: u8, addr: &[u8; 16], len: u64) -> bool {
+    let entry = if family == 4 {
+        let a = [addr[0], addr[1], addr[2], addr[3]];
+        BLOCK_V4.get(Key::new(32, a))
+    } else {
+        BLOCK_V6.get(Key::new(128, *addr))
+    };
+    let Some(e) = entry else {
+        return false;
+    };
+    if e.expires_ns != 0 && unsafe { bpf_ktime_get_ns() } > e.expires_ns {
+        return false;
+    }
+    // Per-entry hits are plain adds (two CPUs may race and lose one);
+    // the exact blocked count is the per-CPU interface counter.
+    let e = e as *const BlockEntry as *mut BlockEntry;
+    unsafe {
+        (*e).packets += 1;
+        (*e).bytes += len;
+    }
+    true
+}
+
+/// Sends 1 in `every` packets (per CPU) to the sample ring, cut to the
+/// configured snap length.
+#[inline(always)]
+fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
+    let Some(c) = SAMPLE_COUNT.get_ptr_mut(0) else {
+        return;
+    };
+    let n = unsafe { *c }.wrapping_add(1);
+    unsafe { *c = if n >= every { 0 } else { n } };
+    if n < every {
+        return;
+    }
+    let snap = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.snaplen) };
+    let caplen = len.min(snap).min(SAMPLE_SNAP_MAX as u32);
+    if caplen == 0 || caplen > SAMPLE_SNAP_MAX as u32 {
+        return;
+    }
+    let Some(mut entry) = SAMPLES.reserve::<PacketSample>(0) else {
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    let ok = unsafe {
+        (*p).ts_ns = bpf_ktime_get_ns();
+        (*p).ifindex = ifindex;
+        (*p).len = len;
+        (*p).caplen = caplen;
+        (*p)._pad = 0;
+        aya_ebpf::helpers::bpf_xdp_load_bytes(
+            ctx.ctx,
+            0,
+            (*p).data.as_mut_ptr() as *mut _,
+            caplen,
+        ) == 0
+    };
+    if ok {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+    }
 }
 
 /// Per-source and per-port accounting whose cost stays flat whatever the

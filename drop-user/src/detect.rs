@@ -172,6 +172,17 @@ pub fn reflector_protocol(port: u16) -> Option<&'static str> {
     })
 }
 
+/// Every attack class, as events and metrics name them.
+pub const CLASSES: [&str; 7] = [
+    "syn-flood",
+    "ack-rst-flood",
+    "udp-flood",
+    "udp-reflection",
+    "icmp-flood",
+    "fragment-flood",
+    "volumetric",
+];
+
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Vector {
     /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
@@ -369,6 +380,9 @@ pub struct AttackEvent {
     /// Drops by reason since the attack started.
     pub drops: Vec<ReasonCount>,
     pub estimate: SketchBound,
+    /// PCAP file with the onset and a sample of the attack (`--pcap-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -747,6 +761,7 @@ impl Detector {
                 packets_bound: eps * sample.packets as f64,
                 exact: !sample.flood_mode,
             },
+            pcap: None,
         }
     }
 

@@ -11,7 +11,7 @@ use aya::{
 use drop_common::{
     DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, MAX_DROP_ROWS,
     MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PortKey, SKETCH_DEPTH, SKETCH_WIDTH, SourceKey,
-    SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
+    PacketSample, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
 };
 
 pub struct Maps {
@@ -31,6 +31,8 @@ pub struct Maps {
     heavy_ports: PerCpuHashMap<MapData, PortKey, u64>,
     /// In-kernel threshold crossings; poll its fd for readiness.
     pub triggers: Option<RingBuf<MapData>>,
+    /// Sampled packets for PCAP files; poll its fd for readiness.
+    pub samples: Option<RingBuf<MapData>>,
 }
 
 /// What one epoch (interval) of the sketches says, all CPUs merged.
@@ -104,6 +106,7 @@ impl Maps {
             epoch_state: PerCpuArray::try_from(take(ebpf, flood_maps::EPOCH_STATE)?)?,
             heavy_ports: PerCpuHashMap::try_from(take(ebpf, flood_maps::HEAVY_PORTS)?)?,
             triggers: Some(RingBuf::try_from(take(ebpf, flood_maps::TRIGGERS)?)?),
+            samples: Some(RingBuf::try_from(take(ebpf, flood_maps::SAMPLES)?)?),
         })
     }
 
@@ -206,6 +209,16 @@ impl Maps {
             if item.len() >= std::mem::size_of::<Trigger>() {
                 // SAFETY: Trigger is plain old data and the slice is long enough.
                 f(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Trigger) });
+            }
+        }
+    }
+
+    pub fn drain_samples(rb: &mut RingBuf<MapData>, mut f: impl FnMut(&PacketSample)) {
+        while let Some(item) = rb.next() {
+            if item.len() >= std::mem::size_of::<PacketSample>() {
+                // SAFETY: PacketSample is plain old data and the slice is long enough.
+                let s = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const PacketSample) };
+                f(&s);
             }
         }
     }

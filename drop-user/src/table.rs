@@ -33,6 +33,8 @@ pub struct Report {
     /// Every interface counter (NIC, driver, softnet backlog).
     pub counters: Vec<CounterRow>,
     pub top_sources: Vec<SourceRow>,
+    /// Busiest destination ports (TCP/UDP) this interval, from XDP.
+    pub top_ports: Vec<TopPort>,
     /// Whether `top_sources` was read this interval (at intervals under a
     /// second the source table is read about once a second).
     pub top_sources_fresh: bool,
@@ -62,6 +64,14 @@ pub struct DropRow {
     pub delta: u64,
     pub rate: f64,
     pub total: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct TopPort {
+    pub iface: String,
+    pub proto: &'static str,
+    pub port: u16,
+    pub pps: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -379,6 +389,27 @@ impl Tracker {
                 total,
             });
         }
+        // The --enforce blocklist's drops, per interface, as their own reason.
+        for (slot, (name, ifindex)) in self.ifaces.iter().enumerate() {
+            let total = snap.ifaces.get(slot).map_or(0, |s| s.blocked);
+            if total == 0 {
+                continue;
+            }
+            let prev = self.prev.ifaces.get(slot).map_or(0, |s| s.blocked);
+            let delta = total.saturating_sub(prev);
+            drops_delta += delta;
+            drops_total += total;
+            drops.push(DropRow {
+                reason: crate::blocklist::REASON_NAME.into(),
+                reason_code: crate::blocklist::REASON_CODE,
+                category: "blocklist",
+                iface: name.clone(),
+                ifindex: *ifindex,
+                delta,
+                rate: delta as f64 / secs,
+                total,
+            });
+        }
         drops.sort_by(|a, b| {
             b.delta
                 .cmp(&a.delta)
@@ -507,6 +538,7 @@ impl Tracker {
             diagnosis: crate::doctor::hints(&drops),
             top_sources_fresh,
             attacks: Vec::new(),
+            top_ports: Vec::new(),
             loss: None,
             sources_estimate: None,
             locations,

@@ -1,9 +1,18 @@
-//! `dropscope watch`: load, then one report per interval until the duration
-//! ends or a signal arrives; dropping the probes detaches everything.
-//! In-kernel threshold triggers wake the loop at once for an early sample,
-//! so an attack event does not wait for the next interval.
+//! The sampling loop behind `watch`, `top` and `run`: load, then one report
+//! per interval until the duration ends or a signal arrives; dropping the
+//! probes detaches everything. In-kernel threshold triggers wake the loop
+//! at once for an early sample, so an attack event does not wait for the
+//! next interval. Each report then goes to the exporters (terminal, full
+//! screen, Prometheus, JSON stream) and to the hooks, none of which can
+//! hold the loop up.
 
-use std::{collections::HashMap, io::IsTerminal, time::Duration};
+use std::{
+    collections::HashMap,
+    io::IsTerminal,
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use drop_common::PortKey;
@@ -14,16 +23,35 @@ use tokio::{
 };
 
 use crate::{
+    blocklist::{self, Blocklist},
+    config::PcapSpec,
     detect::{DetectConfig, Detector},
+    events::EventStream,
+    hooks::{HookSpec, Hooks},
     iface,
+    pcap::Recorder,
+    prometheus::{self, Exporter},
+    top,
     loader::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
     nic,
     output::{self, Format},
     reader::Maps,
-    table::{SourcesEstimate, Tracker},
+    table::{SourcesEstimate, TopPort, Tracker},
 };
 
+/// Where reports go on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A table or JSON lines (`watch`).
+    Watch,
+    /// Full screen (`top`); the plain table when stdout is not a terminal.
+    Top,
+    /// Nothing on stdout; attack events as lines on stderr (`run`).
+    Run,
+}
+
 pub struct WatchOptions {
+    pub mode: Mode,
     pub ifaces: Vec<String>,
     pub interval: Duration,
     pub duration: Option<Duration>,
@@ -33,6 +61,14 @@ pub struct WatchOptions {
     pub own_netns_only: bool,
     pub top: usize,
     pub detect: DetectConfig,
+    pub prometheus: Option<SocketAddr>,
+    pub events: Option<String>,
+    pub hooks: Vec<HookSpec>,
+    pub dry_run: bool,
+    pub enforce: bool,
+    pub pin_dir: PathBuf,
+    pub pcap_dir: Option<PathBuf>,
+    pub pcap: PcapSpec,
 }
 
 /// Rates of the heavy destination ports since the last sample.
@@ -52,7 +88,38 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let mut base = loader::default_xdp_config();
     // The budget of exactly tracked new sources is per second, per CPU.
     base.source_budget = ((base.source_budget as f64 * secs) as u32).max(256);
-    let xdp_config = opts.detect.kernel_triggers(secs, base);
+    let mut xdp_config = opts.detect.kernel_triggers(secs, base);
+    let no_xdp = opts.xdp == XdpChoice::None || ifaces.is_empty();
+    if opts.enforce {
+        if no_xdp {
+            anyhow::bail!("--enforce drops in XDP: it needs at least one interface with XDP");
+        }
+        xdp_config.enforce = 1;
+    }
+    if opts.pcap_dir.is_some() {
+        if no_xdp {
+            anyhow::bail!("--pcap-dir samples packets in XDP: it needs at least one interface with XDP");
+        }
+        xdp_config.sample_every = opts.pcap.every.max(1);
+        xdp_config.snaplen = opts.pcap.snaplen;
+    }
+    if opts.mode == Mode::Top && opts.events.as_deref() == Some("-") {
+        anyhow::bail!("top owns the terminal: give --events a file, not -");
+    }
+    // Open every output before loading, so a bad path or a taken port
+    // fails before anything is attached.
+    let mut events_out = match &opts.events {
+        Some(t) => Some(EventStream::open(t)?),
+        None => None,
+    };
+    let exporter = match opts.prometheus {
+        Some(a) => Some(Exporter::start(a).await?),
+        None => None,
+    };
+    let mut recorder = match &opts.pcap_dir {
+        Some(d) => Some(Recorder::new(d, opts.pcap.clone())?),
+        None => None,
+    };
     let mut probes = loader::load(&LoadOptions {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
@@ -63,6 +130,26 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     for n in &probes.notes {
         eprintln!("note: {n}");
     }
+    let _pins = if opts.enforce {
+        let (pins, carried) = blocklist::pin(&mut probes.ebpf, &opts.pin_dir)?;
+        eprintln!(
+            "dropscope: --enforce: blocklist pinned at {}{}",
+            opts.pin_dir.display(),
+            if carried > 0 {
+                format!(" ({carried} entries carried over from the last run)")
+            } else {
+                String::new()
+            }
+        );
+        Some(pins)
+    } else {
+        None
+    };
+    if let Some(e) = &exporter {
+        eprintln!("dropscope: Prometheus metrics at http://{}/metrics", e.addr);
+    }
+    let mut hooks = Hooks::start(opts.hooks.clone(), opts.dry_run);
+    let mut extra = prometheus::Extra::default();
     let hook = match &probes.hook {
         DropHook::BtfTracepoint => "tp_btf/kfree_skb",
         DropHook::Tracepoint => "tracepoint skb:kfree_skb",
@@ -110,6 +197,15 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let mut triggers =
         unsafe { AsyncFd::register_with_interest(triggers, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("polling the trigger ring: {}", e.into_parts().1))?;
+    let samples = match (&recorder, probes.maps.samples.take()) {
+        (Some(_), Some(rb)) => Some(
+            // SAFETY: as for the trigger ring.
+            unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("polling the sample ring: {}", e.into_parts().1))?,
+        ),
+        _ => None,
+    };
+    let mut samples = samples;
     // Start the first epoch clean.
     probes.maps.sample_epoch(xdp_config.source_budget)?;
     let mut prev_ports = HashMap::new();
@@ -122,7 +218,24 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let mut last_sample = start;
     let mut last_sources: Option<Instant> = None;
     let stdout = std::io::stdout();
-    let clear = opts.format == Format::Table && stdout.is_terminal();
+    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let screen = if opts.mode == Mode::Top && stdout.is_terminal() {
+        Some(top::spawn(quit_tx).context("starting the full-screen view")?)
+    } else {
+        drop(quit_tx);
+        None
+    };
+    let plain = match opts.mode {
+        Mode::Watch => true,
+        Mode::Top => screen.is_none(),
+        Mode::Run => false,
+    };
+    let format = if opts.mode == Mode::Top {
+        Format::Table
+    } else {
+        opts.format
+    };
+    let clear = format == Format::Table && stdout.is_terminal();
 
     loop {
         let mut last = false;
@@ -137,6 +250,15 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             _ = sleep_until(next) => {}
             _ = sigint.recv() => last = true,
             _ = sigterm.recv() => last = true,
+            Some(()) = quit_rx.recv() => last = true,
+            guard = async { samples.as_mut().unwrap().readable_mut().await }, if samples.is_some() => {
+                let mut guard = guard?;
+                if let Some(rec) = recorder.as_mut() {
+                    Maps::drain_samples(guard.get_inner_mut(), |s| rec.push(s));
+                }
+                guard.clear_ready();
+                continue;
+            }
             guard = triggers.readable_mut() => {
                 let mut guard = guard?;
                 let mut fired = false;
@@ -219,15 +341,57 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             distinct_dports: sample.distinct_dports.round(),
             flood_mode: sample.flood_mode,
         });
+        report.top_ports = top_ports(&ports, &ifaces, report.interval_s, opts.top);
+        if let Some(rec) = recorder.as_mut() {
+            if let Some(rb) = samples.as_mut() {
+                Maps::drain_samples(rb.get_mut(), |s| rec.push(s));
+            }
+            for e in events.iter_mut() {
+                let ifindex = ifaces
+                    .iter()
+                    .find(|(n, _)| *n == e.iface)
+                    .map_or(0, |(_, i)| *i);
+                rec.on_event(e, ifindex);
+            }
+            rec.flush();
+        }
         report.attacks = events
             .iter()
             .filter(|e| e.phase != "end")
             .cloned()
             .collect();
-        let mut out = stdout.lock();
-        let mut ok = output::emit(&mut out, &report, opts.format, clear).is_ok();
-        for e in &events {
-            ok &= output::emit_event(&mut out, e, opts.format).is_ok();
+        if opts.enforce {
+            let mut bl = Blocklist::of(&mut probes.ebpf)?;
+            for (p, _) in bl.sweep() {
+                eprintln!("blocklist: {p} expired and was removed");
+            }
+            extra.blocklist_entries = Some(bl.list().len());
+        }
+        extra.hook_runs_dropped = hooks.dropped;
+        if let Some(x) = &exporter {
+            x.publish(prometheus::render(&report, &extra));
+        }
+        if let Some(ev) = events_out.as_mut()
+            && let Err(e) = ev.write(&report, &events)
+        {
+            eprintln!("error: --events: {e}");
+            events_out = None;
+        }
+        hooks.offer(&report, &events);
+        let mut ok = true;
+        if plain {
+            let mut out = stdout.lock();
+            ok &= output::emit(&mut out, &report, format, clear).is_ok();
+            for e in &events {
+                ok &= output::emit_event(&mut out, e, format).is_ok();
+            }
+        } else if let Some((tx, _)) = &screen {
+            let _ = tx.send(Box::new(report));
+        } else {
+            let mut err = std::io::stderr().lock();
+            for e in &events {
+                let _ = output::emit_event(&mut err, e, Format::Table);
+            }
         }
         if !ok {
             // The reader went away (closed pipe): nothing left to do.
@@ -240,7 +404,37 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             next += opts.interval;
         }
     }
+    if let Some((tx, handle)) = screen {
+        drop(tx);
+        let _ = handle.join();
+    }
+    drop(recorder);
+    drop(samples);
     drop(triggers);
     drop(probes);
     Ok(())
+}
+
+/// The heavy destination ports' rates, busiest first.
+fn top_ports(
+    ports: &[(PortKey, u64)],
+    ifaces: &[(String, u32)],
+    secs: f64,
+    n: usize,
+) -> Vec<TopPort> {
+    let mut out: Vec<TopPort> = ports
+        .iter()
+        .map(|(k, d)| TopPort {
+            iface: ifaces
+                .iter()
+                .find(|(_, i)| *i == k.ifindex)
+                .map_or_else(|| k.ifindex.to_string(), |(n, _)| n.clone()),
+            proto: if k.proto == 6 { "tcp" } else { "udp" },
+            port: k.port,
+            pps: *d as f64 / secs.max(1e-3),
+        })
+        .collect();
+    out.sort_by(|a, b| b.pps.total_cmp(&a.pps));
+    out.truncate(n);
+    out
 }

@@ -1,0 +1,422 @@
+//! The `--enforce` blocklist: IPv4 and IPv6 LPM tries the XDP program
+//! consults. The running instance pins them under a bpffs directory so that
+//! `dropscope block/unblock/blocks` (and hook scripts) can edit them; it
+//! removes expired entries each interval, and the XDP program already
+//! ignores them once their deadline passes.
+
+use std::{
+    borrow::{Borrow, BorrowMut},
+    fmt,
+    fs::File,
+    net::IpAddr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{LpmTrie, Map, MapData, lpm_trie::Key},
+};
+use drop_common::{BlockEntry, MAX_BLOCKS};
+use serde::Serialize;
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dropscope";
+const V4: &str = drop_common::flood_maps::BLOCK_V4;
+const V6: &str = drop_common::flood_maps::BLOCK_V6;
+/// Reported as its own drop reason row.
+pub const REASON_NAME: &str = "DROPSCOPE_BLOCKLIST";
+pub const REASON_CODE: u32 = 0xffff_0001;
+
+/// An address prefix with its host bits cleared: `203.0.113.0/24`,
+/// `2001:db8::/32`, or a plain address (a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an address or prefix (e.g. 203.0.113.0/24)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            None => max,
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("'{s}': prefix length must be 0..={max}"))?,
+        };
+        Ok(Prefix {
+            addr: mask(addr, len),
+            len,
+        })
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+/// One entry as `dropscope blocks` shows it.
+#[derive(Serialize, Debug, Clone)]
+pub struct BlockRow {
+    pub prefix: String,
+    /// Seconds left; None never expires.
+    pub expires_in_s: Option<f64>,
+    pub expired: bool,
+    pub added_unix: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns compares against.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The two tries, owned (opened from pins) or borrowed from the loader.
+pub struct Blocklist<T> {
+    v4: LpmTrie<T, [u8; 4], BlockEntry>,
+    v6: LpmTrie<T, [u8; 16], BlockEntry>,
+}
+
+impl Blocklist<MapData> {
+    /// Opens the running instance's pinned tries.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !instance_running(dir) {
+            bail!(
+                "no dropscope with --enforce is running (nothing holds {}): start one with `dropscope run --enforce`",
+                lock_path(dir).display()
+            );
+        }
+        let open = |name: &str| -> Result<Map> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("opening {} (is bpffs mounted?)", path.display()))?;
+            Ok(Map::from_map_data(data)?)
+        };
+        Ok(Blocklist {
+            v4: LpmTrie::try_from(open(V4)?)?,
+            v6: LpmTrie::try_from(open(V6)?)?,
+        })
+    }
+}
+
+impl<'a> Blocklist<&'a mut MapData> {
+    /// The loaded program's tries.
+    pub fn of(ebpf: &'a mut Ebpf) -> Result<Self> {
+        let mut v4 = None;
+        let mut v6 = None;
+        for (name, map) in ebpf.maps_mut() {
+            match name {
+                V4 => v4 = Some(map),
+                V6 => v6 = Some(map),
+                _ => {}
+            }
+        }
+        Ok(Blocklist {
+            v4: LpmTrie::try_from(v4.ok_or_else(|| anyhow!("map {V4} missing"))?)?,
+            v6: LpmTrie::try_from(v6.ok_or_else(|| anyhow!("map {V6} missing"))?)?,
+        })
+    }
+}
+
+impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
+    /// Adds (or renews) a prefix; `ttl` None never expires.
+    pub fn add(&mut self, p: Prefix, ttl: Option<Duration>) -> Result<()> {
+        let entry = BlockEntry {
+            expires_ns: ttl.map_or(0, |t| monotonic_ns() + t.as_nanos() as u64),
+            added_unix: unix_now(),
+            ..Default::default()
+        };
+        self.put(p, entry)
+    }
+
+    fn put(&mut self, p: Prefix, entry: BlockEntry) -> Result<()> {
+        let r = match p.addr {
+            IpAddr::V4(a) => self
+                .v4
+                .insert(&Key::new(p.len as u32, a.octets()), entry, 0),
+            IpAddr::V6(a) => self
+                .v6
+                .insert(&Key::new(p.len as u32, a.octets()), entry, 0),
+        };
+        r.map_err(|e| {
+            if format!("{e:?}").contains("No space") || format!("{e}").contains("No space") {
+                anyhow!("the blocklist is full ({MAX_BLOCKS} prefixes per family)")
+            } else {
+                anyhow!("adding {p}: {e}")
+            }
+        })
+    }
+
+    /// Removes a prefix; false when it was not there.
+    pub fn remove(&mut self, p: Prefix) -> Result<bool> {
+        let r = match p.addr {
+            IpAddr::V4(a) => self.v4.remove(&Key::new(p.len as u32, a.octets())),
+            IpAddr::V6(a) => self.v6.remove(&Key::new(p.len as u32, a.octets())),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(anyhow!("removing {p}: {e}")),
+        }
+    }
+
+    /// Every entry, most packets first.
+    pub fn list(&self) -> Vec<(Prefix, BlockEntry)> {
+        let mut out = Vec::new();
+        for (k, v) in self.v4.iter().flatten() {
+            out.push((
+                Prefix {
+                    addr: IpAddr::from(k.data()),
+                    len: k.prefix_len() as u8,
+                },
+                v,
+            ));
+        }
+        for (k, v) in self.v6.iter().flatten() {
+            out.push((
+                Prefix {
+                    addr: IpAddr::from(k.data()),
+                    len: k.prefix_len() as u8,
+                },
+                v,
+            ));
+        }
+        out.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    pub fn rows(&self) -> Vec<BlockRow> {
+        let now = monotonic_ns();
+        self.list()
+            .into_iter()
+            .map(|(p, e)| BlockRow {
+                prefix: p.to_string(),
+                expires_in_s: (e.expires_ns != 0)
+                    .then(|| e.expires_ns.saturating_sub(now) as f64 / 1e9),
+                expired: e.expires_ns != 0 && e.expires_ns <= now,
+                added_unix: e.added_unix,
+                packets: e.packets,
+                bytes: e.bytes,
+            })
+            .collect()
+    }
+
+    /// Deletes expired entries and returns them.
+    pub fn sweep(&mut self) -> Vec<(Prefix, BlockEntry)> {
+        let now = monotonic_ns();
+        let expired: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|(_, e)| e.expires_ns != 0 && e.expires_ns <= now)
+            .collect();
+        for (p, _) in &expired {
+            let _ = self.remove(*p);
+        }
+        expired
+    }
+}
+
+/// Held by the instance running with `--enforce`: an flock on a file in
+/// /run, and the tries pinned under the bpffs directory.
+pub struct Pins {
+    dir: PathBuf,
+    _lock: File,
+}
+
+fn lock_path(dir: &Path) -> PathBuf {
+    let tag: String = dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Path::new("/run").join(format!("dropscope-enforce{tag}.lock"))
+}
+
+fn instance_running(dir: &Path) -> bool {
+    let Ok(f) = File::open(lock_path(dir)) else {
+        return false;
+    };
+    // SAFETY: flock on an open fd.
+    let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    !free
+}
+
+/// Pins the loaded tries under `dir`. Entries pinned by an instance that
+/// died without cleaning up (SIGKILL) are carried over, so blocks survive
+/// a restart.
+pub fn pin(ebpf: &mut Ebpf, dir: &Path) -> Result<(Pins, usize)> {
+    let lock_file = lock_path(dir);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_file)
+        .with_context(|| format!("creating {}", lock_file.display()))?;
+    // SAFETY: flock on an open fd.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another dropscope --enforce already owns the blocklist at {}: stop it, or pass a different --pin-dir",
+            dir.display()
+        );
+    }
+    ensure_bpffs(dir)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating {} (is /sys/fs/bpf a bpffs mount?)", dir.display()))?;
+    // Carry over what a dead instance left behind.
+    let mut carried = Vec::new();
+    if dir.join(V4).exists() || dir.join(V6).exists() {
+        let open = |name: &str| -> Option<Map> {
+            MapData::from_pin(dir.join(name))
+                .ok()
+                .and_then(|d| Map::from_map_data(d).ok())
+        };
+        if let (Some(a), Some(b)) = (open(V4), open(V6))
+            && let (Ok(v4), Ok(v6)) = (LpmTrie::try_from(a), LpmTrie::try_from(b))
+        {
+            let old: Blocklist<MapData> = Blocklist { v4, v6 };
+            let now = monotonic_ns();
+            carried = old
+                .list()
+                .into_iter()
+                .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
+                .collect();
+        }
+        let _ = std::fs::remove_file(dir.join(V4));
+        let _ = std::fs::remove_file(dir.join(V6));
+    }
+    let n = carried.len();
+    {
+        let mut bl = Blocklist::of(ebpf)?;
+        for (p, mut e) in carried {
+            e.packets = 0;
+            e.bytes = 0;
+            bl.put(p, e)?;
+        }
+    }
+    for name in [V4, V6] {
+        let map = ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing"))?;
+        map.pin(dir.join(name))
+            .with_context(|| format!("pinning {name} under {}", dir.display()))?;
+    }
+    let _ = std::fs::write(&lock_file, format!("{}\n", std::process::id()));
+    Ok((
+        Pins {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        },
+        n,
+    ))
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join(V4));
+        let _ = std::fs::remove_file(self.dir.join(V6));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf when the pin directory lies under it and
+/// nothing is mounted there (a minimal container).
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+    // SAFETY: statfs into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fs = std::ffi::CString::new("bpf").unwrap();
+    // SAFETY: plain mount(2) with valid C strings.
+    let r = unsafe {
+        libc::mount(
+            fs.as_ptr(),
+            c.as_ptr(),
+            fs.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        bail!(
+            "/sys/fs/bpf is not a bpffs mount and mounting one failed ({}): run `mount -t bpf bpf /sys/fs/bpf`",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let p: Prefix = "203.0.113.77/24".parse().unwrap();
+        assert_eq!(p.to_string(), "203.0.113.0/24");
+        assert_eq!(
+            "10.0.0.1".parse::<Prefix>().unwrap().to_string(),
+            "10.0.0.1/32"
+        );
+        assert_eq!(
+            "2001:db8::1/32".parse::<Prefix>().unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!("0.0.0.0/0".parse::<Prefix>().unwrap().len, 0);
+        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("2001:db8::/129".parse::<Prefix>().is_err());
+        assert!("evil; rm -rf /".parse::<Prefix>().is_err());
+        assert!("10.0.0.0/".parse::<Prefix>().is_err());
+    }
+}

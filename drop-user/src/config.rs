@@ -1,0 +1,167 @@
+//! The `--config` TOML file: detection thresholds, hooks and PCAP sampling.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::{
+    detect::{Adaptive, DetectConfig, Thresholds},
+    hooks::HookSpec,
+};
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub thresholds: Thresholds,
+    pub detection: Adaptive,
+    pub hooks: Vec<HookSpec>,
+    pub pcap: PcapSpec,
+}
+
+/// `[pcap]`: what the packet sampler keeps (used with `--pcap-dir`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PcapSpec {
+    /// Sample 1 in this many packets (per CPU).
+    pub every: u32,
+    /// Bytes kept of each sampled packet (at most 256).
+    pub snaplen: u32,
+    /// Samples kept from before an attack (the onset).
+    pub pre_attack: usize,
+    /// Samples of the attack itself written per attack.
+    pub attack_samples: usize,
+}
+
+impl Default for PcapSpec {
+    fn default() -> Self {
+        PcapSpec {
+            every: 64,
+            snaplen: 128,
+            pre_attack: 1000,
+            attack_samples: 10000,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let c: Config = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let p = &self.pcap;
+        if p.every == 0 {
+            bail!("[pcap] every must be at least 1");
+        }
+        if p.snaplen == 0 || p.snaplen as usize > drop_common::SAMPLE_SNAP_MAX {
+            bail!(
+                "[pcap] snaplen must be 1..={}",
+                drop_common::SAMPLE_SNAP_MAX
+            );
+        }
+        if p.pre_attack > 100_000 || p.attack_samples > 1_000_000 {
+            bail!("[pcap] pre_attack is at most 100000 and attack_samples at most 1000000");
+        }
+        let mut names = std::collections::HashSet::new();
+        for h in &self.hooks {
+            h.validate()?;
+            if !names.insert(h.name.clone()) {
+                bail!("two hooks are named '{}'", h.name);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn detect(&self) -> DetectConfig {
+        DetectConfig {
+            thresholds: self.thresholds.clone(),
+            detection: self.detection.clone(),
+        }
+    }
+}
+
+/// "10s", "500ms", "2m" in config files.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (try 1s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        "d" => v * 86400.0,
+        _ => return Err(format!("unknown unit in '{s}' (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
+        return Err(format!("'{s}' must be more than zero and at most a year"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config() {
+        let c = Config::parse(
+            r#"
+[thresholds]
+syn_pps = 20000
+[detection]
+k_sigma = 4.0
+[[hooks]]
+name = "blackhole"
+on = ["attack_start", "attack_end"]
+argv = ["/usr/local/bin/blackhole", "--announce"]
+timeout = "5s"
+cooldown = "1m"
+[[hooks]]
+name = "fw"
+on = ["drop_rate"]
+reason = "NETFILTER_DROP"
+rate = 100.0
+argv = ["/bin/true"]
+[pcap]
+every = 8
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.hooks.len(), 2);
+        assert_eq!(c.hooks[0].timeout, "5s");
+        assert_eq!(c.pcap.every, 8);
+        assert_eq!(c.pcap.snaplen, 128);
+        assert_eq!(c.detect().thresholds.syn_pps, 20000.0);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for bad in [
+            "[[hooks]]\nname='a'\non=['attack_start']\nargv=[]",
+            "[[hooks]]\nname='a'\non=['whenever']\nargv=['/bin/true']",
+            "[[hooks]]\nname='a'\non=['attack_start']\nargv=['/bin/true']\ntimeout='soon'",
+            "[[hooks]]\nname='a'\non=['drop_rate']\nargv=['/bin/true']",
+            "[[hooks]]\nname='a'\non=['attack_start']\nargv=['relative/path']",
+            "[pcap]\nsnaplen=100000",
+            "[pcap]\nevery=0",
+            "[nonsense]\nx=1",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
