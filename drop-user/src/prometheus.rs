@@ -150,7 +150,20 @@ async fn respond(
     if !head_only {
         sock.write_all(body).await?;
     }
-    sock.shutdown().await
+    sock.shutdown().await?;
+    if !status.starts_with('2') {
+        // Read what the client is still sending (briefly, boundedly): closing
+        // with unread data would reset the connection and lose the answer.
+        let mut sink = [0u8; 4096];
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match tokio::time::timeout(Duration::from_millis(500), sock.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A label value, escaped as the text format wants.

@@ -494,3 +494,89 @@ pub fn ip_link_rx_packets(lab: &Lab, ns: &str, dev: &str) -> u64 {
         .as_u64()
         .expect("rx packets")
 }
+
+impl Lab {
+    /// Sends raw `request` bytes to 127.0.0.1:`port` inside namespace `ns` and
+    /// returns (status code, body). Status 0 when nothing listens or the
+    /// server closed without a response.
+    pub fn http(&self, ns: &str, port: u16, request: Vec<u8>) -> (u16, String) {
+        self.in_ns(ns, move || {
+            use std::io::Write;
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return (0, String::new());
+            };
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let _ = s.write_all(&request);
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let body = text
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            (status, body)
+        })
+    }
+
+    /// GET `path` from 127.0.0.1:`port` inside `ns`.
+    pub fn get(&self, ns: &str, port: u16, path: &str) -> (u16, String) {
+        self.http(
+            ns,
+            port,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes(),
+        )
+    }
+
+    /// A fresh directory for this lab's files, removed with the lab's
+    /// namespaces by the caller's `TempDir`.
+    pub fn temp_dir(&self, what: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("{}-{what}", self.a));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a program is on PATH (or in /usr/sbin).
+pub fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin} || test -x /usr/sbin/{bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits until `f` returns Some, polling every 100 ms, up to `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
