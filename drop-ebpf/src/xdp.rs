@@ -9,10 +9,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    BlockEntry, MAX_BLOCKS, PacketSample, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX, EpochState, IfaceStats, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PortKey, SKETCH_WIDTH,
-    SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger,
-    UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket,
-    sketch_index, trigger_kind,
+    BlockEntry, EpochState, IfaceStats, MAX_BLOCKS, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES,
+    PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX, SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES,
+    SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET,
+    UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket, sketch_index,
+    trigger_kind,
 };
 
 /// Filled in by user space before load: budgets and trigger counts.
@@ -287,7 +288,10 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
         return;
     }
     let snap = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.snaplen) };
-    let caplen = len.min(snap).min(SAMPLE_SNAP_MAX as u32);
+    // black_box: LLVM would fold these checks away (it knows the minimum
+    // is at least 1 after a `want == 0` test), and the verifier then
+    // rejects a possibly zero-sized read.
+    let caplen = core::hint::black_box(len.min(snap));
     if caplen == 0 || caplen > SAMPLE_SNAP_MAX as u32 {
         return;
     }
@@ -301,12 +305,8 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
         (*p).len = len;
         (*p).caplen = caplen;
         (*p)._pad = 0;
-        aya_ebpf::helpers::bpf_xdp_load_bytes(
-            ctx.ctx,
-            0,
-            (*p).data.as_mut_ptr() as *mut _,
-            caplen,
-        ) == 0
+        aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 0, (*p).data.as_mut_ptr() as *mut _, caplen)
+            == 0
     };
     if ok {
         entry.submit(0);

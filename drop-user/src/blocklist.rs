@@ -80,7 +80,11 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
             IpAddr::V4((u32::from(a) & m).into())
         }
         IpAddr::V6(a) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             IpAddr::V6((u128::from(a) & m).into())
         }
     }
@@ -201,6 +205,11 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
         match r {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(anyhow!("removing {p}: {e}")),
         }
     }
@@ -363,37 +372,47 @@ impl Drop for Pins {
     }
 }
 
-/// Mounts bpffs on /sys/fs/bpf when the pin directory lies under it and
-/// nothing is mounted there (a minimal container).
-fn ensure_bpffs(dir: &Path) -> Result<()> {
+fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    let root = Path::new("/sys/fs/bpf");
-    if !dir.starts_with(root) {
-        return Ok(());
-    }
-    let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs into a zeroed struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Makes sure the pin directory's parent is on a bpffs: mounts one on
+/// /sys/fs/bpf when nothing is there (a container, or `ip netns exec`,
+/// which gives each command a fresh /sys: then only commands in the same
+/// mount namespace see the pins, and the note says so).
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    let parent = dir.parent().unwrap_or(root);
+    if is_bpffs(parent) || is_bpffs(dir) {
         return Ok(());
     }
+    if parent != root {
+        bail!(
+            "--pin-dir {}: {} is not a bpffs mount (mount one: `mount -t bpf bpf {}`)",
+            dir.display(),
+            parent.display(),
+            parent.display()
+        );
+    }
+    let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();
     let fs = std::ffi::CString::new("bpf").unwrap();
     // SAFETY: plain mount(2) with valid C strings.
-    let r = unsafe {
-        libc::mount(
-            fs.as_ptr(),
-            c.as_ptr(),
-            fs.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let r = unsafe { libc::mount(fs.as_ptr(), c.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
         bail!(
             "/sys/fs/bpf is not a bpffs mount and mounting one failed ({}): run `mount -t bpf bpf /sys/fs/bpf`",
             std::io::Error::last_os_error()
         );
     }
+    eprintln!(
+        "note: /sys/fs/bpf was not mounted (ip netns exec gives each command its own /sys): mounted a private bpffs; run block/unblock in this mount namespace, or use --pin-dir on a shared bpffs mount"
+    );
     Ok(())
 }
 

@@ -66,15 +66,25 @@ const EVENTS: [&str; 4] = ["attack_start", "attack_update", "attack_end", "drop_
 impl HookSpec {
     pub fn validate(&self) -> Result<()> {
         let n = &self.name;
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             bail!("hook name '{n}' must be letters, digits, '-', '_' or '.'");
         }
         if self.on.is_empty() {
-            bail!("hook '{n}': `on` lists no events (use {})", EVENTS.join(", "));
+            bail!(
+                "hook '{n}': `on` lists no events (use {})",
+                EVENTS.join(", ")
+            );
         }
         for e in &self.on {
             if !EVENTS.contains(&e.as_str()) {
-                bail!("hook '{n}': unknown event '{e}' (use {})", EVENTS.join(", "));
+                bail!(
+                    "hook '{n}': unknown event '{e}' (use {})",
+                    EVENTS.join(", ")
+                );
             }
         }
         match self.argv.first() {
@@ -271,8 +281,7 @@ impl Hooks {
 /// pass only if made of plain characters; anything else becomes empty.
 fn safe(v: &str) -> String {
     if v.len() <= 128
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "@._:/-".contains(c))
     {
         v.to_string()
@@ -377,7 +386,10 @@ async fn run_one(job: Job) {
     let mut cmd = Command::new(&h.argv[0]);
     cmd.args(&h.argv[1..])
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .envs(job.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -388,7 +400,10 @@ async fn run_one(job: Job) {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("hook {} ({}): cannot start {}: {e}", h.name, job.event, h.argv[0]);
+            eprintln!(
+                "hook {} ({}): cannot start {}: {e}",
+                h.name, job.event, h.argv[0]
+            );
             return;
         }
     };

@@ -6,10 +6,10 @@ use dropscope::{
     blocklist::{self, Blocklist, Prefix},
     btf::KernelBtf,
     config::Config,
-    prometheus,
     doctor::{self, DoctorFormat, DoctorOptions},
     loader::{KfreeChoice, XdpChoice},
     output::Format,
+    prometheus,
     reasons::ReasonTable,
     watch::{self, Mode, WatchOptions},
 };
@@ -266,14 +266,20 @@ fn blocks(format: Format, pin_dir: &std::path::Path) -> Result<()> {
             }
         }
         Format::Table => {
-            println!("{:<44} {:>10} {:>12} {:>14}", "PREFIX", "EXPIRES", "PACKETS", "BYTES");
+            println!(
+                "{:<44} {:>10} {:>12} {:>14}",
+                "PREFIX", "EXPIRES", "PACKETS", "BYTES"
+            );
             for r in &rows {
                 let exp = match r.expires_in_s {
                     None => "never".to_string(),
                     Some(_) if r.expired => "expired".to_string(),
                     Some(s) => format!("{s:.0}s"),
                 };
-                println!("{:<44} {:>10} {:>12} {:>14}", r.prefix, exp, r.packets, r.bytes);
+                println!(
+                    "{:<44} {:>10} {:>12} {:>14}",
+                    r.prefix, exp, r.packets, r.bytes
+                );
             }
         }
     }

@@ -53,9 +53,7 @@ impl Exporter {
             .await
             .with_context(|| format!("--prometheus: cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = watch::channel(Bytes::from_static(
-            b"# dropscope: no sample yet\n",
-        ));
+        let (tx, rx) = watch::channel(Bytes::from_static(b"# dropscope: no sample yet\n"));
         tokio::spawn(serve(listener, rx));
         Ok(Exporter { tx, addr })
     }
@@ -93,7 +91,14 @@ async fn handle(mut sock: TcpStream, rx: watch::Receiver<Bytes>) -> std::io::Res
             break i;
         }
         if buf.len() >= MAX_REQUEST {
-            return respond(&mut sock, "431 Request Header Fields Too Large", "text/plain", b"request too large\n", false).await;
+            return respond(
+                &mut sock,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"request too large\n",
+                false,
+            )
+            .await;
         }
         let n = match tokio::time::timeout(READ_DEADLINE, sock.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(()),
@@ -105,11 +110,25 @@ async fn handle(mut sock: TcpStream, rx: watch::Receiver<Bytes>) -> std::io::Res
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if !parts.next().unwrap_or("").starts_with("HTTP/") {
-        return respond(&mut sock, "400 Bad Request", "text/plain", b"bad request\n", false).await;
+        return respond(
+            &mut sock,
+            "400 Bad Request",
+            "text/plain",
+            b"bad request\n",
+            false,
+        )
+        .await;
     }
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        return respond(&mut sock, "405 Method Not Allowed", "text/plain", b"GET only\n", false).await;
+        return respond(
+            &mut sock,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n",
+            false,
+        )
+        .await;
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
@@ -125,9 +144,25 @@ async fn handle(mut sock: TcpStream, rx: watch::Receiver<Bytes>) -> std::io::Res
             .await
         }
         "/" => {
-            respond(&mut sock, "200 OK", "text/plain", b"dropscope: metrics at /metrics\n", head_only).await
+            respond(
+                &mut sock,
+                "200 OK",
+                "text/plain",
+                b"dropscope: metrics at /metrics\n",
+                head_only,
+            )
+            .await
         }
-        _ => respond(&mut sock, "404 Not Found", "text/plain", b"not found: try /metrics\n", head_only).await,
+        _ => {
+            respond(
+                &mut sock,
+                "404 Not Found",
+                "text/plain",
+                b"not found: try /metrics\n",
+                head_only,
+            )
+            .await
+        }
     }
 }
 
@@ -207,7 +242,12 @@ pub fn render(r: &Report, extra: &Extra) -> String {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
 
-    family(&mut s, "dropscope_build_info", "gauge", "dropscope's version.");
+    family(
+        &mut s,
+        "dropscope_build_info",
+        "gauge",
+        "dropscope's version.",
+    );
     let _ = writeln!(
         s,
         "dropscope_build_info{{version=\"{}\"}} 1",
@@ -263,7 +303,10 @@ pub fn render(r: &Report, extra: &Extra) -> String {
             }
         } else if c.iface == "softnet" {
             by_name
-                .entry(format!("dropscope_softnet_{}_total", metric_part(&c.counter)))
+                .entry(format!(
+                    "dropscope_softnet_{}_total",
+                    metric_part(&c.counter)
+                ))
                 .or_default()
                 .push(format!(" {}", c.value));
         } else {
@@ -302,7 +345,12 @@ pub fn render(r: &Report, extra: &Extra) -> String {
             i.total.packets
         );
     }
-    family(&mut s, "dropscope_xdp_bytes_total", "counter", "Bytes seen by dropscope's XDP program.");
+    family(
+        &mut s,
+        "dropscope_xdp_bytes_total",
+        "counter",
+        "Bytes seen by dropscope's XDP program.",
+    );
     for i in &r.interfaces {
         let _ = writeln!(
             s,
@@ -311,9 +359,19 @@ pub fn render(r: &Report, extra: &Extra) -> String {
             i.total.bytes
         );
     }
-    family(&mut s, "dropscope_iface_pps", "gauge", "Packets per second seen by XDP, last interval.");
+    family(
+        &mut s,
+        "dropscope_iface_pps",
+        "gauge",
+        "Packets per second seen by XDP, last interval.",
+    );
     for i in &r.interfaces {
-        let _ = writeln!(s, "dropscope_iface_pps{{iface=\"{}\"}} {}", esc(&i.iface), i.pps);
+        let _ = writeln!(
+            s,
+            "dropscope_iface_pps{{iface=\"{}\"}} {}",
+            esc(&i.iface),
+            i.pps
+        );
     }
 
     // Attacks: every class on every watched interface, 0 or 1, so alerts
@@ -338,7 +396,12 @@ pub fn render(r: &Report, extra: &Extra) -> String {
             );
         }
     }
-    family(&mut s, "dropscope_attack_pps", "gauge", "Packets per second of an attack in progress.");
+    family(
+        &mut s,
+        "dropscope_attack_pps",
+        "gauge",
+        "Packets per second of an attack in progress.",
+    );
     for a in &r.attacks {
         let _ = writeln!(
             s,
@@ -375,19 +438,53 @@ pub fn render(r: &Report, extra: &Extra) -> String {
         let _ = writeln!(s, "dropscope_distinct_sources {}", e.distinct_sources);
     }
 
-    family(&mut s, "dropscope_drop_events_total", "counter", "Drop events counted by the kfree_skb program.");
+    family(
+        &mut s,
+        "dropscope_drop_events_total",
+        "counter",
+        "Drop events counted by the kfree_skb program.",
+    );
     let _ = writeln!(s, "dropscope_drop_events_total {}", r.health.drop_events);
-    family(&mut s, "dropscope_map_full_total", "counter", "Drop rows lost because a map was full.");
+    family(
+        &mut s,
+        "dropscope_map_full_total",
+        "counter",
+        "Drop rows lost because a map was full.",
+    );
     let _ = writeln!(s, "dropscope_map_full_total {}", r.health.map_full);
-    family(&mut s, "dropscope_sources_tracked", "gauge", "Sources in the exact per-source table.");
+    family(
+        &mut s,
+        "dropscope_sources_tracked",
+        "gauge",
+        "Sources in the exact per-source table.",
+    );
     let _ = writeln!(s, "dropscope_sources_tracked {}", r.health.sources_tracked);
-    family(&mut s, "dropscope_hook_runs_dropped_total", "counter", "Hook runs skipped because the hook queue was full.");
-    let _ = writeln!(s, "dropscope_hook_runs_dropped_total {}", extra.hook_runs_dropped);
+    family(
+        &mut s,
+        "dropscope_hook_runs_dropped_total",
+        "counter",
+        "Hook runs skipped because the hook queue was full.",
+    );
+    let _ = writeln!(
+        s,
+        "dropscope_hook_runs_dropped_total {}",
+        extra.hook_runs_dropped
+    );
     if let Some(n) = extra.blocklist_entries {
-        family(&mut s, "dropscope_blocklist_entries", "gauge", "Prefixes in the --enforce blocklist.");
+        family(
+            &mut s,
+            "dropscope_blocklist_entries",
+            "gauge",
+            "Prefixes in the --enforce blocklist.",
+        );
         let _ = writeln!(s, "dropscope_blocklist_entries {n}");
     }
-    family(&mut s, "dropscope_last_sample_timestamp_seconds", "gauge", "Unix time of the latest sample.");
+    family(
+        &mut s,
+        "dropscope_last_sample_timestamp_seconds",
+        "gauge",
+        "Unix time of the latest sample.",
+    );
     let _ = writeln!(s, "dropscope_last_sample_timestamp_seconds {:.3}", r.ts);
     s
 }
@@ -400,7 +497,10 @@ mod tests {
     fn addresses() {
         assert_eq!(parse_addr("9184").unwrap().to_string(), "127.0.0.1:9184");
         assert_eq!(parse_addr(":9184").unwrap().to_string(), "127.0.0.1:9184");
-        assert_eq!(parse_addr("0.0.0.0:9184").unwrap().to_string(), "0.0.0.0:9184");
+        assert_eq!(
+            parse_addr("0.0.0.0:9184").unwrap().to_string(),
+            "0.0.0.0:9184"
+        );
         assert_eq!(parse_addr("[::1]:9184").unwrap().to_string(), "[::1]:9184");
         assert!(parse_addr("everywhere").is_err());
     }

@@ -10,8 +10,8 @@ use aya::{
 };
 use drop_common::{
     DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, MAX_DROP_ROWS,
-    MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PortKey, SKETCH_DEPTH, SKETCH_WIDTH, SourceKey,
-    PacketSample, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
+    MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PacketSample, PortKey, SKETCH_DEPTH, SKETCH_WIDTH,
+    SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
 };
 
 pub struct Maps {

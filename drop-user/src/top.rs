@@ -180,7 +180,10 @@ fn draw(f: &mut Frame, v: &View) {
     ])
     .areas(area);
     let Some(r) = v.shown.as_deref() else {
-        f.render_widget(Paragraph::new("dropscope top: waiting for the first sample..."), head);
+        f.render_widget(
+            Paragraph::new("dropscope top: waiting for the first sample..."),
+            head,
+        );
         f.render_widget(Paragraph::new("q quit"), keys);
         return;
     };
@@ -188,7 +191,11 @@ fn draw(f: &mut Frame, v: &View) {
     f.render_widget(
         Paragraph::new(format!(
             "dropscope top  {}  drops {}/s  total {}  {}",
-            if ifaces.is_empty() { "-".to_string() } else { ifaces.join(",") },
+            if ifaces.is_empty() {
+                "-".to_string()
+            } else {
+                ifaces.join(",")
+            },
             human(r.drops_delta as f64 / r.interval_s.max(1e-3)),
             r.drops_total,
             if v.paused { "[PAUSED]" } else { "" }
@@ -255,8 +262,10 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
         ],
     )
     .header(
-        Row::new(vec!["REASON", "IFACE", "RATE/s", "TOTAL", "CATEGORY", "SHARE"])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
+        Row::new(vec![
+            "REASON", "IFACE", "RATE/s", "TOTAL", "CATEGORY", "SHARE",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
     )
     .block(pane(format!("Drops by reason ({n})")));
     f.render_widget(t, area);
@@ -267,7 +276,11 @@ fn draw_nic(f: &mut Frame, area: Rect, r: &Report, v: &View) {
         .counters
         .iter()
         .filter(|c| c.total > 0 || c.delta > 0)
-        .filter(|c| v.iface.as_deref().is_none_or(|i| i == c.iface || c.iface == "softnet"))
+        .filter(|c| {
+            v.iface
+                .as_deref()
+                .is_none_or(|i| i == c.iface || c.iface == "softnet")
+        })
         .collect();
     rows.sort_by(|a, b| b.delta.cmp(&a.delta).then(b.total.cmp(&a.total)));
     let secs = r.interval_s.max(1e-3);
@@ -286,7 +299,10 @@ fn draw_nic(f: &mut Frame, area: Rect, r: &Report, v: &View) {
             })
             .collect()
     };
-    f.render_widget(Paragraph::new(lines).block(pane("NIC counters".into())), area);
+    f.render_widget(
+        Paragraph::new(lines).block(pane("NIC counters".into())),
+        area,
+    );
 }
 
 fn draw_attacks(f: &mut Frame, area: Rect, r: &Report) {

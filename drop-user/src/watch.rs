@@ -6,13 +6,7 @@
 //! screen, Prometheus, JSON stream) and to the hooks, none of which can
 //! hold the loop up.
 
-use std::{
-    collections::HashMap,
-    io::IsTerminal,
-    net::SocketAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::HashMap, io::IsTerminal, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use drop_common::PortKey;
@@ -29,14 +23,14 @@ use crate::{
     events::EventStream,
     hooks::{HookSpec, Hooks},
     iface,
-    pcap::Recorder,
-    prometheus::{self, Exporter},
-    top,
     loader::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
     nic,
     output::{self, Format},
+    pcap::Recorder,
+    prometheus::{self, Exporter},
     reader::Maps,
     table::{SourcesEstimate, TopPort, Tracker},
+    top,
 };
 
 /// Where reports go on stdout.
@@ -98,7 +92,9 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     }
     if opts.pcap_dir.is_some() {
         if no_xdp {
-            anyhow::bail!("--pcap-dir samples packets in XDP: it needs at least one interface with XDP");
+            anyhow::bail!(
+                "--pcap-dir samples packets in XDP: it needs at least one interface with XDP"
+            );
         }
         xdp_config.sample_every = opts.pcap.every.max(1);
         xdp_config.snaplen = opts.pcap.snaplen;

@@ -404,6 +404,14 @@ impl Dropscope {
             .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
     }
 
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGINT, waits for exit 0, and returns every report it printed.
     pub fn stop(mut self) -> Vec<Value> {
         let mut child = self.child.take().unwrap();
@@ -560,7 +568,10 @@ impl Drop for TempDir {
 /// Whether a program is on PATH (or in /usr/sbin).
 pub fn have(bin: &str) -> bool {
     Command::new("sh")
-        .args(["-c", &format!("command -v {bin} || test -x /usr/sbin/{bin}")])
+        .args([
+            "-c",
+            &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
+        ])
         .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
@@ -579,4 +590,19 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A bpffs mount shared by every test and every `ip netns exec` (which
+/// gives each command a fresh /sys, so /sys/fs/bpf would not be shared).
+pub fn shared_bpffs() -> String {
+    let dir = "/run/dropscope-tests-bpffs";
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(dir));
+    if !mounted {
+        sh(&["mount", "-t", "bpf", "bpf", dir]);
+    }
+    dir.to_string()
 }

@@ -66,12 +66,19 @@ fn real_prometheus_scrapes_the_exact_drop_count() {
         "--prometheus",
         &METRICS_PORT.to_string(),
     ]);
-    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5001), 1000, 64);
+    lab.send_udp(
+        &lab.a,
+        addr(&lab.v4(1), 0),
+        addr(&lab.v4(2), 5001),
+        1000,
+        64,
+    );
     let rule = rule_packets(&lab, 5001);
     assert_eq!(rule, 1000);
 
     // dropscope's own endpoint: exact, and valid to promtool.
-    let series = "dropscope_drops_total{reason=\"NETFILTER_DROP\",category=\"netfilter\",iface=\"vb\"}";
+    let series =
+        "dropscope_drops_total{reason=\"NETFILTER_DROP\",category=\"netfilter\",iface=\"vb\"}";
     let text = wait_for(Duration::from_secs(5), || {
         let (status, body) = lab.get(&lab.b, METRICS_PORT, "/metrics");
         (status == 200 && sample(&body, series) == Some(rule as f64)).then_some(body)
@@ -136,7 +143,11 @@ fn real_prometheus_scrapes_the_exact_drop_count() {
             .map(|s| s.to_string())
     })
     .expect("Prometheus never answered the query");
-    assert_eq!(value, rule.to_string(), "Prometheus' answer vs the rule counter");
+    assert_eq!(
+        value,
+        rule.to_string(),
+        "Prometheus' answer vs the rule counter"
+    );
     drop(ds);
 }
 
@@ -147,7 +158,13 @@ fn events_stream_carries_reports_and_attacks() {
     let dir = lab.temp_dir("events");
     let file = dir.path("events.jsonl");
     let ds = lab.dropscope(&[
-        "run", "--iface", "vb", "--interval", "200ms", "--events", &file,
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "200ms",
+        "--events",
+        &file,
     ]);
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5002), 300, 64);
     thread::sleep(Duration::from_millis(600));

@@ -1,0 +1,550 @@
+//! Mitigation with the real pieces: hook scripts receiving the exact event
+//! JSON, the `--enforce` XDP blocklist dropping exactly the blocked
+//! sources, and per-attack PCAP files read by tshark.
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    os::unix::fs::PermissionsExt,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use integration_tests::{
+    Dropscope, Lab, TempDir, drops, dropscope_bin, frames::*, generator::Flood, have, shared_bpffs,
+    sockaddr as addr, wait_for,
+};
+use serde_json::Value;
+
+static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn syn_flood(lab: &Lab, count: u32) {
+    let base = Ipv4Addr::new(198, 18, lab.n as u8, 0);
+    let frame = Eth {
+        dst: lab.mac_bytes(&lab.b, "vb"),
+        src: lab.mac_bytes(&lab.a, "va"),
+        tags: vec![],
+    }
+    .frame(
+        0x0800,
+        &ipv4(
+            base,
+            lab.v4(2).parse().unwrap(),
+            6,
+            (0, false),
+            &tcp(40000, 80, SYN),
+        ),
+    );
+    lab.generate(
+        &lab.a,
+        "va",
+        Flood {
+            frame,
+            count,
+            sources: 50_000,
+            base,
+            spoof_ttl: true,
+        },
+    );
+}
+
+fn script(dir: &TempDir, name: &str, body: &str) -> String {
+    let p = dir.path(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn attack_events(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| l["schema"] == "dropscope.attack/1")
+        .collect()
+}
+
+fn env_file(path: &str) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn hooks_get_the_exact_event_and_never_delay_detection() {
+    let _turn = turn();
+    let lab = Lab::new();
+    let dir = lab.temp_dir("hooks");
+    let out = dir.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let record = script(
+        &dir,
+        "record.sh",
+        "cat > \"$1/$DROPSCOPE_EVENT-$DROPSCOPE_ATTACK_ID.json\"\nenv | grep '^DROPSCOPE_' > \"$1/$DROPSCOPE_EVENT-$DROPSCOPE_ATTACK_ID.env\"",
+    );
+    let failing = script(&dir, "fail.sh", "echo boom >&2\nexit 3");
+    let cfg = dir.path("dropscope.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[detection]
+end_after_s = 1.0
+
+[[hooks]]
+name = "record"
+on = ["attack_start", "attack_end"]
+argv = ["{record}", "{out}"]
+timeout = "5s"
+
+[[hooks]]
+name = "hang"
+on = ["attack_start"]
+argv = ["/bin/sleep", "30"]
+timeout = "1s"
+
+[[hooks]]
+name = "fail"
+on = ["attack_start"]
+argv = ["{failing}"]
+"#
+        ),
+    )
+    .unwrap();
+    let ds = lab.dropscope(&[
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "100ms",
+        "--own-netns",
+        "--events",
+        "-",
+        "--config",
+        &cfg,
+    ]);
+    thread::sleep(Duration::from_millis(600));
+    syn_flood(&lab, 200_000);
+    // The attack ends 1 s after the flood; the hanging hook is killed at 1 s.
+    let start_file = format!("{out}/attack_start-1.json");
+    let end_file = format!("{out}/attack_end-1.json");
+    wait_for(Duration::from_secs(10), || {
+        std::path::Path::new(&end_file).exists().then_some(())
+    })
+    .unwrap_or_else(|| panic!("no end hook ran:\n{}", ds.stderr()));
+    thread::sleep(Duration::from_millis(500));
+    let err = ds.stderr();
+    let lines = ds.stop();
+
+    let events = attack_events(&lines);
+    let start = events
+        .iter()
+        .find(|e| e["phase"] == "start")
+        .expect("a start event");
+    let end = events
+        .iter()
+        .find(|e| e["phase"] == "end")
+        .expect("an end event");
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&start_file).unwrap()).unwrap();
+    assert_eq!(&got, *start, "the hook's stdin is the start event");
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&end_file).unwrap()).unwrap();
+    assert_eq!(&got, *end, "the hook's stdin is the end event");
+
+    let env = env_file(&format!("{out}/attack_start-1.env"));
+    assert_eq!(env["DROPSCOPE_EVENT"], "attack_start");
+    assert_eq!(env["DROPSCOPE_ATTACK_ID"], "1");
+    assert_eq!(env["DROPSCOPE_CLASS"], start["class"].as_str().unwrap());
+    assert_eq!(env["DROPSCOPE_IFACE"], "vb");
+    assert_eq!(env["DROPSCOPE_TARGET"], lab.v4(2));
+    assert_eq!(
+        env["DROPSCOPE_PPS"],
+        format!("{:.0}", start["pps"].as_f64().unwrap())
+    );
+    assert!(["pps", "bps"].contains(&env["DROPSCOPE_TRIGGER"].as_str()));
+
+    assert!(
+        err.contains("hook hang (attack_start): killed after its 1s timeout"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hook fail (attack_start): failed, exit status 3") && err.contains("boom"),
+        "{err}"
+    );
+    assert!(err.contains("hook record (attack_start): ok"), "{err}");
+    // No hung, slow or failing hook held the sampler: a report every 100 ms.
+    let ts: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["schema"] == "dropscope.watch/1")
+        .map(|l| l["ts"].as_f64().unwrap())
+        .collect();
+    let worst = ts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(worst < 0.6, "a {worst:.2} s gap between reports");
+    // The hook left nothing behind.
+    let left = Command::new("pgrep")
+        .args(["-f", "/bin/sleep 30"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the timed-out hook is still running"
+    );
+}
+
+#[test]
+fn drop_rate_hook_cooldown_and_dry_run() {
+    let lab = Lab::new();
+    lab.exec(
+        &lab.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "5003", "-j", "DROP",
+        ],
+    );
+    let dir = lab.temp_dir("droprate");
+    let out = dir.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let record = script(
+        &dir,
+        "record.sh",
+        "cat > \"$1/$DROPSCOPE_EVENT-$(date +%s%N).json\"",
+    );
+    let cfg = dir.path("dropscope.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[[hooks]]
+name = "fw"
+on = ["drop_rate"]
+reason = "NETFILTER_DROP"
+rate = 50.0
+cooldown = "1m"
+argv = ["{record}", "{out}"]
+"#
+        ),
+    )
+    .unwrap();
+    let args = [
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "200ms",
+        "--config",
+        &cfg,
+    ];
+    let ds = lab.dropscope(&args);
+    for _ in 0..3 {
+        lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5003), 200, 64);
+        thread::sleep(Duration::from_millis(400));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let err = ds.stderr();
+    ds.stop();
+    let files: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "cooldown: one run for three bursts\n{err}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(files[0].path()).unwrap()).unwrap();
+    assert_eq!(v["schema"], "dropscope.drop_rate/1");
+    assert_eq!(v["reason"], "NETFILTER_DROP");
+    assert_eq!(v["iface"], "vb");
+    assert!(v["rate"].as_f64().unwrap() >= 50.0);
+
+    // --dry-run: logged, not run.
+    std::fs::remove_file(files[0].path()).unwrap();
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let ds = lab.dropscope(&dry);
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5003), 200, 64);
+    thread::sleep(Duration::from_millis(700));
+    let err = ds.stderr();
+    ds.stop();
+    assert!(
+        err.contains("hook fw (drop_rate): dry run, would run"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+/// Datagrams received by a socket bound in namespace b.
+fn receive_count(lab: &Lab, port: u16) -> std::thread::JoinHandle<u32> {
+    let ns = lab.b.clone();
+    let bind = lab.v4(2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = thread::spawn(move || {
+        let fd = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET)
+        };
+        let s = UdpSocket::bind((bind.as_str(), port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        tx.send(()).unwrap();
+        let mut n = 0;
+        let mut buf = [0u8; 2048];
+        while s.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    rx.recv().unwrap();
+    h
+}
+
+fn ds_cmd(lab: &Lab, pin_dir: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.b, &dropscope_bin()])
+        .args(args)
+        .args(["--pin-dir", pin_dir])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn blocklist_drops_exactly_the_blocked_sources() {
+    let lab = Lab::new();
+    // A second sender address that stays unblocked.
+    lab.ip(
+        &lab.a,
+        &["addr", "add", &format!("{}/24", lab.v4(3)), "dev", "va"],
+    );
+    lab.pin_neighbours("va", "vb", &[1, 3], &[2]);
+    let pin_dir = format!("{}/{}", shared_bpffs(), lab.a);
+
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["block", &lab.v4(1)]);
+    assert!(
+        !ok && err.contains("no dropscope with --enforce is running"),
+        "{err}"
+    );
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["block", "10.0.0.0/40"]);
+    assert!(!ok && err.contains("prefix length must be 0..=32"), "{err}");
+
+    let ds = lab.dropscope(&[
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "200ms",
+        "--events",
+        "-",
+        "--enforce",
+        "--pin-dir",
+        &pin_dir,
+    ]);
+    let (ok, out, err) = ds_cmd(&lab, &pin_dir, &["block", &format!("{}/32", lab.v4(1))]);
+    assert!(ok, "{err}");
+    assert!(out.contains("blocked"), "{out}");
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["block", &lab.v6(1), "--ttl", "10m"]);
+    assert!(ok, "{err}");
+
+    let rx = receive_count(&lab, 6000);
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6000), 300, 64);
+    lab.send_udp(&lab.a, addr(&lab.v4(3), 0), addr(&lab.v4(2), 6000), 200, 64);
+    lab.send_udp(&lab.a, addr(&lab.v6(1), 0), addr(&lab.v6(2), 6000), 50, 64);
+    let received = rx.join().unwrap();
+    assert_eq!(received, 200, "only the unblocked sender got through");
+
+    let (ok, out, _) = ds_cmd(&lab, &pin_dir, &["blocks", "--format", "json"]);
+    assert!(ok);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |p: &str| rows.iter().find(|r| r["prefix"] == p).cloned();
+    let v4row = row(&format!("{}/32", lab.v4(1))).expect("v4 entry");
+    let v6row = row(&format!("{}/128", lab.v6(1))).expect("v6 entry");
+    assert_eq!(v4row["expires_in_s"], Value::Null);
+    assert!(v6row["expires_in_s"].as_f64().unwrap() > 500.0);
+    // Per-entry hits are plain adds; one sender on one CPU counts them all.
+    assert!(v4row["packets"].as_u64().unwrap() <= 300);
+    assert!(v4row["packets"].as_u64().unwrap() > 0);
+
+    // Unblock: traffic flows again.
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["unblock", &lab.v4(1)]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["unblock", &lab.v4(1)]);
+    assert!(!ok && err.contains("not in the blocklist"), "{err}");
+    let rx = receive_count(&lab, 6000);
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6000), 100, 64);
+    assert_eq!(rx.join().unwrap(), 100);
+
+    // A TTL expires: the entry goes and its traffic passes.
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["block", &lab.v4(3), "--ttl", "1s"]);
+    assert!(ok, "{err}");
+    thread::sleep(Duration::from_millis(1600));
+    let rx = receive_count(&lab, 6000);
+    lab.send_udp(&lab.a, addr(&lab.v4(3), 0), addr(&lab.v4(2), 6000), 40, 64);
+    assert_eq!(rx.join().unwrap(), 40, "an expired entry still blocked");
+    let (_, out, _) = ds_cmd(&lab, &pin_dir, &["blocks", "--format", "json"]);
+    assert!(!out.contains(&format!("\"{}/32\"", lab.v4(3))), "{out}");
+
+    thread::sleep(Duration::from_millis(400));
+    let err = ds.stderr();
+    let lines = ds.stop();
+    assert!(err.contains(&format!("{}/32 expired", lab.v4(3))), "{err}");
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["schema"] == "dropscope.watch/1")
+        .unwrap();
+    assert_eq!(
+        drops(last, "DROPSCOPE_BLOCKLIST", "vb"),
+        350,
+        "300 IPv4 + 50 IPv6 blocked datagrams"
+    );
+    assert!(
+        !std::path::Path::new(&pin_dir).exists(),
+        "pins removed on a clean exit"
+    );
+}
+
+#[test]
+fn blocks_survive_a_killed_instance() {
+    let lab = Lab::new();
+    let pin_dir = format!("{}/{}", shared_bpffs(), lab.a);
+    let args = [
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "200ms",
+        "--enforce",
+        "--pin-dir",
+        &pin_dir,
+    ];
+    let mut ds = lab.dropscope(&args);
+    let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["block", "203.0.113.0/24", "--ttl", "1h"]);
+    assert!(ok, "{err}");
+    // A second --enforce on the same pins refuses.
+    let other = Command::new("ip")
+        .args(["netns", "exec", &lab.a, &dropscope_bin()])
+        .args([
+            "run",
+            "--iface",
+            "va",
+            "--enforce",
+            "--pin-dir",
+            &pin_dir,
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && msg.contains("already owns the blocklist"),
+        "{msg}"
+    );
+    ds.kill();
+    let ds = Dropscope::start(&lab.b, &args);
+    assert!(
+        ds.stderr().contains("1 entries carried over"),
+        "{}",
+        ds.stderr()
+    );
+    let (_, out, _) = ds_cmd(&lab, &pin_dir, &["blocks"]);
+    assert!(out.contains("203.0.113.0/24"), "{out}");
+    ds.stop();
+    let _ = std::fs::remove_dir_all(&pin_dir);
+}
+
+#[test]
+fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
+    assert!(have("tshark"), "tshark is needed: run `cargo xtask setup`");
+    let _turn = turn();
+    let lab = Lab::new();
+    let dir = lab.temp_dir("pcap");
+    let cfg = dir.path("dropscope.toml");
+    std::fs::write(
+        &cfg,
+        "[pcap]\nevery = 16\nsnaplen = 96\npre_attack = 2000\nattack_samples = 500\n",
+    )
+    .unwrap();
+    let pcaps = dir.path("pcaps");
+    let ds = lab.dropscope(&[
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "100ms",
+        "--own-netns",
+        "--events",
+        "-",
+        "--config",
+        &cfg,
+        "--pcap-dir",
+        &pcaps,
+        "--iface-pps",
+        "20000",
+    ]);
+    // The onset: ordinary UDP before the flood.
+    lab.send_udp(
+        &lab.a,
+        addr(&lab.v4(1), 0),
+        addr(&lab.v4(2), 7000),
+        320,
+        100,
+    );
+    thread::sleep(Duration::from_millis(500));
+    syn_flood(&lab, 200_000);
+    thread::sleep(Duration::from_millis(500));
+    let lines = ds.stop();
+    let start = attack_events(&lines)
+        .into_iter()
+        .find(|e| e["phase"] == "start")
+        .expect("an attack");
+    let file = start["pcap"].as_str().expect("the event names its pcap");
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            file,
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "frame.cap_len",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert!(rows.len() <= 2500, "{} samples, bound 2500", rows.len());
+    assert!(rows.len() >= 100, "only {} samples", rows.len());
+    let onset = rows
+        .iter()
+        .filter(|r| r[0] == lab.v4(1) && r.get(2) == Some(&"7000"))
+        .count();
+    // 1 in 16 per CPU of the 320 datagrams sent before the attack.
+    assert!((19..=20).contains(&onset), "{onset} onset samples");
+    let syns = rows
+        .iter()
+        .filter(|r| r.get(1).is_some_and(|f| *f == "1" || *f == "True"))
+        .count();
+    assert!(syns >= 80, "{syns} SYNs sampled");
+    assert!(
+        rows.iter()
+            .all(|r| r.get(3).is_some_and(|c| c.parse::<u32>().unwrap() <= 96))
+    );
+}
