@@ -103,12 +103,19 @@ pub fn spawn(
                                 view.category = cycle(&cats, view.category.take());
                             }
                             KeyCode::Char('i') => {
-                                let ifs = view.values(|r| {
-                                    let mut v: Vec<String> =
-                                        r.interfaces.iter().map(|i| i.iface.clone()).collect();
-                                    v.extend(r.drops.iter().map(|d| d.iface.clone()));
-                                    v
-                                });
+                                // Watched interfaces first, then the rest.
+                                let mut ifs: Vec<String> = view
+                                    .shown
+                                    .as_deref()
+                                    .map(|r| r.interfaces.iter().map(|i| i.iface.clone()).collect())
+                                    .unwrap_or_default();
+                                for other in view
+                                    .values(|r| r.drops.iter().map(|d| d.iface.clone()).collect())
+                                {
+                                    if !ifs.contains(&other) {
+                                        ifs.push(other);
+                                    }
+                                }
                                 view.iface = cycle(&ifs, view.iface.take());
                             }
                             _ => {}

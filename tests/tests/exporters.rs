@@ -110,6 +110,53 @@ fn real_prometheus_scrapes_the_exact_drop_count() {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
 
+    // The shipped alert rules and dashboard: valid, and every metric they
+    // use is one dropscope exports (a few only exist during an attack or
+    // with --enforce).
+    let dist = concat!(env!("CARGO_MANIFEST_DIR"), "/../drop-user/dist");
+    for args in [
+        vec!["check", "rules", "dropscope-alerts.yml"],
+        vec!["test", "rules", "dropscope-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(dist)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let conditional = [
+        "dropscope_attack_pps",
+        "dropscope_source_pps",
+        "dropscope_blocklist_entries",
+    ];
+    for file in ["dropscope-alerts.yml", "grafana-dashboard.json"] {
+        let body = std::fs::read_to_string(format!("{dist}/{file}")).unwrap();
+        if file.ends_with(".json") {
+            serde_json::from_str::<Value>(&body).expect("dashboard is JSON");
+        }
+        let mut rest = body.as_str();
+        while let Some(i) = rest.find("dropscope_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            if name == "dropscope_" || conditional.contains(&name.as_str()) {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{file} uses {name}, which dropscope does not export"
+            );
+        }
+    }
+
     // A real Prometheus server in the same namespace scrapes it.
     let cfg = dir.path("prometheus.yml");
     std::fs::write(

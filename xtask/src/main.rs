@@ -58,14 +58,19 @@ const APT_BUILD: [&str; 4] = [
     "zlib1g-dev",
 ];
 /// Tools the integration tests run: ip/nstat/tc/ss, iptables, setpriv,
-/// ethtool, and the real flood and load tools.
-const APT_TEST: [(&str, &str); 6] = [
+/// ethtool, the real flood and load tools, and the real consumers of
+/// dropscope's output: Prometheus and promtool, tshark, tmux.
+const APT_TEST: [(&str, &str); 10] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
     ("ethtool", "ethtool"),
     ("hping3", "hping3"),
     ("iperf3", "iperf3"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("tshark", "tshark"),
+    ("tmux", "tmux"),
 ];
 
 fn workspace_root() -> PathBuf {
