@@ -548,3 +548,91 @@ fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
             .all(|r| r.get(3).is_some_and(|c| c.parse::<u32>().unwrap() <= 96))
     );
 }
+
+#[test]
+fn shipped_nft_hook_blocks_the_top_source() {
+    assert!(have("nft"), "nft is needed: run `cargo xtask setup`");
+    let _turn = turn();
+    let lab = Lab::new();
+    let dir = lab.temp_dir("nfthook");
+    let hook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../drop-user/dist/hooks/nft-blocklist"
+    );
+    let cfg = dir.path("dropscope.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[detection]\nend_after_s = 30.0\n[[hooks]]\nname = \"nft\"\non = [\"attack_start\"]\nargv = [\"{hook}\", \"5m\"]\n"
+        ),
+    )
+    .unwrap();
+    let ds = lab.dropscope(&[
+        "run",
+        "--iface",
+        "vb",
+        "--interval",
+        "100ms",
+        "--own-netns",
+        "--config",
+        &cfg,
+        "--iface-pps",
+        "20000",
+    ]);
+    thread::sleep(Duration::from_millis(400));
+    // One source: the attack's top source is the sender.
+    let src = Ipv4Addr::new(198, 18, lab.n as u8, 7);
+    let frame = Eth {
+        dst: lab.mac_bytes(&lab.b, "vb"),
+        src: lab.mac_bytes(&lab.a, "va"),
+        tags: vec![],
+    }
+    .frame(
+        0x0800,
+        &ipv4(
+            src,
+            lab.v4(2).parse().unwrap(),
+            17,
+            (0, false),
+            &udp(40000, 9999, 18),
+        ),
+    );
+    lab.generate(
+        &lab.a,
+        "va",
+        Flood {
+            frame,
+            count: 100_000,
+            sources: 1,
+            base: src,
+            spoof_ttl: false,
+        },
+    );
+    let set = wait_for(Duration::from_secs(10), || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.b,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "dropscope",
+                "blocklist4",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(&src.to_string()).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("{src} never reached the nft set:\n{}", ds.stderr()));
+    assert!(set.contains("timeout 5m"), "{set}");
+    let err = ds.stderr();
+    ds.stop();
+    assert!(
+        err.contains(&format!("hook nft (attack_start): ok"))
+            && err.contains(&format!("blocked {src} for 5m")),
+        "{err}"
+    );
+}

@@ -60,7 +60,7 @@ const APT_BUILD: [&str; 4] = [
 /// Tools the integration tests run: ip/nstat/tc/ss, iptables, setpriv,
 /// ethtool, the real flood and load tools, and the real consumers of
 /// dropscope's output: Prometheus and promtool, tshark, tmux.
-const APT_TEST: [(&str, &str); 10] = [
+const APT_TEST: [(&str, &str); 11] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
@@ -71,6 +71,7 @@ const APT_TEST: [(&str, &str); 10] = [
     ("promtool", "prometheus"),
     ("tshark", "tshark"),
     ("tmux", "tmux"),
+    ("nft", "nftables"),
 ];
 
 fn workspace_root() -> PathBuf {
