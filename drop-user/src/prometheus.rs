@@ -30,10 +30,10 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    if let Some(port) = s.strip_prefix("localhost:") {
-        if let Ok(port) = port.parse::<u16>() {
-            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-        }
+    if let Some(port) = s.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.parse().map_err(|_| {
         format!("'{s}' is not an address: use PORT (binds 127.0.0.1), HOST:PORT or [V6]:PORT")
@@ -262,7 +262,7 @@ pub fn render(r: &Report, extra: &Extra) -> String {
         "Packets the kernel dropped (kfree_skb), by reason, category and interface.",
     );
     let mut rows: Vec<_> = r.drops.iter().collect();
-    rows.sort_by(|a, b| b.total.cmp(&a.total));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.total));
     let mut other: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (i, d) in rows.iter().enumerate() {
         if i < MAX_DROP_SERIES {

@@ -73,55 +73,55 @@ pub fn spawn(
                 if !view.paused && dirty {
                     view.shown = view.latest.take();
                 }
-                if event::poll(Duration::from_millis(100)).unwrap_or(false) {
-                    if let Ok(Event::Key(k)) = event::read() {
-                        if k.kind != KeyEventKind::Press {
-                            continue;
-                        }
-                        match k.code {
-                            KeyCode::Char('q') | KeyCode::Esc => break,
-                            KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                                break;
-                            }
-                            KeyCode::Char('p') | KeyCode::Char(' ') => {
-                                view.paused = !view.paused;
-                                if !view.paused && view.latest.is_some() {
-                                    view.shown = view.latest.take();
-                                }
-                            }
-                            KeyCode::Char('s') => {
-                                view.sort = match view.sort {
-                                    Sort::Rate => Sort::Total,
-                                    Sort::Total => Sort::Reason,
-                                    Sort::Reason => Sort::Rate,
-                                }
-                            }
-                            KeyCode::Char('c') => {
-                                let cats = view.values(|r| {
-                                    r.drops.iter().map(|d| d.category.to_string()).collect()
-                                });
-                                view.category = cycle(&cats, view.category.take());
-                            }
-                            KeyCode::Char('i') => {
-                                // Watched interfaces first, then the rest.
-                                let mut ifs: Vec<String> = view
-                                    .shown
-                                    .as_deref()
-                                    .map(|r| r.interfaces.iter().map(|i| i.iface.clone()).collect())
-                                    .unwrap_or_default();
-                                for other in view
-                                    .values(|r| r.drops.iter().map(|d| d.iface.clone()).collect())
-                                {
-                                    if !ifs.contains(&other) {
-                                        ifs.push(other);
-                                    }
-                                }
-                                view.iface = cycle(&ifs, view.iface.take());
-                            }
-                            _ => {}
-                        }
-                        last_draw = Instant::now() - Duration::from_secs(1);
+                if event::poll(Duration::from_millis(100)).unwrap_or(false)
+                    && let Ok(Event::Key(k)) = event::read()
+                {
+                    if k.kind != KeyEventKind::Press {
+                        continue;
                     }
+                    match k.code {
+                        KeyCode::Char('q') | KeyCode::Esc => break,
+                        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                            break;
+                        }
+                        KeyCode::Char('p') | KeyCode::Char(' ') => {
+                            view.paused = !view.paused;
+                            if !view.paused && view.latest.is_some() {
+                                view.shown = view.latest.take();
+                            }
+                        }
+                        KeyCode::Char('s') => {
+                            view.sort = match view.sort {
+                                Sort::Rate => Sort::Total,
+                                Sort::Total => Sort::Reason,
+                                Sort::Reason => Sort::Rate,
+                            }
+                        }
+                        KeyCode::Char('c') => {
+                            let cats = view.values(|r| {
+                                r.drops.iter().map(|d| d.category.to_string()).collect()
+                            });
+                            view.category = cycle(&cats, view.category.take());
+                        }
+                        KeyCode::Char('i') => {
+                            // Watched interfaces first, then the rest.
+                            let mut ifs: Vec<String> = view
+                                .shown
+                                .as_deref()
+                                .map(|r| r.interfaces.iter().map(|i| i.iface.clone()).collect())
+                                .unwrap_or_default();
+                            for other in
+                                view.values(|r| r.drops.iter().map(|d| d.iface.clone()).collect())
+                            {
+                                if !ifs.contains(&other) {
+                                    ifs.push(other);
+                                }
+                            }
+                            view.iface = cycle(&ifs, view.iface.take());
+                        }
+                        _ => {}
+                    }
+                    last_draw = Instant::now() - Duration::from_secs(1);
                 }
                 if dirty || last_draw.elapsed() >= Duration::from_millis(500) {
                     let _ = terminal.draw(|f| draw(f, &view));
@@ -239,7 +239,7 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
         .collect();
     match v.sort {
         Sort::Rate => rows.sort_by(|a, b| b.rate.total_cmp(&a.rate).then(b.total.cmp(&a.total))),
-        Sort::Total => rows.sort_by(|a, b| b.total.cmp(&a.total)),
+        Sort::Total => rows.sort_by_key(|r| std::cmp::Reverse(r.total)),
         Sort::Reason => rows.sort_by(|a, b| a.reason.cmp(&b.reason).then(a.iface.cmp(&b.iface))),
     }
     let sum: f64 = rows.iter().map(|d| d.rate).sum::<f64>().max(1e-9);

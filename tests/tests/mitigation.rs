@@ -631,7 +631,7 @@ fn shipped_nft_hook_blocks_the_top_source() {
     let err = ds.stderr();
     ds.stop();
     assert!(
-        err.contains(&format!("hook nft (attack_start): ok"))
+        err.contains("hook nft (attack_start): ok")
             && err.contains(&format!("blocked {src} for 5m")),
         "{err}"
     );
