@@ -214,7 +214,16 @@ fn events_stream_carries_reports_and_attacks() {
         &file,
     ]);
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5002), 300, 64);
-    thread::sleep(Duration::from_millis(600));
+    let rule = rule_packets(&lab, 5002);
+    // Until a report shows every drop, and at least three reports.
+    wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
+        (text.lines().count() >= 3
+            && integration_tests::drops(&last, "NETFILTER_DROP", "vb") == rule)
+            .then_some(())
+    })
+    .expect("the stream never showed every drop");
     let lines = ds.stop();
     assert!(lines.is_empty(), "run prints nothing on stdout");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -225,10 +234,8 @@ fn events_stream_carries_reports_and_attacks() {
     assert!(reports.len() >= 3, "{} lines", reports.len());
     assert!(reports.iter().all(|r| r["schema"] == "dropscope.watch/1"));
     let last = reports.last().unwrap();
-    assert_eq!(
-        integration_tests::drops(last, "NETFILTER_DROP", "vb"),
-        rule_packets(&lab, 5002)
-    );
+    assert_eq!(rule, 300);
+    assert_eq!(integration_tests::drops(last, "NETFILTER_DROP", "vb"), rule);
 }
 
 #[test]

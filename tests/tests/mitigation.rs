@@ -262,13 +262,14 @@ argv = ["{record}", "{out}"]
     dry.push("--dry-run");
     let ds = lab.dropscope(&dry);
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5003), 200, 64);
-    thread::sleep(Duration::from_millis(700));
+    let logged = wait_for(Duration::from_secs(5), || {
+        ds.stderr()
+            .contains("hook fw (drop_rate): dry run, would run")
+            .then_some(())
+    });
     let err = ds.stderr();
     ds.stop();
-    assert!(
-        err.contains("hook fw (drop_rate): dry run, would run"),
-        "{err}"
-    );
+    assert!(logged.is_some(), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
 
@@ -469,7 +470,7 @@ fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
     let cfg = dir.path("dropscope.toml");
     std::fs::write(
         &cfg,
-        "[pcap]\nevery = 16\nsnaplen = 96\npre_attack = 2000\nattack_samples = 500\n",
+        "[pcap]\nevery = 16\nsnaplen = 96\npre_attack = 20000\nattack_samples = 500\n",
     )
     .unwrap();
     let pcaps = dir.path("pcaps");
@@ -530,14 +531,18 @@ fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
-    assert!(rows.len() <= 2500, "{} samples, bound 2500", rows.len());
+    // The ring holds every sample taken before the attack started (the
+    // whole flood is 12500 samples), so the datagrams before it are there
+    // however long detection took on a loaded machine.
+    assert!(rows.len() <= 20500, "{} samples, bound 20500", rows.len());
     assert!(rows.len() >= 100, "only {} samples", rows.len());
     let onset = rows
         .iter()
         .filter(|r| r[0] == lab.v4(1) && r.get(2) == Some(&"7000"))
         .count();
-    // 1 in 16 per CPU of the 320 datagrams sent before the attack.
-    assert!((19..=20).contains(&onset), "{onset} onset samples");
+    // 1 in 16 per CPU of the 320 datagrams sent before the attack (each
+    // CPU's counter may start anywhere in its cycle).
+    assert!((19..=21).contains(&onset), "{onset} onset samples");
     let syns = rows
         .iter()
         .filter(|r| r.get(1).is_some_and(|f| *f == "1" || *f == "True"))

@@ -241,7 +241,13 @@ fn remove_stale_test_namespaces() {
 fn test(bin: &Path, args: &[String]) -> Result<()> {
     use std::io::{BufRead, BufReader};
     let mut child = cargo()
-        .args(["test", "--workspace", "--exclude", "drop-ebpf"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "drop-ebpf",
+            "--no-fail-fast",
+        ])
         .args(args)
         .env("DROPSCOPE_BIN", bin)
         .stdout(std::process::Stdio::piped())
