@@ -6,6 +6,8 @@
 #![no_std]
 
 /// Map names, shared so neither side can drift.
+pub mod parse;
+
 pub mod maps {
     /// Per-CPU array: reason (below MAX_REASONS) -> drops.
     pub const REASON_COUNTS: &str = "REASON_COUNTS";
@@ -269,7 +271,8 @@ pub mod proto {
     pub const UDP: usize = 1;
     pub const ICMP: usize = 2;
     pub const ICMPV6: usize = 3;
-    /// IPv4 or IPv6 with another transport (or a non-first fragment).
+    /// IPv4 or IPv6 with another transport. (A non-first fragment counts
+    /// under the transport its header names: TCP, UDP, ICMP.)
     pub const OTHER_IP: usize = 4;
     /// ARP, LLDP and everything else that is not IP.
     pub const NON_IP: usize = 5;
@@ -450,6 +453,40 @@ impl IfaceStats {
         let mut d = *self;
         d.combine(earlier, u64::saturating_sub);
         d
+    }
+
+    /// Counts one parsed frame of `len` bytes: the XDP program's hot path,
+    /// and the host's oracle in tests.
+    #[inline(always)]
+    pub fn count(&mut self, shape: &parse::Shape, len: u64) {
+        self.packets += 1;
+        self.bytes += len;
+        if shape.proto < proto::COUNT {
+            self.proto_packets[shape.proto] += 1;
+            self.proto_bytes[shape.proto] += len;
+        }
+        self.ipv4 += shape.ipv4 as u64;
+        self.ipv6 += shape.ipv6 as u64;
+        self.vlan += shape.vlan as u64;
+        self.fragments += shape.fragment as u64;
+        if let Some(flags) = shape.tcp_flags {
+            let syn = flags & 0x02 != 0;
+            let ack = flags & 0x10 != 0;
+            let rst = flags & 0x04 != 0;
+            let fin = flags & 0x01 != 0;
+            self.tcp_syn += (syn && !ack) as u64;
+            self.tcp_syn_ack += (syn && ack) as u64;
+            self.tcp_ack_only += (ack && !syn && !rst && !fin && !shape.tcp_payload) as u64;
+            self.tcp_rst += rst as u64;
+            self.tcp_fin += fin as u64;
+        }
+        let b = size_bucket(len as u32);
+        if b < self.size_buckets.len() {
+            self.size_buckets[b] += 1;
+        }
+        if shape.source.is_some() {
+            self.ttl[shape.ttl as usize] += 1;
+        }
     }
 
     /// Applies `f(self.field, o.field)` to every counter.

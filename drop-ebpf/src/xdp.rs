@@ -12,8 +12,9 @@ use drop_common::{
     BlockEntry, EpochState, IfaceStats, MAX_BLOCKS, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES,
     PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX, SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES,
     SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET,
-    UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot, proto, size_bucket, sketch_index,
-    trigger_kind,
+    UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot,
+    parse::{Bytes, Shape, parse},
+    sketch_index, trigger_kind,
 };
 
 /// Filled in by user space before load: budgets and trigger counts.
@@ -83,18 +84,8 @@ static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLE_RING_BYTES, 0);
 #[map]
 static SAMPLE_COUNT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 /// Heavy destination ports are counted in steps of this many packets.
 const PORT_SAMPLE: u32 = 64;
-/// IPv6 headers past the fixed one that we walk before giving up.
-const MAX_IPV6_EXT: usize = 6;
 
 #[xdp]
 pub fn dropscope_xdp(ctx: XdpContext) -> u32 {
@@ -107,7 +98,7 @@ struct Frame {
     end: usize,
 }
 
-impl Frame {
+impl Bytes for Frame {
     /// Copies `N` bytes at `off`, or None past the end. N must be at least 2:
     /// LLVM turns a one-byte check into `p >= end`, which the verifier
     /// can't use to prove the read safe.
@@ -128,26 +119,9 @@ impl Frame {
     }
 
     #[inline(always)]
-    fn be16(&self, off: usize) -> Option<u16> {
-        self.load::<2>(off).map(u16::from_be_bytes)
+    fn len(&self) -> usize {
+        self.end - self.start
     }
-}
-
-/// What the parser learned about one frame.
-struct Shape {
-    proto: usize,
-    vlan: bool,
-    ipv4: bool,
-    ipv6: bool,
-    fragment: bool,
-    tcp_flags: Option<u8>,
-    /// The TCP segment carries data (a pure ACK carries none).
-    tcp_payload: bool,
-    udp_sport: Option<u16>,
-    /// (IP protocol, destination port) for TCP and UDP first fragments.
-    dport: Option<(u8, u16)>,
-    ttl: u8,
-    source: Option<(u8, [u8; 16])>,
 }
 
 /// Counts the frame; the verdict is PASS unless `--enforce` finds its
@@ -184,35 +158,7 @@ fn observe(ctx: &XdpContext) -> u32 {
     }
 
     if let Some(stats) = IFACE_STATS.get_ptr_mut(slot) {
-        let s = unsafe { &mut *stats };
-        s.packets += 1;
-        s.bytes += len;
-        if shape.proto < proto::COUNT {
-            s.proto_packets[shape.proto] += 1;
-            s.proto_bytes[shape.proto] += len;
-        }
-        s.ipv4 += shape.ipv4 as u64;
-        s.ipv6 += shape.ipv6 as u64;
-        s.vlan += shape.vlan as u64;
-        s.fragments += shape.fragment as u64;
-        if let Some(flags) = shape.tcp_flags {
-            let syn = flags & 0x02 != 0;
-            let ack = flags & 0x10 != 0;
-            let rst = flags & 0x04 != 0;
-            let fin = flags & 0x01 != 0;
-            s.tcp_syn += (syn && !ack) as u64;
-            s.tcp_syn_ack += (syn && ack) as u64;
-            s.tcp_ack_only += (ack && !syn && !rst && !fin && !shape.tcp_payload) as u64;
-            s.tcp_rst += rst as u64;
-            s.tcp_fin += fin as u64;
-        }
-        let b = size_bucket(len as u32);
-        if b < s.size_buckets.len() {
-            s.size_buckets[b] += 1;
-        }
-        if shape.source.is_some() {
-            s.ttl[shape.ttl as usize] += 1;
-        }
+        unsafe { &mut *stats }.count(&shape, len);
     }
 
     if let Some(port) = shape.udp_sport {
@@ -485,162 +431,4 @@ fn emit(kind: u32, ifindex: u32, epoch: u32, port: u32, value: u64, src: Option<
         _pad: [0; 7],
     };
     let _ = TRIGGERS.output::<Trigger>(&t, 0);
-}
-
-#[inline(always)]
-fn parse(f: &Frame) -> Shape {
-    let mut shape = Shape {
-        proto: proto::MALFORMED,
-        vlan: false,
-        ipv4: false,
-        ipv6: false,
-        fragment: false,
-        tcp_flags: None,
-        tcp_payload: false,
-        udp_sport: None,
-        dport: None,
-        ttl: 0,
-        source: None,
-    };
-    let Some(mut ethertype) = f.be16(12) else {
-        return shape;
-    };
-    let mut off: usize = 14;
-    // Up to two tags: 802.1ad outer, 802.1Q inner (QinQ).
-    let mut tags = 0;
-    while tags < 2 {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        shape.vlan = true;
-        let Some(inner) = f.be16(off + 2) else {
-            return shape;
-        };
-        ethertype = inner;
-        off += 4;
-        tags += 1;
-    }
-
-    let (l4proto, l4off, ip_end) = match ethertype {
-        ETH_P_IP => {
-            shape.ipv4 = true;
-            let Some(h) = f.load::<20>(off) else {
-                return shape;
-            };
-            let ihl = (h[0] & 0x0f) as usize * 4;
-            if h[0] >> 4 != 4 || ihl < 20 {
-                return shape;
-            }
-            shape.ttl = h[8];
-            let mut src = [0u8; 16];
-            src[..4].copy_from_slice(&h[12..16]);
-            shape.source = Some((4, src));
-            let frag = u16::from_be_bytes([h[6], h[7]]);
-            shape.fragment = frag & 0x3fff != 0;
-            if frag & 0x1fff != 0 {
-                // Later fragments carry no transport header.
-                shape.proto = proto_index(h[9]);
-                return shape;
-            }
-            let total = u16::from_be_bytes([h[2], h[3]]) as usize;
-            (h[9], off + ihl, off + total)
-        }
-        ETH_P_IPV6 => {
-            shape.ipv6 = true;
-            let Some(h) = f.load::<40>(off) else {
-                return shape;
-            };
-            shape.ttl = h[7];
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&h[8..24]);
-            shape.source = Some((6, src));
-            let mut next = h[6];
-            let mut hoff = off + 40;
-            let mut i = 0;
-            while i < MAX_IPV6_EXT {
-                if !matches!(next, 0 | 43 | 60 | 51 | 44) {
-                    break;
-                }
-                // Every extension header starts with (next header, length).
-                let Some(e) = f.load::<8>(hoff) else {
-                    return shape;
-                };
-                match next {
-                    // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
-                    0 | 43 | 60 => hoff += (e[1] as usize + 1) * 8,
-                    // Authentication header: (len + 2) * 4 bytes.
-                    51 => hoff += (e[1] as usize + 2) * 4,
-                    // Fragment header: 8 bytes; later fragments have no transport header.
-                    _ => {
-                        shape.fragment = true;
-                        if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
-                            shape.proto = proto_index6(e[0]);
-                            return shape;
-                        }
-                        hoff += 8;
-                    }
-                }
-                next = e[0];
-                // Keeps the offset provably small for the verifier.
-                if hoff > 1024 {
-                    return shape;
-                }
-                i += 1;
-            }
-            let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
-            (next, hoff, off + 40 + plen)
-        }
-        _ => {
-            shape.proto = proto::NON_IP;
-            return shape;
-        }
-    };
-
-    match l4proto {
-        IPPROTO_TCP => {
-            if let Some(t) = f.load::<20>(l4off) {
-                shape.proto = proto::TCP;
-                shape.tcp_flags = Some(t[13]);
-                let doff = (t[12] >> 4) as usize * 4;
-                shape.tcp_payload = ip_end > l4off + doff;
-                shape.dport = Some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
-            }
-        }
-        IPPROTO_UDP => {
-            if let Some(u) = f.load::<8>(l4off) {
-                shape.proto = proto::UDP;
-                shape.udp_sport = Some(u16::from_be_bytes([u[0], u[1]]));
-                shape.dport = Some((IPPROTO_UDP, u16::from_be_bytes([u[2], u[3]])));
-            }
-        }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if f.load::<4>(l4off).is_some() {
-                shape.proto = if l4proto == IPPROTO_ICMP {
-                    proto::ICMP
-                } else {
-                    proto::ICMPV6
-                };
-            }
-        }
-        _ => shape.proto = proto::OTHER_IP,
-    }
-    shape
-}
-
-#[inline(always)]
-fn proto_index(p: u8) -> usize {
-    match p {
-        IPPROTO_TCP => proto::TCP,
-        IPPROTO_UDP => proto::UDP,
-        IPPROTO_ICMP => proto::ICMP,
-        _ => proto::OTHER_IP,
-    }
-}
-
-#[inline(always)]
-fn proto_index6(p: u8) -> usize {
-    match p {
-        IPPROTO_ICMPV6 => proto::ICMPV6,
-        p => proto_index(p),
-    }
 }

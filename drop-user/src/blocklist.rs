@@ -49,7 +49,7 @@ impl FromStr for Prefix {
         let addr: IpAddr = a
             .trim()
             .parse()
-            .map_err(|_| format!("'{s}' is not an address or prefix (e.g. 203.0.113.0/24)"))?;
+            .map_err(|_| format!("{s:?} is not an address or prefix (e.g. 203.0.113.0/24)"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             None => max,
@@ -58,7 +58,7 @@ impl FromStr for Prefix {
                 .parse::<u8>()
                 .ok()
                 .filter(|l| *l <= max)
-                .ok_or_else(|| format!("'{s}': prefix length must be 0..={max}"))?,
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
         };
         Ok(Prefix {
             addr: mask(addr, len),

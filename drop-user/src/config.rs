@@ -52,7 +52,18 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let c: Config = toml::from_str(text)?;
+        // toml's own message draws the line with a caret over several
+        // lines; errors here stay on one.
+        let c: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().replace('\n', " ");
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {}", msg.trim()),
+                None => anyhow::anyhow!("{}", msg.trim()),
+            }
+        })?;
         c.validate()?;
         Ok(c)
     }
@@ -98,17 +109,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let v: f64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration (try 1s, 500ms, 2m)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (try 1s, 500ms, 2m)"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
         "m" => v * 60.0,
         "h" => v * 3600.0,
         "d" => v * 86400.0,
-        _ => return Err(format!("unknown unit in '{s}' (use ms, s, m, h or d)")),
+        _ => return Err(format!("unknown unit in {s:?} (use ms, s, m, h or d)")),
     };
     if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
-        return Err(format!("'{s}' must be more than zero and at most a year"));
+        return Err(format!("{s:?} must be more than zero and at most a year"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -147,6 +158,19 @@ every = 8
         assert_eq!(c.pcap.every, 8);
         assert_eq!(c.pcap.snaplen, 128);
         assert_eq!(c.detect().thresholds.syn_pps, 20000.0);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("400d").is_err());
     }
 
     #[test]

@@ -31,3 +31,6 @@ pub mod table;
 pub mod top;
 pub mod tracefs;
 pub mod watch;
+
+#[cfg(test)]
+mod fuzz;

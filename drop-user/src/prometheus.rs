@@ -36,7 +36,7 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.parse().map_err(|_| {
-        format!("'{s}' is not an address: use PORT (binds 127.0.0.1), HOST:PORT or [V6]:PORT")
+        format!("{s:?} is not an address: use PORT (binds 127.0.0.1), HOST:PORT or [V6]:PORT")
     })
 }
 

@@ -147,11 +147,11 @@ pub fn read_format(tracefs: &Path, category: &str, event: &str) -> Result<Format
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // As printed by a 6.18 kernel (reason list shortened).
-    const KFREE_618: &str = r#"name: kfree_skb
+    pub(crate) const KFREE_618: &str = r#"name: kfree_skb
 ID: 1544
 format:
 	field:unsigned short common_type;	offset:0;	size:2;	signed:0;

@@ -77,6 +77,9 @@ fn port_deltas(prev: &mut HashMap<PortKey, u64>, now: Vec<(PortKey, u64)>) -> Ve
 }
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
+    // First: a signal during loading must still end in a clean exit.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let ifaces = iface::resolve(&opts.ifaces)?;
     let secs = opts.interval.as_secs_f64();
     let mut base = loader::default_xdp_config();
@@ -129,7 +132,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let _pins = if opts.enforce {
         let (pins, carried) = blocklist::pin(&mut probes.ebpf, &opts.pin_dir)?;
         eprintln!(
-            "dropscope: --enforce: blocklist pinned at {}{}",
+            "note: --enforce: blocklist pinned at {}{}",
             opts.pin_dir.display(),
             if carried > 0 {
                 format!(" ({carried} entries carried over from the last run)")
@@ -142,7 +145,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         None
     };
     if let Some(e) = &exporter {
-        eprintln!("dropscope: Prometheus metrics at http://{}/metrics", e.addr);
+        eprintln!("note: Prometheus metrics at http://{}/metrics", e.addr);
     }
     let mut hooks = Hooks::start(opts.hooks.clone(), opts.dry_run);
     let mut extra = prometheus::Extra::default();
@@ -206,8 +209,6 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     probes.maps.sample_epoch(xdp_config.source_budget)?;
     let mut prev_ports = HashMap::new();
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
     let mut next = start + opts.interval;

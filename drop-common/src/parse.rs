@@ -1,0 +1,244 @@
+//! The frame parser, shared: the XDP program runs it on packets (through
+//! bounds-checked loads from the context) and the host runs the very same
+//! code on byte slices, so it can be fuzzed and used as the oracle the
+//! kernel's counters are checked against.
+
+use crate::proto;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 headers past the fixed one that we walk before giving up.
+pub const MAX_IPV6_EXT: usize = 6;
+
+/// Bounds-checked reads from a frame.
+pub trait Bytes {
+    /// Copies `N` bytes at `off`, or None past the end. In eBPF N must be
+    /// at least 2 (see the XDP side).
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+    /// The frame's length.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline(always)]
+    fn be16(&self, off: usize) -> Option<u16> {
+        self.load::<2>(off).map(u16::from_be_bytes)
+    }
+}
+
+impl Bytes for [u8] {
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let s = self.get(off..off.checked_add(N)?)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(s);
+        Some(out)
+    }
+
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+}
+
+/// What the parser learned about one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub proto: usize,
+    pub vlan: bool,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    pub fragment: bool,
+    pub tcp_flags: Option<u8>,
+    /// The TCP segment carries data (a pure ACK carries none).
+    pub tcp_payload: bool,
+    pub udp_sport: Option<u16>,
+    /// (IP protocol, destination port) for TCP and UDP first fragments.
+    pub dport: Option<(u8, u16)>,
+    pub ttl: u8,
+    pub source: Option<(u8, [u8; 16])>,
+}
+
+/// Parses Ethernet (up to two VLAN tags), IPv4 or IPv6 (extension headers,
+/// fragments) and the TCP/UDP/ICMP header. A frame whose headers are cut
+/// short or whose IP length disagrees with the frame (as the kernel's
+/// ip_rcv/ipv6_rcv checks) is `proto::MALFORMED`, with its source kept.
+#[inline(always)]
+pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
+    let mut shape = Shape {
+        proto: proto::MALFORMED,
+        vlan: false,
+        ipv4: false,
+        ipv6: false,
+        fragment: false,
+        tcp_flags: None,
+        tcp_payload: false,
+        udp_sport: None,
+        dport: None,
+        ttl: 0,
+        source: None,
+    };
+    let Some(mut ethertype) = f.be16(12) else {
+        return shape;
+    };
+    let mut off: usize = 14;
+    // Up to two tags: 802.1ad outer, 802.1Q inner (QinQ).
+    let mut tags = 0;
+    while tags < 2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        shape.vlan = true;
+        let Some(inner) = f.be16(off + 2) else {
+            return shape;
+        };
+        ethertype = inner;
+        off += 4;
+        tags += 1;
+    }
+
+    let (l4proto, l4off, ip_end) = match ethertype {
+        ETH_P_IP => {
+            shape.ipv4 = true;
+            let Some(h) = f.load::<20>(off) else {
+                return shape;
+            };
+            let ihl = (h[0] & 0x0f) as usize * 4;
+            if h[0] >> 4 != 4 || ihl < 20 {
+                return shape;
+            }
+            shape.ttl = h[8];
+            let mut src = [0u8; 16];
+            src[..4].copy_from_slice(&h[12..16]);
+            shape.source = Some((4, src));
+            let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+            // Claims more than it carries, or less than its own header.
+            if off + total > f.len() || total < ihl {
+                return shape;
+            }
+            let frag = u16::from_be_bytes([h[6], h[7]]);
+            shape.fragment = frag & 0x3fff != 0;
+            if frag & 0x1fff != 0 {
+                // Later fragments carry no transport header.
+                shape.proto = proto_index(h[9]);
+                return shape;
+            }
+            (h[9], off + ihl, off + total)
+        }
+        ETH_P_IPV6 => {
+            shape.ipv6 = true;
+            let Some(h) = f.load::<40>(off) else {
+                return shape;
+            };
+            shape.ttl = h[7];
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&h[8..24]);
+            shape.source = Some((6, src));
+            let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
+            // A zero length with a hop-by-hop header may be a jumbogram.
+            if (plen != 0 || h[6] != 0) && off + 40 + plen > f.len() {
+                return shape;
+            }
+            let mut next = h[6];
+            let mut hoff = off + 40;
+            let mut i = 0;
+            while i < MAX_IPV6_EXT {
+                if !matches!(next, 0 | 43 | 60 | 51 | 44) {
+                    break;
+                }
+                // Every extension header starts with (next header, length).
+                let Some(e) = f.load::<8>(hoff) else {
+                    return shape;
+                };
+                match next {
+                    // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+                    0 | 43 | 60 => hoff += (e[1] as usize + 1) * 8,
+                    // Authentication header: (len + 2) * 4 bytes.
+                    51 => hoff += (e[1] as usize + 2) * 4,
+                    // Fragment header: 8 bytes; later fragments have no transport header.
+                    _ => {
+                        shape.fragment = true;
+                        if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                            shape.proto = proto_index6(e[0]);
+                            return shape;
+                        }
+                        hoff += 8;
+                    }
+                }
+                next = e[0];
+                // Keeps the offset provably small for the verifier.
+                if hoff > 1024 {
+                    return shape;
+                }
+                i += 1;
+            }
+            (next, hoff, off + 40 + plen)
+        }
+        _ => {
+            shape.proto = proto::NON_IP;
+            return shape;
+        }
+    };
+
+    match l4proto {
+        IPPROTO_TCP => {
+            if let Some(t) = f.load::<20>(l4off)
+                && l4off + 20 <= ip_end
+            {
+                shape.proto = proto::TCP;
+                shape.tcp_flags = Some(t[13]);
+                let doff = (t[12] >> 4) as usize * 4;
+                shape.tcp_payload = ip_end > l4off + doff;
+                shape.dport = Some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
+            }
+        }
+        IPPROTO_UDP => {
+            if let Some(u) = f.load::<8>(l4off)
+                && l4off + 8 <= ip_end
+            {
+                shape.proto = proto::UDP;
+                shape.udp_sport = Some(u16::from_be_bytes([u[0], u[1]]));
+                shape.dport = Some((IPPROTO_UDP, u16::from_be_bytes([u[2], u[3]])));
+            }
+        }
+        // ICMP belongs to IPv4 and ICMPv6 to IPv6; the other way round is
+        // just an unusual transport.
+        IPPROTO_ICMP if shape.ipv4 => {
+            if f.load::<4>(l4off).is_some() && l4off + 4 <= ip_end {
+                shape.proto = proto::ICMP;
+            }
+        }
+        IPPROTO_ICMPV6 if shape.ipv6 => {
+            if f.load::<4>(l4off).is_some() && l4off + 4 <= ip_end {
+                shape.proto = proto::ICMPV6;
+            }
+        }
+        _ => shape.proto = proto::OTHER_IP,
+    }
+    shape
+}
+
+#[inline(always)]
+pub fn proto_index(p: u8) -> usize {
+    match p {
+        IPPROTO_TCP => proto::TCP,
+        IPPROTO_UDP => proto::UDP,
+        IPPROTO_ICMP => proto::ICMP,
+        _ => proto::OTHER_IP,
+    }
+}
+
+#[inline(always)]
+pub fn proto_index6(p: u8) -> usize {
+    match p {
+        IPPROTO_ICMPV6 => proto::ICMPV6,
+        IPPROTO_ICMP => proto::OTHER_IP,
+        p => proto_index(p),
+    }
+}
