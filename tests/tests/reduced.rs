@@ -98,3 +98,53 @@ fn runs_with_only_bpf_perfmon_and_net_admin() {
     assert_eq!(drops(&last, "NO_SOCKET", "vb"), delta);
     assert_eq!(delta, 66);
 }
+
+/// Kernels where the drop hook can't be had: no BTF and no tracefs, or a
+/// kfree_skb tracepoint without the reason field (before 5.17). dropscope
+/// runs XDP-only, says exactly what is missing, and XDP counts stay exact.
+#[test]
+fn without_a_drop_hook_it_runs_xdp_only_and_says_why() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new();
+    let fake = lab.temp_dir("tracefs");
+    let format_dir = fake.0.join("events/skb/kfree_skb");
+    std::fs::create_dir_all(&format_dir).unwrap();
+    // A 5.4 kernel's format: no reason field.
+    std::fs::write(
+        format_dir.join("format"),
+        "name: kfree_skb\nID: 1234\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned short protocol;\toffset:24;\tsize:2;\tsigned:0;\n\nprint fmt: \"skbaddr=%p protocol=%u location=%p\", REC->skbaddr, REC->protocol, REC->location\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "DROPSCOPE_TRACEFS=/nonexistent/tracefs".to_string(),
+            "no tracefs at /nonexistent/tracefs",
+        ),
+        (
+            format!("DROPSCOPE_TRACEFS={}", fake.0.display()),
+            "has no drop reason (needs Linux 5.17+): running XDP-only",
+        ),
+    ];
+    for (i, (tracefs, why)) in cases.iter().enumerate() {
+        let rx0 = integration_tests::ip_link_rx_packets(&lab, &lab.b, "vb");
+        let (err, last, delta) = watch_closed_port(
+            &lab,
+            &["env", "DROPSCOPE_VMLINUX_BTF=/nonexistent/vmlinux", tracefs],
+            &[],
+            6300 + i as u16,
+            50,
+        );
+        assert!(err.contains(why), "{err}");
+        assert!(err.contains("running XDP-only"), "{err}");
+        assert!(err.contains("drops via none; XDP on vb"), "{err}");
+        assert_eq!(delta, 50, "the datagrams reached the closed port");
+        // No drop rows without a hook, and XDP saw exactly what arrived.
+        assert_eq!(last["drops"].as_array().unwrap().len(), 0);
+        let rx = integration_tests::ip_link_rx_packets(&lab, &lab.b, "vb") - rx0;
+        assert_eq!(
+            integration_tests::iface(&last, "vb")["total"]["packets"],
+            rx,
+            "XDP vs ip -s link"
+        );
+    }
+}
