@@ -204,6 +204,13 @@ pub fn render_table(r: &Report) -> String {
         );
     }
     s.push('\n');
+    if r.health.sources_evicted > 0 {
+        let _ = writeln!(
+            s,
+            "sources: {} tracked exactly, {} evicted from the table (least recently seen first)",
+            r.health.sources_tracked, r.health.sources_evicted
+        );
+    }
     if r.health.map_full > 0 || r.health.read_errors > 0 {
         let _ = writeln!(
             s,

@@ -461,6 +461,17 @@ pub fn render(r: &Report, extra: &Extra) -> String {
     let _ = writeln!(s, "dropscope_sources_tracked {}", r.health.sources_tracked);
     family(
         &mut s,
+        "dropscope_sources_evicted_total",
+        "counter",
+        "Sources the LRU evicted from the exact per-source table.",
+    );
+    let _ = writeln!(
+        s,
+        "dropscope_sources_evicted_total {}",
+        r.health.sources_evicted
+    );
+    family(
+        &mut s,
         "dropscope_hook_runs_dropped_total",
         "counter",
         "Hook runs skipped because the hook queue was full.",

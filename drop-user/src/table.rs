@@ -200,6 +200,10 @@ pub struct Health {
     /// Drop events the pattern stream had no room for.
     pub events_lost: u64,
     pub sources_tracked: usize,
+    /// Sources entered into the exact table since start, and how many of
+    /// them the LRU has evicted since (inserted minus still there).
+    pub sources_inserted: u64,
+    pub sources_evicted: u64,
 }
 
 pub struct Tracker {
@@ -519,6 +523,7 @@ impl Tracker {
             other_netns: snap.health[kfree_health::OTHER_NETNS as usize],
             events_lost: snap.health[kfree_health::EVENTS_LOST as usize],
             sources_tracked: self.sources_tracked,
+            ..Default::default()
         };
 
         let ts = SystemTime::now()

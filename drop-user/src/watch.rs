@@ -208,6 +208,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     // Start the first epoch clean.
     probes.maps.sample_epoch(xdp_config.source_budget)?;
     let mut prev_ports = HashMap::new();
+    let mut sources_inserted = 0u64;
 
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
@@ -332,6 +333,10 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                 detector.restate(e, &report);
             }
         }
+        sources_inserted += sample.new_sources;
+        report.health.sources_inserted = sources_inserted;
+        report.health.sources_evicted =
+            sources_inserted.saturating_sub(report.health.sources_tracked as u64);
         report.loss = Some(loss);
         report.sources_estimate = Some(SourcesEstimate {
             distinct_sources: sample.distinct_sources.round(),
