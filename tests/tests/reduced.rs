@@ -126,7 +126,6 @@ fn without_a_drop_hook_it_runs_xdp_only_and_says_why() {
         ),
     ];
     for (i, (tracefs, why)) in cases.iter().enumerate() {
-        let rx0 = integration_tests::ip_link_rx_packets(&lab, &lab.b, "vb");
         let (err, last, delta) = watch_closed_port(
             &lab,
             &["env", "DROPSCOPE_VMLINUX_BTF=/nonexistent/vmlinux", tracefs],
@@ -138,13 +137,14 @@ fn without_a_drop_hook_it_runs_xdp_only_and_says_why() {
         assert!(err.contains("running XDP-only"), "{err}");
         assert!(err.contains("drops via none; XDP on vb"), "{err}");
         assert_eq!(delta, 50, "the datagrams reached the closed port");
-        // No drop rows without a hook, and XDP saw exactly what arrived.
+        // No drop rows without a hook, and XDP saw exactly the datagrams
+        // the test sent (a stray neighbour packet may come and go around
+        // start-up, so the oracle is the UDP count).
         assert_eq!(last["drops"].as_array().unwrap().len(), 0);
-        let rx = integration_tests::ip_link_rx_packets(&lab, &lab.b, "vb") - rx0;
         assert_eq!(
-            integration_tests::iface(&last, "vb")["total"]["packets"],
-            rx,
-            "XDP vs ip -s link"
+            integration_tests::iface(&last, "vb")["total"]["protocols"]["udp"],
+            50,
+            "XDP's UDP count vs the datagrams sent"
         );
     }
 }
