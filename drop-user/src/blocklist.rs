@@ -187,12 +187,13 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
                 .v6
                 .insert(&Key::new(p.len as u32, a.octets()), entry, 0),
         };
-        r.map_err(|e| {
-            if format!("{e:?}").contains("No space") || format!("{e}").contains("No space") {
+        r.map_err(|e| match e {
+            aya::maps::MapError::SyscallError(ref s)
+                if s.io_error.raw_os_error() == Some(libc::ENOSPC) =>
+            {
                 anyhow!("the blocklist is full ({MAX_BLOCKS} prefixes per family)")
-            } else {
-                anyhow!("adding {p}: {e}")
             }
+            e => anyhow!("adding {p}: {e}"),
         })
     }
 
@@ -255,18 +256,17 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
             .collect()
     }
 
-    /// Deletes expired entries and returns them.
-    pub fn sweep(&mut self) -> Vec<(Prefix, BlockEntry)> {
+    /// Deletes expired entries; returns them and how many entries are left.
+    pub fn sweep(&mut self) -> (Vec<(Prefix, BlockEntry)>, usize) {
         let now = monotonic_ns();
-        let expired: Vec<_> = self
+        let (expired, kept): (Vec<_>, Vec<_>) = self
             .list()
             .into_iter()
-            .filter(|(_, e)| e.expires_ns != 0 && e.expires_ns <= now)
-            .collect();
+            .partition(|(_, e)| e.expires_ns != 0 && e.expires_ns <= now);
         for (p, _) in &expired {
             let _ = self.remove(*p);
         }
-        expired
+        (expired, kept.len())
     }
 }
 

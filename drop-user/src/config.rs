@@ -125,13 +125,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn full_config() {
-        let c = Config::parse(
-            r#"
+    /// Every section of the file; the fuzzer mutates it too.
+    pub(crate) const SAMPLE: &str = r#"
 [thresholds]
 syn_pps = 20000
 [detection]
@@ -150,9 +148,11 @@ rate = 100.0
 argv = ["/bin/true"]
 [pcap]
 every = 8
-"#,
-        )
-        .unwrap();
+"#;
+
+    #[test]
+    fn full_config() {
+        let c = Config::parse(SAMPLE).unwrap();
         assert_eq!(c.hooks.len(), 2);
         assert_eq!(c.hooks[0].timeout, "5s");
         assert_eq!(c.pcap.every, 8);

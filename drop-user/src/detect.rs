@@ -5,11 +5,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result};
 use drop_common::{SKETCH_DEPTH, SKETCH_WIDTH, XdpConfig};
 use serde::{Deserialize, Serialize};
 
@@ -57,25 +55,15 @@ impl Default for Adaptive {
     }
 }
 
-/// The TOML config file: `[thresholds]` and `[detection]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// Detection settings: the config file's `[thresholds]` and `[detection]`
+/// (read by [`crate::config::Config`]).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct DetectConfig {
     pub thresholds: Thresholds,
     pub detection: Adaptive,
 }
 
 impl DetectConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
-    }
-
-    pub fn parse(text: &str) -> Result<Self> {
-        Ok(toml::from_str(text)?)
-    }
-
     /// In-kernel trigger counts for one interval of `secs` (per CPU: a flood
     /// spread over N CPUs triggers at N times the rate).
     pub fn kernel_triggers(&self, secs: f64, base: XdpConfig) -> XdpConfig {
@@ -868,14 +856,15 @@ mod tests {
 
     #[test]
     fn config_file() {
-        let c = DetectConfig::parse(
+        let c = crate::config::Config::parse(
             "[thresholds]\nsource_pps = 5000\nsyn_pps = 20000\n[detection]\nend_after_s = 2\n",
         )
-        .unwrap();
+        .unwrap()
+        .detect();
         assert_eq!(c.thresholds.source_pps, 5000.0);
         assert_eq!(c.detection.end_after_s, 2.0);
         assert_eq!(c.detection.k_sigma, 4.0);
-        assert!(DetectConfig::parse("[thresholds]\nbogus = 1\n").is_err());
+        assert!(crate::config::Config::parse("[thresholds]\nbogus = 1\n").is_err());
         let x = c.kernel_triggers(0.5, XdpConfig::default());
         assert_eq!(x.trigger_source, 2500);
         assert_eq!(x.trigger_port, 0);

@@ -149,29 +149,7 @@ fn proc_files() {
 #[test]
 fn config_file() {
     let mut r = Rng(3);
-    let seed = r#"
-[thresholds]
-source_pps = 50000
-syn_pps = 20000
-[detection]
-k_sigma = 4.0
-end_after_s = 3.0
-[[hooks]]
-name = "blackhole"
-on = ["attack_start", "attack_end"]
-argv = ["/usr/local/bin/blackhole", "--announce"]
-timeout = "5s"
-cooldown = "1m"
-[[hooks]]
-name = "fw"
-on = ["drop_rate"]
-reason = "NETFILTER_DROP"
-rate = 100.0
-argv = ["/bin/true"]
-[pcap]
-every = 8
-snaplen = 96
-"#;
+    let seed = config::tests::SAMPLE;
     assert!(config::Config::parse(seed).is_ok());
     for _ in 0..ROUNDS {
         let m = mutate(&mut r, seed);

@@ -196,7 +196,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let mut triggers =
         unsafe { AsyncFd::register_with_interest(triggers, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("polling the trigger ring: {}", e.into_parts().1))?;
-    let samples = match (&recorder, probes.maps.samples.take()) {
+    let mut samples = match (&recorder, probes.maps.samples.take()) {
         (Some(_), Some(rb)) => Some(
             // SAFETY: as for the trigger ring.
             unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
@@ -204,7 +204,6 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         ),
         _ => None,
     };
-    let mut samples = samples;
     // Start the first epoch clean.
     probes.maps.sample_epoch(xdp_config.source_budget)?;
     let mut prev_ports = HashMap::new();
@@ -363,11 +362,11 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             .cloned()
             .collect();
         if opts.enforce {
-            let mut bl = Blocklist::of(&mut probes.ebpf)?;
-            for (p, _) in bl.sweep() {
+            let (expired, kept) = Blocklist::of(&mut probes.ebpf)?.sweep();
+            for (p, _) in expired {
                 eprintln!("blocklist: {p} expired and was removed");
             }
-            extra.blocklist_entries = Some(bl.list().len());
+            extra.blocklist_entries = Some(kept);
         }
         extra.hook_runs_dropped = hooks.dropped;
         if let Some(x) = &exporter {

@@ -192,6 +192,17 @@ impl Lab {
 
     /// Runs `f` on a thread that lives in namespace `ns`: sockets it opens belong there.
     pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn_in_ns(ns, f)
+            .join()
+            .expect("namespace thread panicked")
+    }
+
+    /// Starts `f` on a thread that lives in namespace `ns` and returns at once.
+    pub fn spawn_in_ns<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{ns}");
         thread::spawn(move || {
             let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -199,8 +210,6 @@ impl Lab {
             assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
             f()
         })
-        .join()
-        .expect("namespace thread panicked")
     }
 
     /// Sends `count` UDP datagrams of `size` bytes from `from` to `to`, paced so
@@ -578,6 +587,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Floods take turns within a test binary: on two cores, parallel floods
+/// would starve each other and make rates (and so verdicts) depend on
+/// scheduling.
+pub fn flood_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether a program is on PATH (or in /usr/sbin).

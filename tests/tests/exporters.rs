@@ -262,14 +262,7 @@ fn metrics_endpoint_survives_hostile_clients_and_binds_loopback() {
     // Slow clients that never finish their request hold no one up.
     let stalled: Vec<_> = (0..8)
         .map(|_| {
-            let ns = lab.b.clone();
-            thread::spawn(move || {
-                let path = format!("/var/run/netns/{ns}");
-                let fd = std::fs::File::open(path).unwrap();
-                unsafe {
-                    use std::os::fd::AsRawFd;
-                    libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET)
-                };
+            lab.spawn_in_ns(&lab.b, move || {
                 let s = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT)).unwrap();
                 use std::io::Write;
                 let _ = (&s).write_all(b"GET /metr");
@@ -321,10 +314,8 @@ fn metrics_endpoint_survives_hostile_clients_and_binds_loopback() {
     assert!(reports >= 25, "only {reports} reports in the run");
 
     // Bound to loopback by default: the veth address refuses.
-    let ns = lab.b.clone();
     let peer = lab.v4(2);
-    let refused = lab.in_ns(&lab.a.clone(), move || {
-        let _ = ns;
+    let refused = lab.in_ns(&lab.a, move || {
         std::net::TcpStream::connect_timeout(
             &format!("{peer}:{METRICS_PORT}").parse().unwrap(),
             Duration::from_secs(2),

@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Dropscope, KillOnDrop, Lab, frames::*, generator::Flood};
+use integration_tests::{
+    Dropscope, KillOnDrop, Lab, flood_turn, frames::*, generator::Flood, have,
+};
 use serde_json::Value;
 
 const WATCH: [&str; 9] = [
@@ -23,16 +25,6 @@ const WATCH: [&str; 9] = [
     "--own-netns",
     "--top",
 ];
-
-/// Floods and iperf3 take turns: on two cores, parallel floods would starve
-/// each other and make rates (and so verdicts) depend on scheduling.
-static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
 
 fn watch(lab: &Lab, extra: &[&str]) -> Dropscope {
     let mut args = WATCH.to_vec();
@@ -108,7 +100,7 @@ fn assert_class(lines: &[Value], class: &str) -> Value {
 
 #[test]
 fn syn_flood_from_random_sources() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     flood(&lab, 6, tcp(40000, 80, SYN), 200_000, 60_000);
@@ -131,7 +123,7 @@ fn syn_flood_from_random_sources() {
 
 #[test]
 fn udp_reflection_names_the_protocol() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     // NTP monlist-style answers: source port 123, large, plus fragments.
@@ -159,7 +151,7 @@ fn udp_reflection_names_the_protocol() {
 
 #[test]
 fn icmp_flood() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     let mut echo = vec![8u8, 0, 0, 0, 0, 1, 0, 1];
@@ -172,7 +164,7 @@ fn icmp_flood() {
 
 #[test]
 fn source_threshold_fires_in_kernel_with_few_sources() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     // 20 000 pps from one source is the threshold; the flood sends far more.
     let d = watch(&lab, &["--source-pps", "20000"]);
@@ -200,7 +192,7 @@ fn source_threshold_fires_in_kernel_with_few_sources() {
 /// within the sketch's stated bound of what the generator sent.
 #[test]
 fn heavy_hitters_within_the_stated_error() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     let heavy = [
@@ -257,18 +249,9 @@ fn heavy_hitters_within_the_stated_error() {
     }
 }
 
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn hping3_syn_flood_with_random_sources() {
-    let _turn = turn();
+    let _turn = flood_turn();
     assert!(have("hping3"), "hping3 missing: run cargo xtask setup");
     let lab = Lab::new();
     let d = watch(&lab, &[]);
@@ -301,7 +284,7 @@ fn hping3_syn_flood_with_random_sources() {
 
 #[test]
 fn iperf3_tcp_between_namespaces_raises_no_attack() {
-    let _turn = turn();
+    let _turn = flood_turn();
     assert!(have("iperf3"), "iperf3 missing: run cargo xtask setup");
     let lab = Lab::new();
     let server = Command::new("ip")
@@ -353,7 +336,7 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
 
 #[test]
 fn ack_flood_without_handshakes() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     flood(&lab, 6, tcp(40000, 443, ACK), 200_000, 60_000);
@@ -364,7 +347,7 @@ fn ack_flood_without_handshakes() {
 
 #[test]
 fn small_udp_flood() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     // 60-byte datagrams from a high source port to one service.
@@ -376,7 +359,7 @@ fn small_udp_flood() {
 
 #[test]
 fn fragment_flood() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     // Later fragments only: nothing to reassemble them with.
@@ -406,7 +389,7 @@ fn fragment_flood() {
 /// under 64 MiB (it follows the bounded tables, not the sources).
 #[test]
 fn twelve_million_spoofed_sources_keep_maps_and_memory_bounded() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let d = watch(&lab, &[]);
     let mut rss = Vec::new();

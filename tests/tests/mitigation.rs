@@ -11,18 +11,10 @@ use std::{
 };
 
 use integration_tests::{
-    Dropscope, Lab, TempDir, drops, dropscope_bin, frames::*, generator::Flood, have, shared_bpffs,
-    sockaddr as addr, wait_for,
+    Dropscope, Lab, TempDir, drops, dropscope_bin, flood_turn, frames::*, generator::Flood, have,
+    shared_bpffs, sockaddr as addr, wait_for,
 };
 use serde_json::Value;
-
-static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
 
 fn syn_flood(lab: &Lab, count: u32) {
     let base = Ipv4Addr::new(198, 18, lab.n as u8, 0);
@@ -79,7 +71,7 @@ fn env_file(path: &str) -> std::collections::HashMap<String, String> {
 
 #[test]
 fn hooks_get_the_exact_event_and_never_delay_detection() {
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let dir = lab.temp_dir("hooks");
     let out = dir.path("out");
@@ -273,17 +265,12 @@ argv = ["{record}", "{out}"]
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
 
-/// Datagrams received by a socket bound in namespace b.
+/// Datagrams received by a socket bound in namespace b (returns once it
+/// is bound; the count when 800 ms pass without one).
 fn receive_count(lab: &Lab, port: u16) -> std::thread::JoinHandle<u32> {
-    let ns = lab.b.clone();
     let bind = lab.v4(2);
     let (tx, rx) = std::sync::mpsc::channel();
-    let h = thread::spawn(move || {
-        let fd = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET)
-        };
+    let h = lab.spawn_in_ns(&lab.b, move || {
         let s = UdpSocket::bind((bind.as_str(), port)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(800)))
             .unwrap();
@@ -464,7 +451,7 @@ fn blocks_survive_a_killed_instance() {
 #[test]
 fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
     assert!(have("tshark"), "tshark is needed: run `cargo xtask setup`");
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let dir = lab.temp_dir("pcap");
     let cfg = dir.path("dropscope.toml");
@@ -557,7 +544,7 @@ fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
 #[test]
 fn shipped_nft_hook_blocks_the_top_source() {
     assert!(have("nft"), "nft is needed: run `cargo xtask setup`");
-    let _turn = turn();
+    let _turn = flood_turn();
     let lab = Lab::new();
     let dir = lab.temp_dir("nfthook");
     let hook = concat!(
