@@ -54,6 +54,10 @@ pub mod flood_maps {
     /// LPM tries of the `--enforce` blocklist.
     pub const BLOCK_V4: &str = "BLOCK_V4";
     pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// Array of [`super::BLOCK_FILTER_WORDS`] bitmap words: which first 16
+    /// address bits any blocklist prefix covers (IPv4 half, then IPv6), so
+    /// most packets skip the trie.
+    pub const BLOCK_FILTER: &str = "BLOCK_FILTER";
 }
 
 /// Global variable names in the eBPF object, set by user space at load time.
@@ -91,9 +95,13 @@ pub struct EpochState {
     pub new_sources: u32,
     /// Ports promoted this epoch.
     pub new_ports: u32,
+    /// Packets (each sampled packet counts for its gap, see [`Sampler`]).
     pub packets: u32,
     pub syn: u32,
     pub bytes: u64,
+    /// Packets that took the full path (== packets while nothing is sampled).
+    pub samples: u32,
+    pub _pad: u32,
 }
 
 /// Thresholds are per epoch and per CPU (user space turns rates into counts).
@@ -121,10 +129,17 @@ pub struct XdpConfig {
     pub sample_every: u32,
     /// Bytes of each sampled packet (at most SAMPLE_SNAP_MAX).
     pub snaplen: u32,
+    /// Per CPU and epoch, packets past this many feed the sketches 1 in
+    /// about `flood_sample_every` (0: never sample).
+    pub exact_packets: u32,
+    /// Mean gap between packets that take the full path once sampling is on.
+    pub flood_sample_every: u32,
 }
 
 /// Blocklist entries (IPv4 and IPv6 LPM tries, each this big).
 pub const MAX_BLOCKS: u32 = 16384;
+/// 65 536 bits per family.
+pub const BLOCK_FILTER_WORDS: u32 = 2 * 65536 / 64;
 
 /// Value of a blocklist entry. Keys are `{prefix_len: u32, addr}` as the
 /// kernel's LPM trie wants them.
@@ -192,19 +207,23 @@ pub struct PortKey {
     pub port: u16,
 }
 
-/// 32-bit mix of an address (murmur3 finalizer over folded words).
+/// 32-bit mix of an address (murmur3 finalizer over folded words; an
+/// IPv4 address is one word).
 #[inline(always)]
 pub fn hash_addr(addr: &[u8; 16], family: u8) -> u32 {
-    let mut h: u32 = 0x9747_b28c ^ family as u32;
-    let mut i = 0;
-    while i < 4 {
-        let w = u32::from_le_bytes([
+    let word = |i: usize| {
+        u32::from_le_bytes([
             addr[i * 4],
             addr[i * 4 + 1],
             addr[i * 4 + 2],
             addr[i * 4 + 3],
-        ]);
-        h ^= w
+        ])
+    };
+    let mut h: u32 = 0x9747_b28c ^ family as u32;
+    let words = if family == 4 { 1 } else { 4 };
+    let mut i = 0;
+    while i < words {
+        h ^= word(i)
             .wrapping_mul(0xcc9e_2d51)
             .rotate_left(15)
             .wrapping_mul(0x1b87_3593);
@@ -416,6 +435,23 @@ pub struct IfaceStats {
     /// Dropped by the `--enforce` blocklist.
     pub blocked: u64,
     pub blocked_bytes: u64,
+    /// The XDP program's sampling state for this CPU (not a counter).
+    pub sampler: Sampler,
+}
+
+/// Which packets take the per-source/per-port path once a CPU is busy.
+/// Gaps are random (so no sender can time its packets around them) and each
+/// sampled packet counts for the gap that ended at it: sums stay unbiased.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sampler {
+    /// Packets until the next sample (0 or 1: this one).
+    pub countdown: u32,
+    /// Length of the gap that the next sample ends: its weight.
+    pub gap: u32,
+    /// xorshift32 state (0: not seeded yet).
+    pub rng: u32,
+    pub _pad: u32,
 }
 
 impl Default for IfaceStats {
@@ -438,6 +474,7 @@ impl Default for IfaceStats {
             ttl: [0; 256],
             blocked: 0,
             blocked_bytes: 0,
+            sampler: Sampler::default(),
         }
     }
 }
@@ -484,7 +521,7 @@ impl IfaceStats {
         if b < self.size_buckets.len() {
             self.size_buckets[b] += 1;
         }
-        if shape.source.is_some() {
+        if shape.source_at.is_some() {
             self.ttl[shape.ttl as usize] += 1;
         }
     }

@@ -62,7 +62,25 @@ pub struct Shape {
     /// (IP protocol, destination port) for TCP and UDP first fragments.
     pub dport: Option<(u8, u16)>,
     pub ttl: u8,
-    pub source: Option<(u8, [u8; 16])>,
+    /// (4 or 6, offset of the source address in the frame): read on demand
+    /// with [`Shape::source`], so packets that never need it don't pay for
+    /// copying it.
+    pub source_at: Option<(u8, usize)>,
+}
+
+impl Shape {
+    /// The source address (IPv4 in the first 4 bytes) and its family.
+    #[inline(always)]
+    pub fn source<B: Bytes + ?Sized>(&self, f: &B) -> Option<(u8, [u8; 16])> {
+        let (family, off) = self.source_at?;
+        let mut a = [0u8; 16];
+        if family == 4 {
+            a[..4].copy_from_slice(&f.load::<4>(off)?);
+        } else {
+            a = f.load::<16>(off)?;
+        }
+        Some((family, a))
+    }
 }
 
 /// Parses Ethernet (up to two VLAN tags), IPv4 or IPv6 (extension headers,
@@ -82,7 +100,7 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
         udp_sport: None,
         dport: None,
         ttl: 0,
-        source: None,
+        source_at: None,
     };
     let Some(mut ethertype) = f.be16(12) else {
         return shape;
@@ -114,9 +132,7 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 return shape;
             }
             shape.ttl = h[8];
-            let mut src = [0u8; 16];
-            src[..4].copy_from_slice(&h[12..16]);
-            shape.source = Some((4, src));
+            shape.source_at = Some((4, off + 12));
             let total = u16::from_be_bytes([h[2], h[3]]) as usize;
             // Claims more than it carries, or less than its own header.
             if off + total > f.len() || total < ihl {
@@ -137,9 +153,7 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 return shape;
             };
             shape.ttl = h[7];
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&h[8..24]);
-            shape.source = Some((6, src));
+            shape.source_at = Some((6, off + 8));
             let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
             // A zero length with a hop-by-hop header may be a jumbogram.
             if (plen != 0 || h[6] != 0) && off + 40 + plen > f.len() {

@@ -9,10 +9,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    BlockEntry, EpochState, IfaceStats, MAX_BLOCKS, MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES,
-    PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX, SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES,
-    SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET,
-    UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot,
+    BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceStats, MAX_BLOCKS, MAX_HEAVY_PORTS,
+    MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
+    SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, Sampler, SourceKey, SourceStats, SrcSketch,
+    TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr,
+    hll_slot,
     parse::{Bytes, Shape, parse},
     sketch_index, trigger_kind,
 };
@@ -32,6 +33,8 @@ static XDP_CONFIG: XdpConfig = XdpConfig {
     enforce: 0,
     sample_every: 0,
     snaplen: 0,
+    exact_packets: 0,
+    flood_sample_every: 0,
 };
 
 #[map]
@@ -76,6 +79,9 @@ static BLOCK_V4: LpmTrie<[u8; 4], BlockEntry> = LpmTrie::with_max_entries(MAX_BL
 
 #[map]
 static BLOCK_V6: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKS, 0);
+
+#[map]
+static BLOCK_FILTER: Array<u64> = Array::with_max_entries(BLOCK_FILTER_WORDS, 0);
 
 /// 1-in-K packet samples for the PCAP ring.
 #[map]
@@ -126,6 +132,12 @@ impl Bytes for Frame {
 
 /// Counts the frame; the verdict is PASS unless `--enforce` finds its
 /// source in the blocklist.
+///
+/// Every frame pays only for its shape counters (exact); the per-source and
+/// per-port path ([`flood`]) runs for every frame until this CPU has seen
+/// `exact_packets` in the epoch, then for about 1 in `flood_sample_every`,
+/// each sample weighted by its gap. That keeps the cost per packet near the
+/// floor whatever the traffic, and the estimates unbiased.
 #[inline(always)]
 fn observe(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -141,26 +153,84 @@ fn observe(ctx: &XdpContext) -> u32 {
             None => return xdp_action::XDP_PASS,
         }
     };
+    let Some(stats) = IFACE_STATS.get_ptr_mut(slot) else {
+        return xdp_action::XDP_PASS;
+    };
+    let stats = unsafe { &mut *stats };
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
     };
     let len = (frame.end - frame.start) as u64;
-    #[allow(unused_mut)]
-    let mut shape = parse(&frame);
-    let n = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.bench_random_sources) };
-    if n != 0
-        && let Some((4, ref mut a)) = shape.source
+    let shape = parse(&frame);
+    stats.count(&shape, len);
+
+    let sampler = &mut stats.sampler;
+    if sampler.countdown > 1 {
+        sampler.countdown -= 1;
+    } else {
+        let weight = if sampler.gap > 1 { sampler.gap } else { 1 };
+        // Parsed again: cheaper, 1 in K packets, than keeping every field
+        // of the first parse alive through the hot path.
+        let shape = parse(&frame);
+        let mut source = shape.source(&frame);
+        let n = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.bench_random_sources) };
+        if n != 0
+            && let Some((4, ref mut a)) = source
+        {
+            let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n)
+                .to_be_bytes();
+            a[..4].copy_from_slice(&r);
+        }
+        count_udp_source_port(slot, &shape, weight);
+        let epoch_packets = flood(ifindex, len, &shape, source, weight);
+        next_gap(sampler, epoch_packets);
+    }
+
+    let sample_every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.sample_every) };
+    if sample_every != 0 {
+        sample(ctx, ifindex, len as u32, sample_every);
+    }
+    let enforce = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.enforce) };
+    if enforce != 0
+        && maybe_blocked(&frame, &shape)
+        && let Some((family, addr)) = shape.source(&frame)
+        && blocked(family, &addr, len)
     {
-        let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n)
-            .to_be_bytes();
-        a[..4].copy_from_slice(&r);
+        stats.blocked += 1;
+        stats.blocked_bytes += len;
+        return xdp_action::XDP_DROP;
     }
+    xdp_action::XDP_PASS
+}
 
-    if let Some(stats) = IFACE_STATS.get_ptr_mut(slot) {
-        unsafe { &mut *stats }.count(&shape, len);
-    }
+/// Draws the gap to this CPU's next full-path packet: 1 while the epoch is
+/// quiet, then uniform in 1..=2K (K a power of two, mean about K) from a
+/// private xorshift.
+#[inline(always)]
+fn next_gap(sampler: &mut Sampler, epoch_packets: u32) {
+    let every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.flood_sample_every) };
+    let exact = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.exact_packets) };
+    let gap = if every > 1 && epoch_packets >= exact {
+        let mut x = sampler.rng;
+        if x == 0 {
+            x = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        sampler.rng = x;
+        1 + (x & (2 * every - 1))
+    } else {
+        1
+    };
+    sampler.gap = gap;
+    sampler.countdown = gap;
+}
 
+/// UDP source-port buckets (reflection), `weight` packets at a time.
+#[inline(always)]
+fn count_udp_source_port(slot: u32, shape: &Shape, weight: u32) {
     if let Some(port) = shape.udp_sport {
         // 0 means "no bucket of its own"; otherwise bucket + 1.
         let v = PORT_BUCKETS.get(port as u32).copied().unwrap_or(0);
@@ -170,29 +240,30 @@ fn observe(ctx: &XdpContext) -> u32 {
             v - 1
         };
         if let Some(c) = UDP_SRC_PORTS.get_ptr_mut(slot * UDP_PORT_BUCKETS + bucket) {
-            unsafe { *c += 1 };
+            unsafe { *c += weight as u64 };
         }
     }
+}
 
-    flood(ifindex, len, &shape);
-
-    let sample_every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.sample_every) };
-    if sample_every != 0 {
-        sample(ctx, ifindex, len as u32, sample_every);
+/// The blocklist's prefilter: false when no prefix covers the source's
+/// first 16 bits (one inlined array read instead of a trie walk).
+#[inline(always)]
+fn maybe_blocked(frame: &Frame, shape: &Shape) -> bool {
+    let Some((family, off)) = shape.source_at else {
+        return false;
+    };
+    let Some(top) = frame.be16(off) else {
+        return false;
+    };
+    let base = if family == 4 {
+        0
+    } else {
+        BLOCK_FILTER_WORDS / 2
+    };
+    match BLOCK_FILTER.get(base + (top as u32 >> 6)) {
+        Some(w) => *w & (1u64 << (top & 63)) != 0,
+        None => false,
     }
-    let enforce = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.enforce) };
-    if enforce != 0
-        && let Some((family, addr)) = shape.source
-        && blocked(family, &addr, len)
-    {
-        if let Some(stats) = IFACE_STATS.get_ptr_mut(slot) {
-            let s = unsafe { &mut *stats };
-            s.blocked += 1;
-            s.blocked_bytes += len;
-        }
-        return xdp_action::XDP_DROP;
-    }
-    xdp_action::XDP_PASS
 }
 
 /// Whether `addr` falls in an unexpired blocklist prefix; counts the hit
@@ -264,19 +335,29 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
 /// Per-source and per-port accounting whose cost stays flat whatever the
 /// source mix: a per-CPU count-min sketch and HyperLogLog registers for
 /// everyone, exact per-source counters while the epoch's budget of new
-/// sources lasts, then only for sources the sketch shows are heavy.
+/// sources lasts, then only for sources the sketch shows are heavy. The
+/// packet counts for `weight` packets (see [`Sampler`]); returns the
+/// epoch's packets on this CPU so far.
 #[inline(always)]
-fn flood(ifindex: u32, len: u64, shape: &Shape) {
+fn flood(
+    ifindex: u32,
+    len: u64,
+    shape: &Shape,
+    source: Option<(u8, [u8; 16])>,
+    weight: u32,
+) -> u32 {
     let cfg = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG) };
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     let parity = epoch & 1;
     let Some(st) = EPOCH_STATE.get_ptr_mut(parity) else {
-        return;
+        return 0;
     };
     let st = unsafe { &mut *st };
-    st.packets = st.packets.wrapping_add(1);
-    st.bytes += len;
-    if st.packets == cfg.trigger_packets {
+    let w = weight;
+    st.samples = st.samples.wrapping_add(1);
+    st.packets = st.packets.wrapping_add(w);
+    st.bytes += len * w as u64;
+    if crossed(st.packets, w, cfg.trigger_packets) {
         emit(
             trigger_kind::PACKETS,
             ifindex,
@@ -289,8 +370,8 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
     if let Some(flags) = shape.tcp_flags
         && flags & 0x12 == 0x02
     {
-        st.syn = st.syn.wrapping_add(1);
-        if st.syn == cfg.trigger_syn {
+        st.syn = st.syn.wrapping_add(w);
+        if crossed(st.syn, w, cfg.trigger_syn) {
             emit(trigger_kind::SYN, ifindex, epoch, 0, st.syn as u64, None);
         }
     }
@@ -301,8 +382,8 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         if reg < st.hll_dport.len() && st.hll_dport[reg] < rank {
             st.hll_dport[reg] = rank;
         }
-        let est = sketch_count(&mut st.port_sketch, ph);
-        if est == cfg.trigger_port {
+        let est = sketch_count(&mut st.port_sketch, ph, w);
+        if crossed(est, w, cfg.trigger_port) {
             emit(
                 trigger_kind::PORT,
                 ifindex,
@@ -315,9 +396,10 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         // Promote only what stands above the sketch's noise (its average
         // counter): under a random-port flood nothing does. A heavy port is
         // counted in steps of 64 so its table costs one hash per 64 packets.
+        let steps = (est / PORT_SAMPLE).wrapping_sub(est.wrapping_sub(w) / PORT_SAMPLE);
         if est >= cfg.promote_port_packets
             && est >= 2 * (st.packets >> 10) + cfg.promote_port_packets
-            && est & (PORT_SAMPLE - 1) == 0
+            && steps > 0
         {
             let key = PortKey {
                 ifindex,
@@ -325,7 +407,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
                 port,
             };
             match HEAVY_PORTS.get_ptr_mut(&key) {
-                Some(v) => unsafe { *v += PORT_SAMPLE as u64 },
+                Some(v) => unsafe { *v += (steps * PORT_SAMPLE) as u64 },
                 None => {
                     if st.new_ports < cfg.port_budget {
                         st.new_ports += 1;
@@ -336,8 +418,9 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         }
     }
 
-    let Some((family, addr)) = shape.source else {
-        return;
+    let packets = st.packets;
+    let Some((family, addr)) = source else {
+        return packets;
     };
     let h = hash_addr(&addr, family);
     let (reg, rank) = hll_slot(h);
@@ -345,11 +428,11 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         st.hll_src[reg] = rank;
     }
     let Some(sk) = SRC_SKETCH.get_ptr_mut(parity) else {
-        return;
+        return packets;
     };
     let sk = unsafe { &mut *sk };
-    let est = sketch_count(&mut sk.pkts, h);
-    if est == cfg.trigger_source {
+    let est = sketch_count(&mut sk.pkts, h, w);
+    if crossed(est, w, cfg.trigger_source) {
         emit(
             trigger_kind::SOURCE,
             ifindex,
@@ -366,7 +449,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
     if flood_mode
         && (est < cfg.promote_packets || est < 2 * (st.packets >> 10) + cfg.promote_packets)
     {
-        return;
+        return packets;
     }
     let key = SourceKey {
         addr,
@@ -374,40 +457,49 @@ fn flood(ifindex: u32, len: u64, shape: &Shape) {
         family,
         _pad: [0; 3],
     };
+    let bytes = len * w as u64;
     match SOURCES.get_ptr_mut(&key) {
         Some(v) => unsafe {
-            (*v).packets += 1;
-            (*v).bytes += len;
+            (*v).packets += w as u64;
+            (*v).bytes += bytes;
         },
         None => {
             st.new_sources = st.new_sources.wrapping_add(1);
             // Promoted from the sketch: start from its estimate.
             let v = SourceStats {
-                packets: if flood_mode { est as u64 } else { 1 },
-                bytes: if flood_mode { est as u64 * len } else { len },
+                packets: if flood_mode { est as u64 } else { w as u64 },
+                bytes: if flood_mode { est as u64 * len } else { bytes },
             };
             if SOURCES.insert(&key, &v, BPF_NOEXIST as u64).is_err()
                 && let Some(v) = SOURCES.get_ptr_mut(&key)
             {
                 unsafe {
-                    (*v).packets += 1;
-                    (*v).bytes += len;
+                    (*v).packets += w as u64;
+                    (*v).bytes += bytes;
                 }
             }
         }
     }
+    packets
 }
 
-/// Counts one packet for hash `h` in a count-min sketch of `D` rows and
-/// returns the estimate: the smallest of its counters.
+/// Whether a count that just grew by `w` to `now` crossed `threshold`
+/// (0: no threshold).
 #[inline(always)]
-fn sketch_count<const D: usize>(rows: &mut [[u32; SKETCH_WIDTH]; D], h: u32) -> u32 {
+fn crossed(now: u32, w: u32, threshold: u32) -> bool {
+    threshold != 0 && now >= threshold && now.wrapping_sub(w) < threshold
+}
+
+/// Adds `w` for hash `h` to a count-min sketch of `D` rows and returns the
+/// estimate: the smallest of its counters.
+#[inline(always)]
+fn sketch_count<const D: usize>(rows: &mut [[u32; SKETCH_WIDTH]; D], h: u32, w: u32) -> u32 {
     let mut est = u32::MAX;
     let mut row = 0;
     while row < D {
         let i = sketch_index(h, row);
         if i < SKETCH_WIDTH {
-            let c = rows[row][i].wrapping_add(1);
+            let c = rows[row][i].wrapping_add(w);
             rows[row][i] = c;
             est = est.min(c);
         }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{Array, LpmTrie, Map, MapData, lpm_trie::Key},
 };
 use drop_common::{BlockEntry, MAX_BLOCKS};
 use serde::Serialize;
@@ -26,6 +26,7 @@ use serde::Serialize;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dropscope";
 const V4: &str = drop_common::flood_maps::BLOCK_V4;
 const V6: &str = drop_common::flood_maps::BLOCK_V6;
+const FILTER: &str = drop_common::flood_maps::BLOCK_FILTER;
 /// Reported as its own drop reason row.
 pub const REASON_NAME: &str = "DROPSCOPE_BLOCKLIST";
 pub const REASON_CODE: u32 = 0xffff_0001;
@@ -120,10 +121,34 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The two tries, owned (opened from pins) or borrowed from the loader.
+/// The two tries and their prefilter, owned (opened from pins) or
+/// borrowed from the loader. Every edit holds the edit lock, so the
+/// filter, rebuilt from the tries, never misses an entry another process
+/// is adding.
 pub struct Blocklist<T> {
     v4: LpmTrie<T, [u8; 4], BlockEntry>,
     v6: LpmTrie<T, [u8; 16], BlockEntry>,
+    filter: Array<T, u64>,
+    dir: PathBuf,
+}
+
+/// The prefilter's words (see `drop_common::BLOCK_FILTER_WORDS`) with the
+/// bits of every given prefix set: one bit per first 16 address bits.
+fn filter_words(prefixes: impl IntoIterator<Item = Prefix>) -> Vec<u64> {
+    let half = drop_common::BLOCK_FILTER_WORDS as usize / 2;
+    let mut words = vec![0u64; 2 * half];
+    for p in prefixes {
+        let (base, top) = match p.addr {
+            IpAddr::V4(a) => (0, u16::from_be_bytes([a.octets()[0], a.octets()[1]])),
+            IpAddr::V6(a) => (half, u16::from_be_bytes([a.octets()[0], a.octets()[1]])),
+        };
+        let span = 1u32 << (16 - p.len.min(16));
+        let first = top as u32 & !(span - 1);
+        for v in first..first + span {
+            words[base + (v >> 6) as usize] |= 1 << (v & 63);
+        }
+    }
+    words
 }
 
 impl Blocklist<MapData> {
@@ -144,25 +169,31 @@ impl Blocklist<MapData> {
         Ok(Blocklist {
             v4: LpmTrie::try_from(open(V4)?)?,
             v6: LpmTrie::try_from(open(V6)?)?,
+            filter: Array::try_from(open(FILTER)?)?,
+            dir: dir.to_path_buf(),
         })
     }
 }
 
 impl<'a> Blocklist<&'a mut MapData> {
-    /// The loaded program's tries.
-    pub fn of(ebpf: &'a mut Ebpf) -> Result<Self> {
+    /// The loaded program's tries, pinned (or to be pinned) under `dir`.
+    pub fn of(ebpf: &'a mut Ebpf, dir: &Path) -> Result<Self> {
         let mut v4 = None;
         let mut v6 = None;
+        let mut filter = None;
         for (name, map) in ebpf.maps_mut() {
             match name {
                 V4 => v4 = Some(map),
                 V6 => v6 = Some(map),
+                FILTER => filter = Some(map),
                 _ => {}
             }
         }
         Ok(Blocklist {
             v4: LpmTrie::try_from(v4.ok_or_else(|| anyhow!("map {V4} missing"))?)?,
             v6: LpmTrie::try_from(v6.ok_or_else(|| anyhow!("map {V6} missing"))?)?,
+            filter: Array::try_from(filter.ok_or_else(|| anyhow!("map {FILTER} missing"))?)?,
+            dir: dir.to_path_buf(),
         })
     }
 }
@@ -175,10 +206,56 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
             added_unix: unix_now(),
             ..Default::default()
         };
+        let _edit = self.edit_lock()?;
         self.put(p, entry)
     }
 
+    /// Held while the tries and filter change.
+    fn edit_lock(&self) -> Result<File> {
+        let path = lock_path(&self.dir).with_extension("edit");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        // SAFETY: flock on an open fd; edits take milliseconds.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(f)
+    }
+
+    /// Makes the prefilter exactly what the tries hold.
+    fn rebuild_filter(&mut self) -> Result<()> {
+        let want = filter_words(self.list().into_iter().map(|(p, _)| p));
+        for (i, w) in want.into_iter().enumerate() {
+            if self.filter.get(&(i as u32), 0).ok() != Some(w) {
+                self.filter
+                    .set(i as u32, w, 0)
+                    .with_context(|| format!("updating {FILTER}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts `p`, its filter bits first (the XDP program must never
+    /// see an entry its filter hides). Callers hold the edit lock.
     fn put(&mut self, p: Prefix, entry: BlockEntry) -> Result<()> {
+        for (i, w) in filter_words([p]).into_iter().enumerate() {
+            if w != 0 {
+                let old = self.filter.get(&(i as u32), 0).unwrap_or(0);
+                if old | w != old {
+                    self.filter
+                        .set(i as u32, old | w, 0)
+                        .with_context(|| format!("updating {FILTER}"))?;
+                }
+            }
+        }
         let r = match p.addr {
             IpAddr::V4(a) => self
                 .v4
@@ -199,6 +276,15 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
 
     /// Removes a prefix; false when it was not there.
     pub fn remove(&mut self, p: Prefix) -> Result<bool> {
+        let _edit = self.edit_lock()?;
+        let removed = self.delete(p)?;
+        if removed {
+            self.rebuild_filter()?;
+        }
+        Ok(removed)
+    }
+
+    fn delete(&mut self, p: Prefix) -> Result<bool> {
         let r = match p.addr {
             IpAddr::V4(a) => self.v4.remove(&Key::new(p.len as u32, a.octets())),
             IpAddr::V6(a) => self.v6.remove(&Key::new(p.len as u32, a.octets())),
@@ -217,27 +303,7 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
 
     /// Every entry, most packets first.
     pub fn list(&self) -> Vec<(Prefix, BlockEntry)> {
-        let mut out = Vec::new();
-        for (k, v) in self.v4.iter().flatten() {
-            out.push((
-                Prefix {
-                    addr: IpAddr::from(k.data()),
-                    len: k.prefix_len() as u8,
-                },
-                v,
-            ));
-        }
-        for (k, v) in self.v6.iter().flatten() {
-            out.push((
-                Prefix {
-                    addr: IpAddr::from(k.data()),
-                    len: k.prefix_len() as u8,
-                },
-                v,
-            ));
-        }
-        out.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
-        out
+        entries(&self.v4, &self.v6)
     }
 
     pub fn rows(&self) -> Vec<BlockRow> {
@@ -257,17 +323,49 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
     }
 
     /// Deletes expired entries; returns them and how many entries are left.
-    pub fn sweep(&mut self) -> (Vec<(Prefix, BlockEntry)>, usize) {
+    pub fn sweep(&mut self) -> Result<(Vec<(Prefix, BlockEntry)>, usize)> {
         let now = monotonic_ns();
-        let (expired, kept): (Vec<_>, Vec<_>) = self
-            .list()
-            .into_iter()
-            .partition(|(_, e)| e.expires_ns != 0 && e.expires_ns <= now);
-        for (p, _) in &expired {
-            let _ = self.remove(*p);
+        let is_expired = |e: &BlockEntry| e.expires_ns != 0 && e.expires_ns <= now;
+        if !self.list().iter().any(|(_, e)| is_expired(e)) {
+            return Ok((Vec::new(), self.list().len()));
         }
-        (expired, kept.len())
+        let _edit = self.edit_lock()?;
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.list().into_iter().partition(|(_, e)| is_expired(e));
+        for (p, _) in &expired {
+            let _ = self.delete(*p);
+        }
+        self.rebuild_filter()?;
+        Ok((expired, kept.len()))
     }
+}
+
+/// The entries of both tries, most packets first.
+fn entries<T: Borrow<MapData>>(
+    v4: &LpmTrie<T, [u8; 4], BlockEntry>,
+    v6: &LpmTrie<T, [u8; 16], BlockEntry>,
+) -> Vec<(Prefix, BlockEntry)> {
+    let mut out = Vec::new();
+    for (k, v) in v4.iter().flatten() {
+        out.push((
+            Prefix {
+                addr: IpAddr::from(k.data()),
+                len: k.prefix_len() as u8,
+            },
+            v,
+        ));
+    }
+    for (k, v) in v6.iter().flatten() {
+        out.push((
+            Prefix {
+                addr: IpAddr::from(k.data()),
+                len: k.prefix_len() as u8,
+            },
+            v,
+        ));
+    }
+    out.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+    out
 }
 
 /// Held by the instance running with `--enforce`: an flock on a file in
@@ -327,27 +425,27 @@ pub fn pin(ebpf: &mut Ebpf, dir: &Path) -> Result<(Pins, usize)> {
         if let (Some(a), Some(b)) = (open(V4), open(V6))
             && let (Ok(v4), Ok(v6)) = (LpmTrie::try_from(a), LpmTrie::try_from(b))
         {
-            let old: Blocklist<MapData> = Blocklist { v4, v6 };
             let now = monotonic_ns();
-            carried = old
-                .list()
+            carried = entries(&v4, &v6)
                 .into_iter()
                 .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
                 .collect();
         }
-        let _ = std::fs::remove_file(dir.join(V4));
-        let _ = std::fs::remove_file(dir.join(V6));
+        for name in [V4, V6, FILTER] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
     }
     let n = carried.len();
     {
-        let mut bl = Blocklist::of(ebpf)?;
+        let mut bl = Blocklist::of(ebpf, dir)?;
+        let _edit = bl.edit_lock()?;
         for (p, mut e) in carried {
             e.packets = 0;
             e.bytes = 0;
             bl.put(p, e)?;
         }
     }
-    for name in [V4, V6] {
+    for name in [V4, V6, FILTER] {
         let map = ebpf
             .map(name)
             .ok_or_else(|| anyhow!("map {name} missing"))?;
@@ -366,8 +464,9 @@ pub fn pin(ebpf: &mut Ebpf, dir: &Path) -> Result<(Pins, usize)> {
 
 impl Drop for Pins {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.dir.join(V4));
-        let _ = std::fs::remove_file(self.dir.join(V6));
+        for name in [V4, V6, FILTER] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -437,5 +536,25 @@ mod tests {
         assert!("2001:db8::/129".parse::<Prefix>().is_err());
         assert!("evil; rm -rf /".parse::<Prefix>().is_err());
         assert!("10.0.0.0/".parse::<Prefix>().is_err());
+    }
+
+    #[test]
+    fn filter_covers_exactly_the_prefixes_first_16_bits() {
+        let bit = |w: &[u64], i: usize| w[i / 64] >> (i % 64) & 1 == 1;
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        let w = filter_words([p("203.0.113.7"), p("10.0.0.0/8"), p("2001:db8::/32")]);
+        assert!(bit(&w, 203 * 256));
+        assert!(!bit(&w, 203 * 256 + 1));
+        // A /8 covers 256 first-16-bit values.
+        assert!((10 * 256..11 * 256).all(|i| bit(&w, i)));
+        assert!(!bit(&w, 11 * 256) && !bit(&w, 10 * 256 - 1));
+        let v6 = 65536 + 0x2001;
+        assert!(bit(&w, v6) && !bit(&w, v6 + 1) && !bit(&w, 0x2001));
+        let set: u32 = w.iter().map(|x| x.count_ones()).sum();
+        assert_eq!(set, 1 + 256 + 1);
+        // /0 covers everything of its family only.
+        let all = filter_words([p("0.0.0.0/0")]);
+        assert!(all[..1024].iter().all(|x| *x == u64::MAX));
+        assert!(all[1024..].iter().all(|x| *x == 0));
     }
 }

@@ -334,8 +334,13 @@ pub struct SketchBound {
     pub epsilon: f64,
     pub delta: f64,
     pub packets_bound: f64,
+    /// Mean packets per sampled packet (1: none sampled out). Sampling adds
+    /// at most 4 * sqrt(2 * n * sample_every) to the error of a source that
+    /// sent n packets (4 standard deviations).
+    pub sample_every: f64,
     /// Sources tracked exactly (false: a spoofed flood exhausted the budget,
-    /// sources below the promotion threshold are estimated only).
+    /// sources below the promotion threshold are estimated only, or packets
+    /// were sampled).
     pub exact: bool,
 }
 
@@ -747,7 +752,8 @@ impl Detector {
                 epsilon: eps,
                 delta: (-(SKETCH_DEPTH as f64)).exp(),
                 packets_bound: eps * sample.packets as f64,
-                exact: !sample.flood_mode,
+                sample_every: (sample.sample_every() * 100.0).round() / 100.0,
+                exact: !sample.flood_mode && sample.sample_every() == 1.0,
             },
             pcap: None,
         }

@@ -54,6 +54,12 @@ pub struct LoadOptions {
     pub xdp_config: XdpConfig,
 }
 
+/// Per CPU, the first this many packets a second feed the per-source and
+/// per-port path one by one (exact counts for ordinary traffic); past it,
+/// about 1 in [`FLOOD_SAMPLE_EVERY`] does, weighted by its gap.
+pub const EXACT_PPS: u32 = 20_000;
+pub const FLOOD_SAMPLE_EVERY: u32 = 32;
+
 /// Budgets that keep per-source counts exact in normal traffic: 4096 new
 /// sources per CPU per interval are tracked exactly; past that (a spoofed
 /// flood) only sources the sketch shows at 32+ packets are.
@@ -63,6 +69,8 @@ pub fn default_xdp_config() -> XdpConfig {
         promote_packets: 32,
         port_budget: 256,
         promote_port_packets: 16,
+        exact_packets: EXACT_PPS,
+        flood_sample_every: FLOOD_SAMPLE_EVERY,
         ..Default::default()
     }
 }

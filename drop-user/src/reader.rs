@@ -48,8 +48,49 @@ pub struct EpochSample {
     /// out (flood mode) on any CPU.
     pub new_sources: u64,
     pub flood_mode: bool,
+    /// Packets that fed the sketches themselves (the rest were sampled
+    /// out, see `drop_common::Sampler`); equal to `packets` when exact.
+    pub samples: u64,
     /// Largest sketch counter: an upper bound for the heaviest source.
     pub sketch_max: u64,
+}
+
+impl EpochSample {
+    /// Mean packets per sample: 1 when every packet fed the sketches.
+    pub fn sample_every(&self) -> f64 {
+        if self.samples == 0 || self.samples >= self.packets {
+            1.0
+        } else {
+            self.packets as f64 / self.samples as f64
+        }
+    }
+}
+
+/// Distinct sources among `packets` from the `seen` distinct ones among
+/// `samples` of them. Sampling hides a source only if none of its packets
+/// was picked, so with p = samples / packets and sources of equal rate,
+/// seen = D (1 - (1 - p)^(packets / D)); solved for D (it grows with D):
+/// a few heavy sources give D = seen, a spoofed flood of one-packet sources
+/// gives D = seen / p.
+pub fn unsample_distinct(seen: f64, samples: u64, packets: u64) -> f64 {
+    if samples == 0 || samples >= packets || seen <= 0.0 {
+        return seen;
+    }
+    let (n, p) = (packets as f64, samples as f64 / packets as f64);
+    let f = |d: f64| d * (1.0 - (1.0 - p).powf(n / d));
+    if seen >= f(n) {
+        return n;
+    }
+    let (mut lo, mut hi) = (seen, n);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if f(mid) < seen {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo + hi) / 2.0
 }
 
 /// HyperLogLog estimate with the small-range (linear counting) correction.
@@ -143,6 +184,7 @@ impl Maps {
             s.packets += st.packets as u64;
             s.bytes += st.bytes;
             s.syn += st.syn as u64;
+            s.samples += st.samples as u64;
             s.new_sources += st.new_sources as u64;
             s.flood_mode |= source_budget > 0 && st.new_sources >= source_budget;
             for i in 0..HLL_REGISTERS {
@@ -167,7 +209,7 @@ impl Maps {
         s.distinct_sources = if s.packets == 0 {
             0.0
         } else {
-            hll_estimate(&hll_src)
+            unsample_distinct(hll_estimate(&hll_src), s.samples, s.packets)
         };
         s.distinct_dports = if hll_port.iter().all(|r| *r == 0) {
             0.0
@@ -290,5 +332,45 @@ impl Maps {
             s.locations.insert(k, v.iter().sum());
         }
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsample_distinct;
+
+    /// Draws `samples` of `packets` packets spread over sources of the given
+    /// sizes (deterministic stride) and counts the distinct ones seen.
+    fn seen(sizes: &[u64], every: u64) -> (f64, u64, u64) {
+        let packets: u64 = sizes.iter().sum();
+        let mut owner = Vec::with_capacity(packets as usize);
+        for (i, n) in sizes.iter().enumerate() {
+            owner.extend(std::iter::repeat_n(i, *n as usize));
+        }
+        // Interleave the sources the way traffic would (a fixed shuffle).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in (1..owner.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            owner.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let picked: std::collections::HashSet<usize> =
+            owner.iter().step_by(every as usize).copied().collect();
+        (picked.len() as f64, packets.div_ceil(every), packets)
+    }
+
+    #[test]
+    fn sampling_is_undone_for_spoofed_and_for_heavy_sources() {
+        // A spoofed flood: 200 000 sources of one packet each.
+        let (d, s, n) = seen(&vec![1; 200_000], 32);
+        let est = unsample_distinct(d, s, n);
+        assert!((est - 200_000.0).abs() < 10_000.0, "{est}");
+        // Ten heavy sources: all seen, none invented.
+        let (d, s, n) = seen(&[20_000; 10], 32);
+        assert_eq!(d, 10.0);
+        assert!((unsample_distinct(d, s, n) - 10.0).abs() < 0.5);
+        // Nothing sampled out: the estimate is what was seen.
+        assert_eq!(unsample_distinct(123.0, 1000, 1000), 123.0);
     }
 }

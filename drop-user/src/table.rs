@@ -79,6 +79,10 @@ pub struct SourcesEstimate {
     pub distinct_sources: f64,
     pub distinct_dports: f64,
     pub flood_mode: bool,
+    /// Mean packets per packet that fed the per-source and per-port
+    /// estimates (1: all of them). Past ~20 000 packets a second per CPU,
+    /// about 1 in 32 does, each counting for the gap before it.
+    pub sample_every: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]

@@ -85,6 +85,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let mut base = loader::default_xdp_config();
     // The budget of exactly tracked new sources is per second, per CPU.
     base.source_budget = ((base.source_budget as f64 * secs) as u32).max(256);
+    base.exact_packets = ((base.exact_packets as f64 * secs) as u32).max(1000);
     let mut xdp_config = opts.detect.kernel_triggers(secs, base);
     let no_xdp = opts.xdp == XdpChoice::None || ifaces.is_empty();
     if opts.enforce {
@@ -341,6 +342,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             distinct_sources: sample.distinct_sources.round(),
             distinct_dports: sample.distinct_dports.round(),
             flood_mode: sample.flood_mode,
+            sample_every: (sample.sample_every() * 100.0).round() / 100.0,
         });
         report.top_ports = top_ports(&ports, &ifaces, report.interval_s, opts.top);
         if let Some(rec) = recorder.as_mut() {
@@ -362,7 +364,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
             .cloned()
             .collect();
         if opts.enforce {
-            let (expired, kept) = Blocklist::of(&mut probes.ebpf)?.sweep();
+            let (expired, kept) = Blocklist::of(&mut probes.ebpf, &opts.pin_dir)?.sweep()?;
             for (p, _) in expired {
                 eprintln!("blocklist: {p} expired and was removed");
             }

@@ -24,11 +24,11 @@ fn consistent(s: &Shape, f: &[u8]) {
     if s.dport.is_some() {
         assert!(s.proto == proto::TCP || s.proto == proto::UDP, "{}", ctx());
     }
-    if s.source.is_some() {
+    if s.source_at.is_some() {
         assert!(s.ipv4 || s.ipv6, "{}", ctx());
     }
     if s.proto == proto::NON_IP {
-        assert!(!s.ipv4 && !s.ipv6 && s.source.is_none(), "{}", ctx());
+        assert!(!s.ipv4 && !s.ipv6 && s.source_at.is_none(), "{}", ctx());
     }
     if s.proto == proto::ICMPV6 {
         assert!(s.ipv6, "{}", ctx());

@@ -171,7 +171,7 @@ fn main() {
     let n = if full { 5_000_000 } else { 1_000_000 };
 
     // 1a. XDP per-packet cost with BPF_PROG_TEST_RUN (repeat), hot caches.
-    if run("xdp") {
+    if run("xdp-test") {
         let lab = Lab::new();
         let repeat: u32 = if full { 20_000_000 } else { 5_000_000 };
         let base = Ipv4Addr::new(198, 18, 0, 1);
@@ -286,7 +286,7 @@ fn main() {
     }
 
     // 1b. The same in NAPI on a veth, with the stack behind it (cold caches).
-    if run("xdp") {
+    if run("xdp-napi") {
         let lab = Lab::new();
         let base = Ipv4Addr::new(198, 18, 0, 1);
         let floor = {
