@@ -21,6 +21,12 @@ pub mod maps {
     pub const EVENT_SWITCH: &str = "EVENT_SWITCH";
     /// Per-CPU hash: (reason, kernel location) -> drops, for NOT_SPECIFIED.
     pub const DROP_LOCATIONS: &str = "DROP_LOCATIONS";
+    /// LRU per-CPU hash: (reason, source address) -> drops (attribution).
+    pub const DROP_SOURCES: &str = "DROP_SOURCES";
+    /// LRU per-CPU hash: (reason, protocol, destination port) -> drops.
+    pub const DROP_PORTS: &str = "DROP_PORTS";
+    /// Per-CPU array[1]: the attribution sampler and budgets.
+    pub const ATTR_STATE: &str = "ATTR_STATE";
     /// Per-CPU array: kfree_skb program health counters (see [`super::KfreeHealth`]).
     pub const KFREE_HEALTH: &str = "KFREE_HEALTH";
     /// Array indexed by ifindex (< SLOT_ARRAY_IFINDEXES): slot + 1, 0 = not watched.
@@ -130,7 +136,7 @@ pub struct XdpConfig {
     /// Bytes of each sampled packet (at most SAMPLE_SNAP_MAX).
     pub snaplen: u32,
     /// Per CPU and epoch, packets past this many feed the sketches 1 in
-    /// about `flood_sample_every` (0: never sample).
+    /// about `flood_sample_every` (a power of two; 0 or 1: never sample).
     pub exact_packets: u32,
     /// Mean gap between packets that take the full path once sampling is on.
     pub flood_sample_every: u32,
@@ -390,9 +396,64 @@ pub struct KfreeConfig {
     pub tp_location: u32,
     pub tp_reason: u32,
     pub tp_reason_size: u32,
+    /// sk_buff `head` (pointer) and the u16 header offsets from it, and
+    /// `protocol` (big-endian ethertype): where the dropped packet's
+    /// addresses and ports are.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_protocol: u32,
+    /// Attribution: per CPU and epoch, drops past this many are attributed
+    /// 1 in about `attr_every` (a power of two, weighted by the gap; 0 or
+    /// 1: never sample).
+    pub attr_exact: u32,
+    pub attr_every: u32,
+    /// New (reason, source) and (reason, port) rows per CPU and epoch.
+    pub attr_source_budget: u32,
+    pub attr_port_budget: u32,
 }
 
 pub const KFREE_FLAG_SKB_OFFSETS: u32 = 1;
+/// The packet-header offsets in [`KfreeConfig`] are valid.
+pub const KFREE_FLAG_PKT_OFFSETS: u32 = 2;
+
+/// Bounds of the drop-attribution tables.
+pub const MAX_DROP_SOURCES: u32 = 4096;
+pub const MAX_DROP_PORTS: u32 = 4096;
+
+/// Key of `DROP_SOURCES`: an IPv4 address is stored in the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropSourceKey {
+    pub reason: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+/// Key of `DROP_PORTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropPortKey {
+    pub reason: u32,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    pub _pad: u8,
+    pub port: u16,
+}
+
+/// Per-CPU attribution state; reset by the program when the epoch moves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrState {
+    pub sampler: Sampler,
+    pub epoch: u32,
+    /// Drops seen this epoch (weighted).
+    pub drops: u32,
+    pub new_sources: u32,
+    pub new_ports: u32,
+}
 
 /// Slots of the `KFREE_HEALTH` array.
 pub mod kfree_health {
@@ -406,7 +467,9 @@ pub mod kfree_health {
     pub const OTHER_NETNS: u32 = 3;
     /// Drop events the event ring had no room for.
     pub const EVENTS_LOST: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Drops whose source or port had no row (budget spent or table full).
+    pub const UNATTRIBUTED: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Packet-shape counters of one watched interface, as seen by XDP.
@@ -452,6 +515,40 @@ pub struct Sampler {
     /// xorshift32 state (0: not seeded yet).
     pub rng: u32,
     pub _pad: u32,
+}
+
+impl Sampler {
+    /// Some(weight) when this packet takes the full path.
+    #[inline(always)]
+    pub fn take(&mut self) -> Option<u32> {
+        if self.countdown > 1 {
+            self.countdown -= 1;
+            None
+        } else {
+            Some(if self.gap > 1 { self.gap } else { 1 })
+        }
+    }
+
+    /// Draws the gap to the next full-path packet: 1 unless `busy`, then
+    /// uniform in 1..=2*every (`every` a power of two, mean about `every`).
+    #[inline(always)]
+    pub fn next(&mut self, busy: bool, every: u32, seed: impl FnOnce() -> u32) {
+        let gap = if busy && every > 1 {
+            let mut x = self.rng;
+            if x == 0 {
+                x = seed() | 1;
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            self.rng = x;
+            1 + (x & (2 * every - 1))
+        } else {
+            1
+        };
+        self.gap = gap;
+        self.countdown = gap;
+    }
 }
 
 impl Default for IfaceStats {
@@ -610,6 +707,9 @@ mod user {
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for BlockEntry {}
     unsafe impl aya::Pod for PacketSample {}
+    unsafe impl aya::Pod for DropSourceKey {}
+    unsafe impl aya::Pod for DropPortKey {}
+    unsafe impl aya::Pod for AttrState {}
 }
 
 #[cfg(test)]

@@ -2,15 +2,19 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use drop_common::{
-    DROP_EVENT_RING_BYTES, DropEvent, DropKey, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey,
-    MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, kfree_health,
+    AttrState, DROP_EVENT_RING_BYTES, DropEvent, DropKey, DropPortKey, DropSourceKey,
+    KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey, MAX_DROP_PORTS,
+    MAX_DROP_ROWS, MAX_DROP_SOURCES, MAX_LOCATIONS, MAX_REASONS, kfree_health,
+    parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
+
+use crate::xdp::EPOCH;
 
 /// Filled in by user space before load (offsets from BTF and tracefs).
 #[unsafe(no_mangle)]
@@ -31,6 +35,14 @@ static KFREE_CONFIG: KfreeConfig = KfreeConfig {
     tp_location: 0,
     tp_reason: 0,
     tp_reason_size: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
+    skb_protocol: 0,
+    attr_exact: 0,
+    attr_every: 0,
+    attr_source_budget: 0,
+    attr_port_budget: 0,
 };
 
 #[map]
@@ -52,6 +64,17 @@ static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENT_RING_BYTES, 0);
 
 #[map]
 static EVENT_SWITCH: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
+static DROP_SOURCES: LruPerCpuHashMap<DropSourceKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_DROP_SOURCES, 0);
+
+#[map]
+static DROP_PORTS: LruPerCpuHashMap<DropPortKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_DROP_PORTS, 0);
+
+#[map]
+static ATTR_STATE: PerCpuArray<AttrState> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_health::COUNT, 0);
@@ -174,6 +197,9 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
             bump_health(kfree_health::MAP_FULL);
         }
     }
+    if cfg.flags & KFREE_FLAG_PKT_OFFSETS != 0 {
+        attribute::<DIRECT>(cfg, skb, reason);
+    }
     if EVENT_SWITCH.get(0).copied().unwrap_or(0) != 0 {
         let ev = DropEvent {
             ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -207,4 +233,137 @@ fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
             None => false,
         },
     }
+}
+
+/// Drop attribution: the dropped packet's source address and destination
+/// port, counted per reason. Exact until this CPU has seen `attr_exact`
+/// drops in the epoch, then for 1 in about `attr_every` drops, each counted
+/// for its gap (see `drop_common::Sampler`), so a drop flood costs a hash
+/// update only now and then. New rows per epoch are budgeted: a spoofed
+/// flood can't churn the tables, and what finds no row is counted.
+#[inline(always)]
+fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
+    let Some(st) = ATTR_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    let st = unsafe { &mut *st };
+    let Some(weight) = st.sampler.take() else {
+        return;
+    };
+    let epoch = EPOCH.get(0).copied().unwrap_or(0);
+    if st.epoch != epoch {
+        st.epoch = epoch;
+        st.drops = 0;
+        st.new_sources = 0;
+        st.new_ports = 0;
+    }
+    st.drops = st.drops.wrapping_add(weight);
+    st.sampler
+        .next(st.drops >= cfg.attr_exact, cfg.attr_every, || unsafe {
+            bpf_get_prandom_u32()
+        });
+
+    let head: u64 = read::<_, DIRECT>(skb, cfg.skb_head).unwrap_or(0);
+    let nh: u16 = read::<_, DIRECT>(skb, cfg.skb_network_header).unwrap_or(0xffff);
+    let th: u16 = read::<_, DIRECT>(skb, cfg.skb_transport_header).unwrap_or(0xffff);
+    let protocol = u16::from_be(read::<u16, DIRECT>(skb, cfg.skb_protocol).unwrap_or(0));
+    // ~0 means "not set": dropped before the stack looked at the headers.
+    if head == 0 || nh == 0xffff {
+        return;
+    }
+    let ip = head + nh as u64;
+    let mut src = DropSourceKey {
+        reason,
+        family: 0,
+        _pad: [0; 3],
+        addr: [0; 16],
+    };
+    let (l4proto, l4) = match protocol {
+        ETH_P_IP => {
+            let Ok(h) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 20]) }) else {
+                return;
+            };
+            if h[0] >> 4 != 4 {
+                return;
+            }
+            src.family = 4;
+            src.addr[..4].copy_from_slice(&h[12..16]);
+            // Later fragments carry no transport header.
+            let later = u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0;
+            let l4 = if th != 0xffff && th > nh {
+                head + th as u64
+            } else {
+                ip + (h[0] & 0x0f) as u64 * 4
+            };
+            (if later { 0 } else { h[9] }, l4)
+        }
+        ETH_P_IPV6 => {
+            let Ok(h) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 24]) }) else {
+                return;
+            };
+            if h[0] >> 4 != 6 {
+                return;
+            }
+            src.family = 6;
+            src.addr.copy_from_slice(&h[8..24]);
+            // Extension headers: the port is known only once the stack has
+            // found the transport header.
+            let l4 = if th != 0xffff && th > nh {
+                head + th as u64
+            } else {
+                ip + 40
+            };
+            let direct = th == 0xffff || th as u32 == nh as u32 + 40;
+            (if direct { h[6] } else { 0 }, l4)
+        }
+        _ => return,
+    };
+    let mut attributed = count_weighted(
+        &DROP_SOURCES,
+        &src,
+        weight,
+        &mut st.new_sources,
+        cfg.attr_source_budget,
+    );
+    if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
+        if let Ok(p) = unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) } {
+            let port = DropPortKey {
+                reason,
+                proto: l4proto,
+                _pad: 0,
+                port: u16::from_be_bytes(p),
+            };
+            attributed &= count_weighted(
+                &DROP_PORTS,
+                &port,
+                weight,
+                &mut st.new_ports,
+                cfg.attr_port_budget,
+            );
+        }
+    }
+    if !attributed {
+        bump_health(kfree_health::UNATTRIBUTED);
+    }
+}
+
+/// Adds `w` to `key`'s row, inserting it while `budget` lasts; false when
+/// it has no row.
+#[inline(always)]
+fn count_weighted<K>(
+    map: &LruPerCpuHashMap<K, u64>,
+    key: &K,
+    w: u32,
+    inserted: &mut u32,
+    budget: u32,
+) -> bool {
+    if let Some(p) = map.get_ptr_mut(key) {
+        unsafe { *p += w as u64 };
+        return true;
+    }
+    if *inserted >= budget {
+        return false;
+    }
+    *inserted += 1;
+    map.insert(key, &(w as u64), 0).is_ok()
 }

@@ -11,9 +11,8 @@ use aya_ebpf::{
 use drop_common::{
     BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceStats, MAX_BLOCKS, MAX_HEAVY_PORTS,
     MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
-    SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, Sampler, SourceKey, SourceStats, SrcSketch,
-    TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr,
-    hll_slot,
+    SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES,
+    Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot,
     parse::{Bytes, Shape, parse},
     sketch_index, trigger_kind,
 };
@@ -38,7 +37,7 @@ static XDP_CONFIG: XdpConfig = XdpConfig {
 };
 
 #[map]
-static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+pub(crate) static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static SRC_SKETCH: PerCpuArray<SrcSketch> = PerCpuArray::with_max_entries(2, 0);
@@ -165,11 +164,7 @@ fn observe(ctx: &XdpContext) -> u32 {
     let shape = parse(&frame);
     stats.count(&shape, len);
 
-    let sampler = &mut stats.sampler;
-    if sampler.countdown > 1 {
-        sampler.countdown -= 1;
-    } else {
-        let weight = if sampler.gap > 1 { sampler.gap } else { 1 };
+    if let Some(weight) = stats.sampler.take() {
         // Parsed again: cheaper, 1 in K packets, than keeping every field
         // of the first parse alive through the hot path.
         let shape = parse(&frame);
@@ -184,7 +179,11 @@ fn observe(ctx: &XdpContext) -> u32 {
         }
         count_udp_source_port(slot, &shape, weight);
         let epoch_packets = flood(ifindex, len, &shape, source, weight);
-        next_gap(sampler, epoch_packets);
+        stats.sampler.next(
+            epoch_packets >= cfg_u32(&raw const XDP_CONFIG.exact_packets),
+            cfg_u32(&raw const XDP_CONFIG.flood_sample_every),
+            || unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() },
+        );
     }
 
     let sample_every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.sample_every) };
@@ -204,28 +203,10 @@ fn observe(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Draws the gap to this CPU's next full-path packet: 1 while the epoch is
-/// quiet, then uniform in 1..=2K (K a power of two, mean about K) from a
-/// private xorshift.
+/// A load-time constant (volatile: patched into .rodata by user space).
 #[inline(always)]
-fn next_gap(sampler: &mut Sampler, epoch_packets: u32) {
-    let every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.flood_sample_every) };
-    let exact = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.exact_packets) };
-    let gap = if every > 1 && epoch_packets >= exact {
-        let mut x = sampler.rng;
-        if x == 0 {
-            x = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        sampler.rng = x;
-        1 + (x & (2 * every - 1))
-    } else {
-        1
-    };
-    sampler.gap = gap;
-    sampler.countdown = gap;
+fn cfg_u32(p: *const u32) -> u32 {
+    unsafe { core::ptr::read_volatile(p) }
 }
 
 /// UDP source-port buckets (reflection), `weight` packets at a time.

@@ -77,6 +77,23 @@ impl KernelBtf {
         Ok(bits / 8)
     }
 
+    /// Size in bytes of an integer member (`path` as in [`Self::member_offset`]),
+    /// or 8 for a pointer; an error for anything else.
+    pub fn member_size(&self, struct_name: &str, path: &[&str]) -> Result<usize> {
+        let mut ty = self.struct_by_name(struct_name)?;
+        for field in path {
+            let (_, t) = self
+                .find_member(&ty, field)?
+                .ok_or_else(|| anyhow!("struct {struct_name} has no member {field}"))?;
+            ty = self.strip(t)?;
+        }
+        match ty {
+            Type::Int(i) => Ok(i.size()),
+            Type::Ptr(_) => Ok(8),
+            _ => bail!("{struct_name}.{} is not an integer", path.join(".")),
+        }
+    }
+
     fn struct_by_name(&self, name: &str) -> Result<Type> {
         let types = self
             .btf

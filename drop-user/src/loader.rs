@@ -11,7 +11,8 @@ use aya::{
     programs::{BtfTracePoint, TracePoint, Xdp, XdpMode},
 };
 use drop_common::{
-    KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS, XdpConfig, globals, maps,
+    KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS,
+    XdpConfig, globals, maps,
 };
 
 use crate::{btf::KernelBtf, reader::Maps, reasons::ReasonTable, tracefs};
@@ -145,6 +146,30 @@ fn skb_offsets(btf: &KernelBtf, cfg: &mut KfreeConfig) -> Result<()> {
     cfg.sk_net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"])?;
     cfg.net_inum = btf.member_offset("net", &["ns", "inum"])?;
     cfg.flags |= KFREE_FLAG_SKB_OFFSETS;
+    // Where the dropped packet's headers are (attribution). Header fields
+    // are u16 offsets from `head` on 64-bit kernels; anything else, skip.
+    let sized = |field: &str, want: usize| -> Result<u32> {
+        let size = btf.member_size("sk_buff", &[field])?;
+        if size != want {
+            bail!("sk_buff.{field} is {size} bytes, not {want}");
+        }
+        btf.member_offset("sk_buff", &[field])
+    };
+    let pkt = (|| -> Result<[u32; 4]> {
+        Ok([
+            sized("head", 8)?,
+            sized("network_header", 2)?,
+            sized("transport_header", 2)?,
+            sized("protocol", 2)?,
+        ])
+    })();
+    if let Ok([head, nh, th, proto]) = pkt {
+        cfg.skb_head = head;
+        cfg.skb_network_header = nh;
+        cfg.skb_transport_header = th;
+        cfg.skb_protocol = proto;
+        cfg.flags |= KFREE_FLAG_PKT_OFFSETS;
+    }
     Ok(())
 }
 
@@ -212,8 +237,15 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     }
     let netns = own_netns()?;
     let mut notes = Vec::new();
+    // Attribution samples like the XDP path, on the same per-epoch scale;
+    // new rows per epoch are a fraction of the exact source budget.
+    let x = &opts.xdp_config;
     let mut cfg = KfreeConfig {
         netns_filter: if opts.own_netns_only { netns } else { 0 },
+        attr_exact: x.exact_packets,
+        attr_every: x.flood_sample_every,
+        attr_source_budget: (x.source_budget / 8).max(64),
+        attr_port_budget: x.port_budget.max(64),
         ..Default::default()
     };
 

@@ -126,6 +126,32 @@ pub fn render_table(r: &Report) -> String {
     {
         let _ = writeln!(s, "\nLOSS: {} ({})", l.verdict, l.evidence.join("; "));
     }
+    if !r.drop_sources.is_empty() {
+        let _ = writeln!(s, "\nDROPPED FROM (source address, by reason)");
+        for d in r.drop_sources.iter().take(5) {
+            let _ = writeln!(
+                s,
+                "  {:<24} {:<40} {:>10}/s {:>12}",
+                d.reason,
+                d.address,
+                human(d.rate),
+                d.total
+            );
+        }
+    }
+    if !r.drop_ports.is_empty() {
+        let _ = writeln!(s, "\nDROPPED TO (destination port, by reason)");
+        for d in r.drop_ports.iter().take(5) {
+            let _ = writeln!(
+                s,
+                "  {:<24} {:<40} {:>10}/s {:>12}",
+                d.reason,
+                format!("{}/{}", d.proto, d.port),
+                human(d.rate),
+                d.total
+            );
+        }
+    }
     if !r.locations.is_empty() {
         let _ = writeln!(s, "\nWHERE (reasonless drops by kernel location)");
         for l in &r.locations {
@@ -209,6 +235,13 @@ pub fn render_table(r: &Report) -> String {
             s,
             "sources: {} tracked exactly, {} evicted from the table (least recently seen first)",
             r.health.sources_tracked, r.health.sources_evicted
+        );
+    }
+    if r.health.unattributed > 0 {
+        let _ = writeln!(
+            s,
+            "attribution: {} drops without a source/port row (new rows are budgeted per interval)",
+            r.health.unattributed
         );
     }
     if r.health.map_full > 0 || r.health.read_errors > 0 {

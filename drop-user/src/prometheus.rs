@@ -454,6 +454,17 @@ pub fn render(r: &Report, extra: &Extra) -> String {
     let _ = writeln!(s, "dropscope_map_full_total {}", r.health.map_full);
     family(
         &mut s,
+        "dropscope_drops_unattributed_total",
+        "counter",
+        "Drops whose source or port found no attribution row (budget spent).",
+    );
+    let _ = writeln!(
+        s,
+        "dropscope_drops_unattributed_total {}",
+        r.health.unattributed
+    );
+    family(
+        &mut s,
         "dropscope_sources_tracked",
         "gauge",
         "Sources in the exact per-source table.",

@@ -9,9 +9,10 @@ use aya::{
     maps::{Array, IterableMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use drop_common::{
-    DropEvent, DropKey, EpochState, HLL_REGISTERS, IfaceStats, LocationKey, MAX_DROP_ROWS,
-    MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES, PacketSample, PortKey, SKETCH_DEPTH, SKETCH_WIDTH,
-    SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
+    DropEvent, DropKey, DropPortKey, DropSourceKey, EpochState, HLL_REGISTERS, IfaceStats,
+    LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES,
+    PacketSample, PortKey, SKETCH_DEPTH, SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, Trigger,
+    UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
 };
 
 pub struct Maps {
@@ -23,6 +24,8 @@ pub struct Maps {
     udp_ports: PerCpuArray<MapData, u64>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceStats>,
     locations: PerCpuHashMap<MapData, LocationKey, u64>,
+    drop_sources: PerCpuHashMap<MapData, DropSourceKey, u64>,
+    drop_ports: PerCpuHashMap<MapData, DropPortKey, u64>,
     events: RingBuf<MapData>,
     event_switch: Array<MapData, u32>,
     epoch: Array<MapData, u32>,
@@ -122,6 +125,10 @@ pub struct Snapshot {
     pub sources_fresh: bool,
     /// (location, reason) -> drops, for reasonless (NOT_SPECIFIED) drops.
     pub locations: HashMap<LocationKey, u64>,
+    /// Drop attribution: (reason, source) and (reason, protocol, port) ->
+    /// drops (estimates once sampled, see `KfreeConfig::attr_exact`).
+    pub drop_sources: HashMap<DropSourceKey, u64>,
+    pub drop_ports: HashMap<DropPortKey, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
@@ -140,6 +147,9 @@ impl Maps {
             udp_ports: PerCpuArray::try_from(take(ebpf, maps::UDP_SRC_PORTS)?)?,
             sources: PerCpuHashMap::try_from(take(ebpf, maps::SOURCES)?)?,
             locations: PerCpuHashMap::try_from(take(ebpf, maps::DROP_LOCATIONS)?)?,
+            // LRU per-CPU hashes read like per-CPU hashes.
+            drop_sources: PerCpuHashMap::try_from(take(ebpf, maps::DROP_SOURCES)?)?,
+            drop_ports: PerCpuHashMap::try_from(take(ebpf, maps::DROP_PORTS)?)?,
             events: RingBuf::try_from(take(ebpf, maps::DROP_EVENTS)?)?,
             event_switch: Array::try_from(take(ebpf, maps::EVENT_SWITCH)?)?,
             epoch: Array::try_from(take(ebpf, flood_maps::EPOCH)?)?,
@@ -330,6 +340,17 @@ impl Maps {
             lookup_percpu::<LocationKey, u64>(self.locations.map(), MAX_LOCATIONS as usize)?
         {
             s.locations.insert(k, v.iter().sum());
+        }
+        for (k, v) in lookup_percpu::<DropSourceKey, u64>(
+            self.drop_sources.map(),
+            drop_common::MAX_DROP_SOURCES as usize,
+        )? {
+            s.drop_sources.insert(k, v.iter().sum());
+        }
+        for (k, v) in
+            lookup_percpu::<DropPortKey, u64>(self.drop_ports.map(), MAX_DROP_PORTS as usize)?
+        {
+            s.drop_ports.insert(k, v.iter().sum());
         }
         Ok(s)
     }

@@ -40,6 +40,11 @@ pub struct Report {
     pub top_sources_fresh: bool,
     /// Reasonless (NOT_SPECIFIED) drops by kernel location, busiest first.
     pub locations: Vec<LocationRow>,
+    /// Drops by (reason, source address) and (reason, protocol, destination
+    /// port), busiest this interval first: "NETFILTER_DROP from 203.0.113.7",
+    /// "SOCKET_RCVBUFF on udp/5353".
+    pub drop_sources: Vec<DropSourceRow>,
+    pub drop_ports: Vec<DropPortRow>,
     /// Attacks in progress (the latest event of each).
     pub attacks: Vec<crate::detect::AttackEvent>,
     /// DDoS-induced loss or congestion, with the evidence.
@@ -83,6 +88,25 @@ pub struct SourcesEstimate {
     /// estimates (1: all of them). Past ~20 000 packets a second per CPU,
     /// about 1 in 32 does, each counting for the gap before it.
     pub sample_every: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct DropSourceRow {
+    pub reason: String,
+    pub address: String,
+    pub delta: u64,
+    pub rate: f64,
+    pub total: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct DropPortRow {
+    pub reason: String,
+    pub proto: &'static str,
+    pub port: u16,
+    pub delta: u64,
+    pub rate: f64,
+    pub total: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -208,6 +232,9 @@ pub struct Health {
     /// them the LRU has evicted since (inserted minus still there).
     pub sources_inserted: u64,
     pub sources_evicted: u64,
+    /// Drops whose source or port found no attribution row (the per-epoch
+    /// budget of new rows was spent, e.g. by a spoofed flood).
+    pub unattributed: u64,
 }
 
 pub struct Tracker {
@@ -229,6 +256,25 @@ pub struct Tracker {
     sources_tracked: usize,
     /// Loaded on the first reasonless drop; None inside if unreadable.
     symbols: Option<Option<crate::kallsyms::Symbols>>,
+}
+
+/// The `n` rows with the most drops since `prev` (then the most in total).
+fn top_by_delta<K: Eq + std::hash::Hash + Ord, R>(
+    now: &HashMap<K, u64>,
+    prev: &HashMap<K, u64>,
+    secs: f64,
+    n: usize,
+    row: impl Fn(&K, u64, f64, u64) -> R,
+) -> Vec<R> {
+    let mut rows: Vec<(u64, u64, &K)> = now
+        .iter()
+        .map(|(k, t)| (t.saturating_sub(prev.get(k).copied().unwrap_or(0)), *t, k))
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+    rows.into_iter()
+        .take(n)
+        .map(|(d, t, k)| row(k, d, d as f64 / secs, t))
+        .collect()
 }
 
 pub fn format_addr(k: &SourceKey) -> String {
@@ -520,7 +566,41 @@ impl Tracker {
             locations.truncate(self.top_n);
         }
 
+        let drop_sources = top_by_delta(
+            &snap.drop_sources,
+            &self.prev.drop_sources,
+            secs,
+            self.top_n,
+            |k, delta, rate, total| DropSourceRow {
+                reason: self.reasons.name(k.reason),
+                address: format_addr(&SourceKey {
+                    addr: k.addr,
+                    ifindex: 0,
+                    family: k.family,
+                    _pad: [0; 3],
+                }),
+                delta,
+                rate,
+                total,
+            },
+        );
+        let drop_ports = top_by_delta(
+            &snap.drop_ports,
+            &self.prev.drop_ports,
+            secs,
+            self.top_n,
+            |k, delta, rate, total| DropPortRow {
+                reason: self.reasons.name(k.reason),
+                proto: if k.proto == 6 { "tcp" } else { "udp" },
+                port: k.port,
+                delta,
+                rate,
+                total,
+            },
+        );
+
         let health = Health {
+            unattributed: snap.health[kfree_health::UNATTRIBUTED as usize],
             drop_events: snap.health[kfree_health::EVENTS as usize],
             map_full: snap.health[kfree_health::MAP_FULL as usize],
             read_errors: snap.health[kfree_health::READ_ERRORS as usize],
@@ -551,6 +631,8 @@ impl Tracker {
             loss: None,
             sources_estimate: None,
             locations,
+            drop_sources,
+            drop_ports,
             drops,
             interfaces,
             counters,

@@ -33,6 +33,28 @@ fn iptables_packets(lab: &Lab, bin: &str, needle: &str) -> u64 {
         .unwrap()
 }
 
+/// Attributed drops (total) of `reason` to destination `proto`/`port`.
+fn drop_port(report: &serde_json::Value, reason: &str, proto: &str, port: u16) -> u64 {
+    report["drop_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["proto"] == proto && r["port"] == port)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
+/// Attributed drops (total) of `reason` from source `address`.
+fn drop_source(report: &serde_json::Value, reason: &str, address: &str) -> u64 {
+    report["drop_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["address"] == address)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
 #[test]
 fn netfilter_drops_equal_the_rule_counter() {
     let lab = Lab::new();
@@ -63,6 +85,9 @@ fn netfilter_drops_equal_the_rule_counter() {
         .find(|r| r["reason"] == "NETFILTER_DROP")
         .unwrap();
     assert_eq!(row["category"], "netfilter");
+    // Attribution: who sent what was dropped, and to which port.
+    assert_eq!(drop_source(last, "NETFILTER_DROP", &lab.v4(1)), rule);
+    assert_eq!(drop_port(last, "NETFILTER_DROP", "udp", 5001), rule);
     // The live diagnosis panel named the cause while it happened.
     assert!(reports.iter().any(|r| {
         r["diagnosis"]
@@ -125,6 +150,10 @@ fn closed_port_drops_equal_udp_no_ports() {
     let v6 = lab.nstat(&lab.b, "Udp6NoPorts") - v6_before;
     assert_eq!((v4, v6), (500, 300), "nstat saw every datagram");
     assert_eq!(drops(last, "NO_SOCKET", "vb"), v4 + v6);
+    // Attribution reads IPv6 headers too.
+    assert_eq!(drop_source(last, "NO_SOCKET", &lab.v4(1)), v4);
+    assert_eq!(drop_source(last, "NO_SOCKET", &lab.v6(1)), v6);
+    assert_eq!(drop_port(last, "NO_SOCKET", "udp", 5999), v4 + v6);
 }
 
 #[test]
@@ -173,6 +202,9 @@ fn full_receive_buffer_drops_equal_udp_rcvbuf_errors() {
         .find(|r| r["reason"] == "SOCKET_RCVBUFF")
         .unwrap();
     assert_eq!(row["category"], "socket-buffer");
+    // "SOCKET_RCVBUFF on udp/5002", from the sender.
+    assert_eq!(drop_port(last, "SOCKET_RCVBUFF", "udp", port), errors);
+    assert_eq!(drop_source(last, "SOCKET_RCVBUFF", &lab.v4(1)), errors);
 }
 
 #[test]
@@ -366,7 +398,11 @@ fn classic_tracepoint_fallback_counts_the_same() {
     let reports = ds.stop();
     let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
     assert_eq!(delta, 250);
-    assert_eq!(drops(reports.last().unwrap(), "NO_SOCKET", "vb"), delta);
+    let last = reports.last().unwrap();
+    assert_eq!(drops(last, "NO_SOCKET", "vb"), delta);
+    // Attribution works through the classic tracepoint as well.
+    assert_eq!(drop_port(last, "NO_SOCKET", "udp", 6001), delta);
+    assert_eq!(drop_source(last, "NO_SOCKET", &lab.v4(1)), delta);
 }
 
 /// A host-level dropscope sees drops inside other namespaces, named

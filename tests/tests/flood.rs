@@ -420,6 +420,9 @@ fn twelve_million_spoofed_sources_keep_maps_and_memory_bounded() {
     // pushed out is counted.
     assert!(inserted < 200_000, "{inserted} inserts for 12M sources");
     assert_eq!(inserted, tracked + evicted, "{h}");
+    // Drop attribution under the same flood: new rows are budgeted, and
+    // the drops that found none are counted, not silently lost.
+    assert!(h["unattributed"].as_u64().unwrap() > 0, "{h}");
     let packets = integration_tests::iface(last, "vb")["total"]["packets"]
         .as_u64()
         .unwrap();
