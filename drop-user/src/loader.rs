@@ -43,6 +43,8 @@ pub enum KfreeChoice {
     Btf,
     /// Only the classic skb:kfree_skb tracepoint (layout read from tracefs).
     Tracepoint,
+    /// No kfree_skb program: XDP only (packet shapes, sources, floods).
+    None,
 }
 
 pub struct LoadOptions {
@@ -281,7 +283,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
 
     let mut hook = DropHook::Unavailable(String::new());
     let mut ebpf = None;
-    if let Some(r) = &reasons
+    if opts.kfree == KfreeChoice::None {
+        hook = DropHook::Unavailable(
+            "--kfree-hook none: drops per reason are not counted (XDP only)".into(),
+        );
+    } else if let Some(r) = &reasons
         && opts.kfree != KfreeChoice::Tracepoint
     {
         set_reasons(&mut cfg, r);
@@ -299,7 +305,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     } else if opts.kfree == KfreeChoice::Btf {
         bail!("--kfree-hook btf needs kernel BTF with enum skb_drop_reason");
     }
-    if ebpf.is_none() && opts.kfree != KfreeChoice::Btf {
+    if ebpf.is_none() && opts.kfree != KfreeChoice::Btf && opts.kfree != KfreeChoice::None {
         match tracepoint_layout(&mut cfg, &mut reasons) {
             Ok(true) => {
                 let r = reasons.get_or_insert_with(ReasonTable::default);

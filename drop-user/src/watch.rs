@@ -88,6 +88,11 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     base.exact_packets = ((base.exact_packets as f64 * secs) as u32).max(1000);
     let mut xdp_config = opts.detect.kernel_triggers(secs, base);
     let no_xdp = opts.xdp == XdpChoice::None || ifaces.is_empty();
+    if no_xdp && opts.kfree == loader::KfreeChoice::None {
+        anyhow::bail!(
+            "--kfree-hook none with no XDP interface leaves nothing to observe: pass --iface, or drop --kfree-hook none"
+        );
+    }
     if opts.enforce {
         if no_xdp {
             anyhow::bail!("--enforce drops in XDP: it needs at least one interface with XDP");

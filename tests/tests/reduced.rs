@@ -148,3 +148,28 @@ fn without_a_drop_hook_it_runs_xdp_only_and_says_why() {
         );
     }
 }
+
+/// `--kfree-hook none` chooses the XDP-only mode: no drop program, XDP
+/// exact; with no XDP interface either, one clear line.
+#[test]
+fn kfree_hook_none_is_xdp_only_by_choice() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new();
+    let (err, last, delta) = watch_closed_port(&lab, &[], &["--kfree-hook", "none"], 6310, 40);
+    assert!(err.contains("--kfree-hook none"), "{err}");
+    assert_eq!(delta, 40, "the datagrams reached the closed port");
+    assert_eq!(last["drops"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        integration_tests::iface(&last, "vb")["total"]["protocols"]["udp"],
+        40
+    );
+    let out = Command::new(dropscope_bin())
+        .args(["watch", "--xdp-mode", "none", "--kfree-hook", "none"])
+        .args(["--duration", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nothing to observe"), "{err}");
+}
