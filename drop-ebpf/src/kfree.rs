@@ -278,9 +278,12 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         _pad: [0; 3],
         addr: [0; 16],
     };
+    let mut dport = None;
     let (l4proto, l4) = match protocol {
         ETH_P_IP => {
-            let Ok(h) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 20]) }) else {
+            // 24 bytes: with a plain 20-byte header the ports come along,
+            // saving a second read.
+            let Ok(h) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 24]) }) else {
                 return;
             };
             if h[0] >> 4 != 4 {
@@ -290,11 +293,15 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
             src.addr[..4].copy_from_slice(&h[12..16]);
             // Later fragments carry no transport header.
             let later = u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0;
+            let ihl = (h[0] & 0x0f) as u16 * 4;
             let l4 = if th != 0xffff && th > nh {
                 head + th as u64
             } else {
-                ip + (h[0] & 0x0f) as u64 * 4
+                ip + ihl as u64
             };
+            if ihl == 20 && l4 == ip + 20 {
+                dport = Some(u16::from_be_bytes([h[22], h[23]]));
+            }
             (if later { 0 } else { h[9] }, l4)
         }
         ETH_P_IPV6 => {
@@ -326,12 +333,17 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         cfg.attr_source_budget,
     );
     if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
-        if let Ok(p) = unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) } {
+        let dport = dport.or_else(|| {
+            unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) }
+                .ok()
+                .map(u16::from_be_bytes)
+        });
+        if let Some(port) = dport {
             let port = DropPortKey {
                 reason,
                 proto: l4proto,
                 _pad: 0,
-                port: u16::from_be_bytes(p),
+                port,
             };
             attributed &= count_weighted(
                 &DROP_PORTS,

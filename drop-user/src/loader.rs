@@ -239,12 +239,13 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     }
     let netns = own_netns()?;
     let mut notes = Vec::new();
-    // Attribution samples like the XDP path, on the same per-epoch scale;
-    // new rows per epoch are a fraction of the exact source budget.
+    // Attribution samples like the XDP path, on the same per-epoch scale
+    // (exact for the first tenth as many drops: an exact row costs two
+    // hash lookups); new rows per epoch are a fraction of the source budget.
     let x = &opts.xdp_config;
     let mut cfg = KfreeConfig {
         netns_filter: if opts.own_netns_only { netns } else { 0 },
-        attr_exact: x.exact_packets,
+        attr_exact: (x.exact_packets / 10).max(2000),
         attr_every: x.flood_sample_every,
         attr_source_budget: (x.source_budget / 8).max(64),
         attr_port_budget: x.port_budget.max(64),
