@@ -256,3 +256,101 @@ pub fn proto_index6(p: u8) -> usize {
         p => proto_index(p),
     }
 }
+
+/// What the parser promises for any input whatsoever, as one check the
+/// tests and the coverage-guided fuzzer (`tests/fuzz`) share. Host-side
+/// only; the kernel never calls it.
+pub mod promises {
+    use super::{Bytes, Shape, parse};
+    use crate::proto;
+
+    /// A frame followed by `pad` zero bytes (Ethernet padding), unallocated.
+    struct Padded<'a>(&'a [u8], usize);
+
+    impl Bytes for Padded<'_> {
+        fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+            let end = off.checked_add(N)?;
+            if end > self.len() {
+                return None;
+            }
+            let mut out = [0u8; N];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = self.0.get(off + i).copied().unwrap_or(0);
+            }
+            Some(out)
+        }
+
+        fn len(&self) -> usize {
+            self.0.len() + self.1
+        }
+    }
+
+    /// The fields of one shape agree with each other and with the frame.
+    pub fn consistent(s: &Shape, f: &[u8]) -> Result<(), &'static str> {
+        let ok = |c: bool, why| if c { Ok(()) } else { Err(why) };
+        ok(s.proto < proto::COUNT, "protocol index out of range")?;
+        ok(!(s.ipv4 && s.ipv6), "both IPv4 and IPv6")?;
+        // Later fragments count under their transport but carry no header.
+        if s.tcp_flags.is_some() || (s.proto == proto::TCP && !s.fragment) {
+            ok(
+                s.tcp_flags.is_some() && s.proto == proto::TCP,
+                "TCP flags without TCP",
+            )?;
+        }
+        if s.udp_sport.is_some() || (s.proto == proto::UDP && !s.fragment) {
+            ok(
+                s.udp_sport.is_some() && s.proto == proto::UDP,
+                "UDP port without UDP",
+            )?;
+        }
+        if s.dport.is_some() {
+            ok(
+                s.proto == proto::TCP || s.proto == proto::UDP,
+                "port without TCP/UDP",
+            )?;
+        }
+        if s.source_at.is_some() {
+            ok(s.ipv4 || s.ipv6, "source without IP")?;
+            ok(s.source(f).is_some(), "source address outside the frame")?;
+        }
+        if s.proto == proto::NON_IP {
+            ok(
+                !s.ipv4 && !s.ipv6 && s.source_at.is_none(),
+                "non-IP with IP fields",
+            )?;
+        }
+        if s.proto == proto::ICMPV6 {
+            ok(s.ipv6, "ICMPv6 outside IPv6")?;
+        }
+        if s.proto == proto::ICMP {
+            ok(s.ipv4, "ICMP outside IPv4")?;
+        }
+        Ok(())
+    }
+
+    /// Every promise for frame `f`: a consistent shape; padding after a
+    /// parsed packet changes nothing; a frame cut anywhere in its first 128
+    /// bytes parses the same or as malformed, never as something else; and
+    /// the shape counters count it once.
+    pub fn check(f: &[u8]) -> Result<Shape, &'static str> {
+        let s = parse(f);
+        consistent(&s, f)?;
+        if s.proto != proto::MALFORMED && parse(&Padded(f, 24)) != s {
+            return Err("Ethernet padding changed the shape");
+        }
+        for k in 0..f.len().min(128) {
+            let t = parse(&f[..k]);
+            consistent(&t, &f[..k])?;
+            if t != s && t.proto != proto::MALFORMED {
+                return Err("a cut frame parsed as something else");
+            }
+        }
+        let mut st = crate::IfaceStats::default();
+        st.count(&s, f.len() as u64);
+        let by_proto: u64 = st.proto_packets.iter().sum();
+        if st.packets != 1 || by_proto != 1 || st.size_buckets.iter().sum::<u64>() != 1 {
+            return Err("the counters did not count the frame exactly once");
+        }
+        Ok(s)
+    }
+}

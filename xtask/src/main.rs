@@ -41,7 +41,14 @@ enum Task {
         #[arg(long)]
         full: bool,
     },
-    /// Set up, build, then run every test: unit and real-kernel integration.
+    /// Coverage-guided fuzzing (libFuzzer) of the frame parser XDP runs.
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value = "60")]
+        seconds: u64,
+    },
+    /// Set up, build, then run every test: unit and real-kernel integration,
+    /// then a minute of coverage-guided fuzzing.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -50,6 +57,7 @@ enum Task {
 }
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const APT_BUILD: [&str; 4] = [
     "llvm-22-dev",
@@ -200,6 +208,19 @@ fn setup() -> Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     apt_install(&missing)?;
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "cargo", "fuzz", "--version"])) {
+        eprintln!("setup: installing cargo-fuzz (about a minute)");
+        run(cargo().args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]))
+        .context(format!(
+            "run `cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked`"
+        ))?;
+    }
     if !Path::new("/usr/sbin/iptables").exists() && !have("iptables") {
         bail!("iptables is still missing after setup");
     }
@@ -234,6 +255,19 @@ fn remove_stale_test_namespaces() {
             let _ = succeeds(Command::new("ip").args(["netns", "del", name]));
         }
     }
+}
+
+/// Fuzzes the frame parser for `seconds` from the committed seeds (new
+/// inputs go to tests/fuzz/corpus, crashes to tests/fuzz/artifacts).
+fn fuzz(seconds: u64) -> Result<()> {
+    let dir = workspace_root().join("tests/fuzz");
+    std::fs::create_dir_all(dir.join("corpus"))?;
+    run(Command::new("rustup")
+        .current_dir(&dir)
+        .args(["run", "nightly", "cargo", "fuzz", "run", "--fuzz-dir", "."])
+        .args(["frame_parser", "corpus", "seeds", "--"])
+        .arg(format!("-max_total_time={seconds}")))
+    .context("the frame parser fuzzer found a failing input (see tests/fuzz/artifacts)")
 }
 
 /// Runs `cargo test` on the workspace, echoing its output, and closes with
@@ -328,11 +362,17 @@ fn main() -> ExitCode {
             }
             run(c.env("DROPSCOPE_BIN", &bin))
         })(),
+        Task::Fuzz { seconds } => setup().and_then(|_| fuzz(seconds)),
         Task::Test { args } => (|| {
             setup()?;
             let bin = build(false)?;
             remove_stale_test_namespaces();
-            test(&bin, &args)
+            test(&bin, &args)?;
+            // A filtered run is someone after one test; the full run fuzzes.
+            if args.is_empty() {
+                fuzz(60)?;
+            }
+            Ok(())
         })(),
     };
     match r {
