@@ -25,9 +25,19 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every (key, per-CPU values) of a per-CPU hash or array map, at most
-/// `limit` entries. Values are summed by the caller as it likes.
-pub fn lookup_percpu<K: Pod, V: Pod>(map: &MapData, limit: usize) -> io::Result<Vec<(K, Vec<V>)>> {
+/// Adds per-CPU u64 counters.
+pub fn add_u64(total: &mut u64, v: &u64) {
+    *total += *v;
+}
+
+/// Every (key, value summed over CPUs with `add`) of a per-CPU hash or
+/// array map, at most `limit` entries. Summed as read: no per-entry
+/// allocation (a flood fills these tables every interval).
+pub fn lookup_percpu<K: Pod, V: Pod + Default>(
+    map: &MapData,
+    limit: usize,
+    add: impl Fn(&mut V, &V),
+) -> io::Result<Vec<(K, V)>> {
     let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     let stride = size_of::<V>().div_ceil(8) * 8;
     let chunk = 4096usize.min(limit.max(1));
@@ -75,12 +85,15 @@ pub fn lookup_percpu<K: Pod, V: Pod>(map: &MapData, limit: usize) -> io::Result<
             let k = unsafe {
                 std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()) as *const K)
             };
-            let v = (0..ncpu)
-                .map(|c| unsafe {
+            let mut total = V::default();
+            for c in 0..ncpu {
+                // SAFETY: as above.
+                let v = unsafe {
                     std::ptr::read_unaligned(vals.as_ptr().add((i * ncpu + c) * stride) as *const V)
-                })
-                .collect();
-            out.push((k, v));
+                };
+                add(&mut total, &v);
+            }
+            out.push((k, total));
         }
         if err.is_some() {
             break; // ENOENT: that was the last chunk.

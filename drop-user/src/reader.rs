@@ -12,7 +12,7 @@ use drop_common::{
     DropEvent, DropKey, DropPortKey, DropSourceKey, EpochState, HLL_REGISTERS, IfaceStats,
     LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES,
     PacketSample, PortKey, SKETCH_DEPTH, SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, Trigger,
-    UDP_PORT_BUCKETS, flood_maps, kfree_health, maps,
+    UDP_PORT_BUCKETS, flood_maps, kfree_health, maps, proto,
 };
 
 pub struct Maps {
@@ -36,6 +36,7 @@ pub struct Maps {
     pub triggers: Option<RingBuf<MapData>>,
     /// Sampled packets for PCAP files; poll its fd for readiness.
     pub samples: Option<RingBuf<MapData>>,
+    cache: ReadCache,
 }
 
 /// What one epoch (interval) of the sketches says, all CPUs merged.
@@ -119,10 +120,17 @@ pub struct Snapshot {
     /// Indexed by interface slot.
     pub ifaces: Vec<IfaceStats>,
     /// (slot, bucket) -> packets; only non-zero buckets.
-    pub udp_ports: HashMap<(u32, u32), u64>,
+    pub udp_ports: UdpPortBuckets,
     pub sources: HashMap<SourceKey, SourceStats>,
     /// False when this snapshot skipped the source table (see `read`).
     pub sources_fresh: bool,
+    /// The source table is as last read (no packet since): `sources` is
+    /// empty and the previous read stands.
+    pub sources_unchanged: bool,
+    /// The drop tables (`by_reason`, `by_iface`, `locations`,
+    /// `drop_sources`, `drop_ports`) are as last read (no drop event
+    /// since): they are empty here and the previous read stands.
+    pub drops_unchanged: bool,
     /// (location, reason) -> drops, for reasonless (NOT_SPECIFIED) drops.
     pub locations: HashMap<LocationKey, u64>,
     /// Drop attribution: (reason, source) and (reason, protocol, port) ->
@@ -158,6 +166,7 @@ impl Maps {
             heavy_ports: PerCpuHashMap::try_from(take(ebpf, flood_maps::HEAVY_PORTS)?)?,
             triggers: Some(RingBuf::try_from(take(ebpf, flood_maps::TRIGGERS)?)?),
             samples: Some(RingBuf::try_from(take(ebpf, flood_maps::SAMPLES)?)?),
+            cache: ReadCache::default(),
         })
     }
 
@@ -166,17 +175,12 @@ impl Maps {
         let all = crate::batch::lookup_percpu::<SourceKey, SourceStats>(
             self.sources.map(),
             MAX_SOURCES as usize,
+            |t, v| {
+                t.packets += v.packets;
+                t.bytes += v.bytes;
+            },
         )?;
-        let mut out = HashMap::with_capacity(all.len());
-        for (k, v) in all {
-            let mut t = SourceStats::default();
-            for cpu in &v {
-                t.packets += cpu.packets;
-                t.bytes += cpu.bytes;
-            }
-            out.insert(k, t);
-        }
-        Ok(out)
+        Ok(all.into_iter().collect())
     }
 
     /// Ends the current epoch: the XDP program moves to the other sketch;
@@ -185,6 +189,12 @@ impl Maps {
         let cur = self.epoch.get(&0, 0)?;
         self.epoch.set(0, cur.wrapping_add(1), 0)?;
         let parity = cur & 1;
+        // Nothing reached XDP since the last epoch (as of the last `read`):
+        // the sketches are as we left them, zeroed.
+        if self.cache.epoch_packets == Some(self.cache.packets) {
+            return Ok(EpochSample::default());
+        }
+        self.cache.epoch_packets = Some(self.cache.packets);
         let states = self.epoch_state.get(&parity, 0)?;
         let sketches = self.src_sketch.get(&parity, 0)?;
         let mut s = EpochSample::default();
@@ -244,15 +254,22 @@ impl Maps {
     }
 
     /// Destination ports past the promotion threshold: (key, packets since promoted).
-    pub fn heavy_ports(&self) -> Vec<(PortKey, u64)> {
-        crate::batch::lookup_percpu::<PortKey, u64>(
+    pub fn heavy_ports(&mut self) -> Vec<(PortKey, u64)> {
+        // Read again only when XDP saw packets since (see `read`).
+        let packets = self.cache.packets;
+        if let Some((at, ports)) = &self.cache.ports
+            && *at == packets
+        {
+            return ports.clone();
+        }
+        let ports: Vec<(PortKey, u64)> = crate::batch::lookup_percpu::<PortKey, u64>(
             self.heavy_ports.map(),
             drop_common::MAX_HEAVY_PORTS as usize,
+            crate::batch::add_u64,
         )
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.iter().sum()))
-        .collect()
+        .unwrap_or_default();
+        self.cache.ports = Some((packets, ports.clone()));
+        ports
     }
 
     /// Takes every queued trigger.
@@ -295,23 +312,9 @@ impl Maps {
 
     /// `slots` is how many interface slots are in use.
     /// `with_sources`: also read the (up to 65 536 entry) source table.
-    pub fn read(&self, slots: usize, with_sources: bool) -> Result<Snapshot> {
-        use crate::batch::lookup_percpu;
+    pub fn read(&mut self, slots: usize, with_sources: bool) -> Result<Snapshot> {
+        use crate::batch::{add_u64, lookup_percpu};
         let mut s = Snapshot::default();
-        for (k, v) in lookup_percpu::<u32, u64>(self.drops_by_reason.map(), MAX_REASONS as usize)? {
-            s.by_reason.insert(k, v.iter().sum());
-        }
-        for (k, v) in lookup_percpu::<u32, u64>(self.reason_counts.map(), MAX_REASONS as usize)? {
-            let n: u64 = v.iter().sum();
-            if n > 0 {
-                s.by_reason.insert(k, n);
-            }
-        }
-        for (k, v) in
-            lookup_percpu::<DropKey, u64>(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?
-        {
-            s.by_iface.insert(k, v.iter().sum());
-        }
         for i in 0..kfree_health::COUNT {
             s.health[i as usize] = self.health.get(&i, 0)?.iter().sum();
         }
@@ -322,38 +325,112 @@ impl Maps {
             }
             s.ifaces.push(total);
         }
-        if slots > 0 {
+        let udp: u64 = s.ifaces.iter().map(|i| i.proto_packets[proto::UDP]).sum();
+        if self
+            .cache
+            .udp_ports
+            .as_ref()
+            .is_some_and(|(n, _)| *n == udp)
+        {
+            s.udp_ports = self.cache.udp_ports.as_ref().unwrap().1.clone();
+        } else if slots > 0 {
             let n = slots * UDP_PORT_BUCKETS as usize;
-            for (i, v) in lookup_percpu::<u32, u64>(self.udp_ports.map(), n)? {
-                let total: u64 = v.iter().sum();
+            for (i, v) in lookup_percpu::<u32, u64>(self.udp_ports.map(), n, add_u64)? {
+                let total: u64 = v;
                 if total != 0 && (i as usize) < n {
                     s.udp_ports
                         .insert((i / UDP_PORT_BUCKETS, i % UDP_PORT_BUCKETS), total);
                 }
             }
         }
+        if slots > 0 {
+            self.cache.udp_ports = Some((udp, s.udp_ports.clone()));
+        }
+        // A hash map's batch read walks every bucket, full or not: the drop
+        // tables change only with a counted drop event and the source table
+        // only with a packet, so on a quiet host they are not read again.
+        let events = s.health[kfree_health::EVENTS as usize];
+        if self.cache.drops_at == Some(events) {
+            s.drops_unchanged = true;
+        } else {
+            for (k, v) in lookup_percpu::<u32, u64>(
+                self.drops_by_reason.map(),
+                MAX_REASONS as usize,
+                add_u64,
+            )? {
+                s.by_reason.insert(k, v);
+            }
+            for (k, v) in
+                lookup_percpu::<u32, u64>(self.reason_counts.map(), MAX_REASONS as usize, add_u64)?
+            {
+                let n: u64 = v;
+                if n > 0 {
+                    s.by_reason.insert(k, n);
+                }
+            }
+            for (k, v) in lookup_percpu::<DropKey, u64>(
+                self.drops_by_iface.map(),
+                MAX_DROP_ROWS as usize,
+                add_u64,
+            )? {
+                s.by_iface.insert(k, v);
+            }
+            for (k, v) in lookup_percpu::<LocationKey, u64>(
+                self.locations.map(),
+                MAX_LOCATIONS as usize,
+                add_u64,
+            )? {
+                s.locations.insert(k, v);
+            }
+            for (k, v) in lookup_percpu::<DropSourceKey, u64>(
+                self.drop_sources.map(),
+                drop_common::MAX_DROP_SOURCES as usize,
+                add_u64,
+            )? {
+                s.drop_sources.insert(k, v);
+            }
+            for (k, v) in lookup_percpu::<DropPortKey, u64>(
+                self.drop_ports.map(),
+                MAX_DROP_PORTS as usize,
+                add_u64,
+            )? {
+                s.drop_ports.insert(k, v);
+            }
+            self.cache.drops_at = Some(events);
+        }
+        let packets: u64 = s.ifaces.iter().map(|i| i.packets).sum();
+        self.cache.packets = packets;
         if with_sources {
             s.sources_fresh = true;
-            s.sources = self.read_sources()?;
-        }
-        for (k, v) in
-            lookup_percpu::<LocationKey, u64>(self.locations.map(), MAX_LOCATIONS as usize)?
-        {
-            s.locations.insert(k, v.iter().sum());
-        }
-        for (k, v) in lookup_percpu::<DropSourceKey, u64>(
-            self.drop_sources.map(),
-            drop_common::MAX_DROP_SOURCES as usize,
-        )? {
-            s.drop_sources.insert(k, v.iter().sum());
-        }
-        for (k, v) in
-            lookup_percpu::<DropPortKey, u64>(self.drop_ports.map(), MAX_DROP_PORTS as usize)?
-        {
-            s.drop_ports.insert(k, v.iter().sum());
+            if self.cache.sources_at == Some(packets) {
+                s.sources_unchanged = true;
+            } else {
+                s.sources = self.read_sources()?;
+                self.cache.sources_at = Some(packets);
+            }
         }
         Ok(s)
     }
+}
+
+/// (slot, bucket) -> packets.
+type UdpPortBuckets = HashMap<(u32, u32), u64>;
+
+/// The last reads of the hash-map tables, with the counter that changes
+/// whenever they can.
+#[derive(Default)]
+struct ReadCache {
+    /// Drop events counted when the drop tables were last read.
+    drops_at: Option<u64>,
+    /// XDP packets seen when the source table was last read.
+    sources_at: Option<u64>,
+    /// XDP packets at the last `read`, and at the last epoch read.
+    packets: u64,
+    epoch_packets: Option<u64>,
+    /// (XDP packets, heavy ports) at the last read of the heavy ports.
+    ports: Option<(u64, Vec<(PortKey, u64)>)>,
+    /// (UDP packets, source-port buckets) at the last read of the buckets.
+    udp_ports: Option<(u64, UdpPortBuckets)>,
 }
 
 #[cfg(test)]

@@ -416,6 +416,15 @@ impl Tracker {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
+        if snap.drops_unchanged {
+            // Nothing dropped since the last read: the previous tables stand
+            // (their deltas come out zero).
+            snap.by_reason = self.prev.by_reason.clone();
+            snap.by_iface = self.prev.by_iface.clone();
+            snap.locations = self.prev.locations.clone();
+            snap.drop_sources = self.prev.drop_sources.clone();
+            snap.drop_ports = self.prev.drop_ports.clone();
+        }
 
         // Drops per (reason, interface).
         let mut drops = Vec::new();
@@ -536,7 +545,12 @@ impl Tracker {
         // Top sources by packets since the last read of the source table
         // (every interval, or once a second at shorter intervals).
         if snap.sources_fresh {
-            self.refresh_sources(std::mem::take(&mut snap.sources), now);
+            let sources = if snap.sources_unchanged {
+                std::mem::take(&mut self.prev_sources)
+            } else {
+                std::mem::take(&mut snap.sources)
+            };
+            self.refresh_sources(sources, now);
         }
         let top_sources = self.last_top.clone();
 

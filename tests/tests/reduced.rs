@@ -1,16 +1,21 @@
 //! Reduced modes and least privilege: what a kernel or a service manager
 //! takes away, dropscope says and works around.
 
-use std::{process::Command, thread, time::Duration};
+use std::{
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
 
 use integration_tests::{Lab, drops, dropscope_bin, sockaddr as addr};
 
 /// Without BTF drops can't be told apart by namespace: the tests take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `wrapper... dropscope watch <args> --duration 2500ms --format json`
-/// inside namespace b, sends `count` datagrams to a closed `port` while it
-/// watches, and returns (stderr, last report, UdpNoPorts delta).
+/// Runs `wrapper... dropscope watch <args> --format json` inside namespace
+/// b, sends `count` datagrams to a closed `port` once it says it is ready,
+/// stops it with SIGTERM, and returns (stderr, last report, UdpNoPorts
+/// delta).
 fn watch_closed_port(
     lab: &Lab,
     wrapper: &[&str],
@@ -18,20 +23,42 @@ fn watch_closed_port(
     port: u16,
     count: u32,
 ) -> (String, serde_json::Value, u64) {
+    use std::io::{BufRead, BufReader, Read};
     let before = lab.nstat(&lab.b, "UdpNoPorts");
-    let out = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            Command::new("ip")
-                .args(["netns", "exec", &lab.b])
-                .args(wrapper)
-                .arg(dropscope_bin())
-                .args(["watch", "--iface", "vb", "--interval", "300ms"])
-                .args(["--duration", "2500ms", "--format", "json"])
-                .args(args)
-                .output()
-                .unwrap()
-        });
-        thread::sleep(Duration::from_millis(1200));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.b])
+        .args(wrapper)
+        .arg(dropscope_bin())
+        .args(["watch", "--iface", "vb", "--interval", "300ms"])
+        .args(["--format", "json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr: notes, then the ready line ("dropscope: ..."); the reader
+    // keeps the whole text for the caller.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let err_reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("dropscope:") {
+                let _ = ready_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let ready = ready_rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    if ready {
         lab.send_udp(
             &lab.a,
             addr(&lab.v4(1), 0),
@@ -39,11 +66,15 @@ fn watch_closed_port(
             count,
             32,
         );
-        h.join().unwrap()
-    });
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        // Two intervals: the last datagrams are in a report.
+        thread::sleep(Duration::from_millis(700));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let err = err_reader.join().unwrap();
+    let stdout = out_reader.join().unwrap();
+    assert!(ready, "never ready: {err}");
+    assert!(status.success(), "{err}");
     let last = serde_json::from_str(stdout.lines().last().expect("a report")).unwrap();
     (err, last, lab.nstat(&lab.b, "UdpNoPorts") - before)
 }
