@@ -10,6 +10,33 @@ pub fn index_of(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// Link state of `name`: None if it does not exist, else (administratively
+/// up, carrier) from its flags (IFF_UP, IFF_RUNNING).
+pub fn link_state(name: &str) -> Option<(bool, bool)> {
+    // SAFETY: a datagram socket for the ioctl, closed on every path.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req
+            .ifr_name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IF_NAMESIZE - 1))
+        {
+            *d = s as libc::c_char;
+        }
+        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        libc::close(fd);
+        if r < 0 {
+            return None;
+        }
+        let flags = req.ifr_ifru.ifru_flags as i32;
+        Some((flags & libc::IFF_UP != 0, flags & libc::IFF_RUNNING != 0))
+    }
+}
+
 pub fn name_of(index: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };

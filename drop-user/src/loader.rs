@@ -336,7 +336,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         None => load_object(&cfg, &opts.xdp_config)?,
     };
 
-    let xdp_modes = attach_xdp(&mut ebpf, opts)?;
+    let xdp_modes = attach_xdp(&mut ebpf, opts, &mut notes)?;
     let maps = Maps::take(&mut ebpf)?;
     Ok(Probes {
         ebpf,
@@ -350,7 +350,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     })
 }
 
-fn attach_xdp(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<Vec<(String, &'static str)>> {
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    opts: &LoadOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, &'static str)>> {
     if opts.xdp == XdpChoice::None || opts.ifaces.is_empty() {
         return Ok(Vec::new());
     }
@@ -359,7 +363,7 @@ fn attach_xdp(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<Vec<(String, &'stat
         .program_mut("dropscope_xdp")
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
-    attach_prepared(prog, opts)
+    attach_prepared(prog, opts, notes)
 }
 
 /// Registers the interfaces' slots and the UDP port buckets, then loads the
@@ -409,15 +413,32 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
     Ok(())
 }
 
-fn attach_prepared(prog: &mut Xdp, opts: &LoadOptions) -> Result<Vec<(String, &'static str)>> {
+fn attach_prepared(
+    prog: &mut Xdp,
+    opts: &LoadOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, &'static str)>> {
     let mut modes = Vec::new();
     for (name, ifindex) in &opts.ifaces {
-        modes.push((name.clone(), attach_one(prog, name, *ifindex, opts.xdp)?));
+        let (mode, native_err) = attach_one(prog, name, *ifindex, opts.xdp)?;
+        if let Some(e) = native_err {
+            notes.push(format!(
+                "{name}: no native XDP ({e}); attached in generic (skb) mode, which costs more per packet"
+            ));
+        }
+        modes.push((name.clone(), mode));
     }
     Ok(modes)
 }
 
-fn attach_one(prog: &mut Xdp, name: &str, ifindex: u32, choice: XdpChoice) -> Result<&'static str> {
+/// Attaches in the first mode that works; with `auto` falling back to
+/// generic, also says why native failed.
+fn attach_one(
+    prog: &mut Xdp,
+    name: &str,
+    ifindex: u32,
+    choice: XdpChoice,
+) -> Result<(&'static str, Option<String>)> {
     let tries: &[(XdpMode, &'static str)] = match choice {
         XdpChoice::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
         XdpChoice::Native => &[(XdpMode::Driver, "native")],
@@ -425,10 +446,23 @@ fn attach_one(prog: &mut Xdp, name: &str, ifindex: u32, choice: XdpChoice) -> Re
         XdpChoice::None => &[],
     };
     let mut last_err = None;
+    let mut native_err = None;
     for (mode, label) in tries {
         match prog.attach_to_if_index(ifindex, *mode) {
-            Ok(_) => return Ok(label),
-            Err(e) => last_err = Some(e),
+            Ok(_) => return Ok((label, native_err)),
+            Err(e) => {
+                if *mode == XdpMode::Driver {
+                    // The error and its causes, on one line.
+                    let mut why = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        why = format!("{why}: {c}");
+                        cause = c.source();
+                    }
+                    native_err = Some(why.replace('\n', " "));
+                }
+                last_err = Some(e)
+            }
         }
     }
     match last_err {
@@ -484,5 +518,5 @@ pub fn reattach(
         .program_mut("dropscope_xdp")
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
-    attach_one(prog, name, new, choice)
+    attach_one(prog, name, new, choice).map(|(mode, _)| mode)
 }

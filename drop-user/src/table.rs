@@ -210,6 +210,8 @@ pub struct IfaceReport {
     /// False while the interface does not exist (deleted; re-attached when
     /// it comes back).
     pub present: bool,
+    /// Administratively up and with carrier (IFF_UP and IFF_RUNNING).
+    pub link_up: bool,
     pub pps: f64,
     pub bps: f64,
     pub delta: Shape,
@@ -235,6 +237,9 @@ pub struct Health {
     /// Drops whose source or port found no attribution row (the per-epoch
     /// budget of new rows was spent, e.g. by a spoofed flood).
     pub unattributed: u64,
+    /// Rows in the kernel's drop tables: (reason, interface), location,
+    /// attributed source and port rows.
+    pub drop_rows: usize,
 }
 
 pub struct Tracker {
@@ -518,6 +523,7 @@ impl Tracker {
                     .unwrap_or("off")
                     .to_string(),
                 present: iface::index_of(name) == Some(*ifindex),
+                link_up: iface::link_state(name) == Some((true, true)),
                 pps: d.packets as f64 / secs,
                 bps: d.bytes as f64 * 8.0 / secs,
                 delta: Shape::from_stats(&d),
@@ -544,13 +550,14 @@ impl Tracker {
 
         // Top sources by packets since the last read of the source table
         // (every interval, or once a second at shorter intervals).
-        if snap.sources_fresh {
-            let sources = if snap.sources_unchanged {
-                std::mem::take(&mut self.prev_sources)
-            } else {
-                std::mem::take(&mut snap.sources)
-            };
-            self.refresh_sources(sources, now);
+        if snap.sources_unchanged {
+            // No packet since the last read: the same sources, none sending.
+            for r in &mut self.last_top {
+                (r.packets, r.bytes, r.pps, r.bps) = (0, 0, 0.0, 0.0);
+            }
+            self.last_sources_at = now;
+        } else if snap.sources_fresh {
+            self.refresh_sources(std::mem::take(&mut snap.sources), now);
         }
         let top_sources = self.last_top.clone();
 
@@ -615,6 +622,10 @@ impl Tracker {
 
         let health = Health {
             unattributed: snap.health[kfree_health::UNATTRIBUTED as usize],
+            drop_rows: snap.by_iface.len()
+                + snap.locations.len()
+                + snap.drop_sources.len()
+                + snap.drop_ports.len(),
             drop_events: snap.health[kfree_health::EVENTS as usize],
             map_full: snap.health[kfree_health::MAP_FULL as usize],
             read_errors: snap.health[kfree_health::READ_ERRORS as usize],

@@ -177,6 +177,8 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
 
     let mut ifaces = ifaces;
     let mut gone = vec![false; ifaces.len()];
+    let mut link: Vec<Option<(bool, bool)>> =
+        ifaces.iter().map(|(n, _)| iface::link_state(n)).collect();
     let nic_start = nic::read_all(&ifaces).context("reading interface counters")?;
     let mut tracker = Tracker::new(
         probes.reasons.clone(),
@@ -276,6 +278,24 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                 if !early {
                     continue;
                 }
+            }
+        }
+        // Links that go down or lose carrier keep their XDP program: say so,
+        // and say when they are back.
+        for (slot, (name, _)) in ifaces.iter().enumerate() {
+            let state = iface::link_state(name);
+            if state != link[slot] {
+                match state {
+                    Some((false, _)) => {
+                        eprintln!("note: interface {name} is down (administratively)")
+                    }
+                    Some((true, false)) => eprintln!("note: interface {name} has no carrier"),
+                    Some((true, true)) if link[slot].is_some() => {
+                        eprintln!("note: interface {name} is up again")
+                    }
+                    _ => {}
+                }
+                link[slot] = state;
             }
         }
         // Interfaces deleted and recreated: follow them to their new index.

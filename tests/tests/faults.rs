@@ -1,9 +1,10 @@
-//! Faults: the watched interface is deleted and comes back; dropscope keeps
-//! running, says so, re-attaches, and counts on.
+//! Faults: the watched interface is deleted and comes back, or goes down
+//! and up; a driver has no native XDP. dropscope keeps running, says so,
+//! re-attaches where it must, and counts on.
 
-use std::{thread, time::Duration};
+use std::{process::Command, thread, time::Duration};
 
-use integration_tests::{Lab, iface, sockaddr as addr, source_packets};
+use integration_tests::{Lab, dropscope_bin, iface, sockaddr as addr, source_packets};
 
 #[test]
 fn deleted_interface_is_followed_when_it_returns() {
@@ -50,4 +51,91 @@ fn deleted_interface_is_followed_when_it_returns() {
         "{}",
         last["top_sources"]
     );
+}
+
+/// The watched link goes down and comes back up: dropscope keeps running,
+/// says so, shows it in the report, and counts on (the XDP program stays
+/// attached through it).
+#[test]
+fn link_down_and_up_is_reported_and_counted_through() {
+    let lab = Lab::new();
+    let ds = lab.dropscope(&[
+        "watch",
+        "--iface",
+        "vb",
+        "--interval",
+        "200ms",
+        "--format",
+        "json",
+    ]);
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 9), 60, 32);
+    thread::sleep(Duration::from_millis(300));
+    lab.ip(&lab.b, &["link", "set", "vb", "down"]);
+    thread::sleep(Duration::from_millis(600));
+    lab.ip(&lab.b, &["link", "set", "vb", "up"]);
+    // Carrier and the neighbour entry come back within a moment.
+    thread::sleep(Duration::from_millis(800));
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 9), 40, 32);
+    thread::sleep(Duration::from_millis(400));
+    assert!(
+        lab.ip(&lab.b, &["-d", "link", "show", "vb"])
+            .contains("xdp"),
+        "XDP stayed attached"
+    );
+    let err = ds.stderr();
+    let reports = ds.stop();
+    assert!(err.contains("interface vb is down"), "{err}");
+    assert!(err.contains("interface vb is up again"), "{err}");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["interfaces"][0]["link_up"] == false),
+        "a report showed vb down"
+    );
+    let last = reports.last().unwrap();
+    assert_eq!(iface(last, "vb")["link_up"], true);
+    assert_eq!(
+        source_packets(last, &lab.v4(1)),
+        100,
+        "{}",
+        last["top_sources"]
+    );
+}
+
+/// A driver without native XDP (a bridge has none): `auto` falls back to
+/// generic and says why; `--xdp-mode native` refuses in one line.
+#[test]
+fn driver_without_native_xdp_runs_generic_and_says_why() {
+    let lab = Lab::new();
+    lab.ip(&lab.b, &["link", "add", "dsbridge", "type", "bridge"]);
+    lab.ip(&lab.b, &["link", "set", "dsbridge", "up"]);
+    let run = |mode: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &lab.b, &dropscope_bin()])
+            .args(["watch", "--iface", "dsbridge", "--xdp-mode", mode])
+            .args([
+                "--interval",
+                "200ms",
+                "--duration",
+                "600ms",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("auto");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dsbridge: no native XDP"), "{err}");
+    assert!(err.contains("generic"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(iface(&last, "dsbridge")["xdp_mode"], "generic");
+
+    let out = run("native");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("dsbridge"), "{err}");
 }

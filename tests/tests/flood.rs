@@ -169,8 +169,28 @@ fn source_threshold_fires_in_kernel_with_few_sources() {
     // 20 000 pps from one source is the threshold; the flood sends far more.
     let d = watch(&lab, &["--source-pps", "20000"]);
     flood(&lab, 17, udp(5000, 9999, 100), 100_000, 1);
+    // Then quiet: the attack must end (end_after_s is 3 s), and a second
+    // flood must start a second one.
+    let ended = |d: &Dropscope| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        let mut lines = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Some(v) = d.next_report(Duration::from_millis(200)) {
+                let end = v["schema"] == "dropscope.attack/1" && v["phase"] == "end";
+                lines.push(v);
+                if end {
+                    return (true, lines);
+                }
+            }
+        }
+        (false, lines)
+    };
+    let (first_ended, mut lines) = ended(&d);
+    assert!(first_ended, "the attack never ended once the flood stopped");
+    flood(&lab, 17, udp(5000, 9999, 100), 100_000, 1);
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
+    lines.extend(d.stop());
+    assert_eq!(started(&lines).len(), 2, "a second flood, a second attack");
     let s = started(&lines);
     assert!(!s.is_empty(), "no attack");
     let e = s[0];

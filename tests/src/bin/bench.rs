@@ -975,7 +975,18 @@ fn main() {
             }
             let (c1, hwm) = proc_cpu_rss(pid);
             let share = (c1 - c0) / t.elapsed().as_secs_f64() * 100.0;
-            drop(ds);
+            let lines = ds.stop();
+            let health = lines
+                .iter()
+                .rev()
+                .find(|l| l["schema"] == "dropscope.watch/1")
+                .map(|l| l["health"].clone())
+                .unwrap_or_default();
+            let what = format!(
+                "{what}: {} drop rows, {} sources tracked",
+                health["drop_rows"].as_u64().unwrap_or(0),
+                health["sources_tracked"].as_u64().unwrap_or(0)
+            );
             let (limit_cpu, limit_mem, target) = if flood {
                 (2.0, 64 * 1024, "< 2% of a core, < 64 MiB")
             } else {
@@ -983,7 +994,7 @@ fn main() {
             };
             rows.push(Row {
                 section: "User side",
-                what: what.into(),
+                what,
                 value: format!(
                     "{share:.2}% of a core, {:.1} MiB peak RSS",
                     hwm as f64 / 1024.0
@@ -1065,17 +1076,26 @@ const METHODS: &str = r#"
   returns XDP_PASS, attached to the same interface and fed the same frames.
   "1M random sources" draws each frame's source from a million addresses.
 - **Throughput**: packets received on the veth end (`ip -s link`) per second of
-  generator time, with no program (GRO on, for NAPI), with the empty program,
-  with `dropscope watch` attached, and with `dropscope run --enforce` holding
-  100 blocklist prefixes the traffic does not match (every packet pays the
-  LPM lookup; none is dropped).
+  generator time (best of two runs), with no program (GRO on, for NAPI), the
+  empty program, dropscope with XDP only (`--kfree-hook none`), the same with
+  `--enforce` holding 100 blocklist prefixes the traffic does not match, the
+  full dropscope (the frames go to a closed port, so every one is also a
+  kfree_skb drop), and a userspace AF_PACKET socket counting every frame on
+  the interface (the classic alternative to XDP counting; its share of the
+  frames, socket drops and CPU are shown).
+- **Drop path**: drops per second (nstat `UdpNoPorts` over generator time,
+  best of two) of one closed-port flood with nothing attached, dropscope
+  alone (tp_btf, XDP off), a bpftrace one-liner alone and dropwatch alone
+  (drop_monitor; run only where the kernel has it).
 - **Detection latency**: unix time of the attack `start` event minus the time
   the generator started, over repeated trials (the attack is let end between
   trials). Adaptive detection waits for the next sample (100 ms interval); a
   configured threshold fires in the kernel and wakes the loop at once.
 - **User side**: CPU time of the dropscope process (utime + stime) over the
   window, and its peak RSS (VmHWM), with an idle lab and with a continuous
-  spoofed flood of a million sources.
+  spoofed flood of a million sources to a closed port (every packet is also
+  a drop, so the drop tables fill: the row says how many drop rows and
+  tracked sources the last report held).
 
 - **kfree_skb path**: one drop flood (datagrams to a closed port, every one a
   NO_SOCKET drop) with three programs attached at once: a bpftrace one-liner
@@ -1085,36 +1105,27 @@ const METHODS: &str = r#"
 
 ## Where the targets are missed, and what would close them
 
-- **XDP cost (about 6x the floor with BPF_PROG_TEST_RUN, 3.7x in NAPI).**
-  Per packet the program makes about seven map lookups (slot, interface
-  shapes, UDP port bucket and counter, epoch, epoch state, sketch), updates
-  a 4-row count-min sketch, two HyperLogLogs, a 2-row port sketch and the
-  TTL/size histograms, and - in normal traffic, to keep per-source counts
-  exact - one LRU hash lookup for the source. The random-source case is the
-  cheaper one (0.8x): past the new-source budget no hash is touched, which
-  is the property the flood design is for. To approach 2x: one per-CPU
-  value per interface holding all per-packet state (one lookup), sources
-  counted by the sketch with a key registry written once per source per
-  interval instead of a hash per packet, copy-free header reads, one hash
-  computation reused for every row. Even then the feature set costs about
-  2.5-3x; reaching 2x likely means sampling the TTL and port statistics.
-- **Throughput (about 0.75x the empty program)** follows from the per-packet cost
-  on the receiving CPU.
-- **kfree_skb path (0.56x bpftrace, target 0.25x).** On tp_btf the skb
-  fields are read by direct BTF-checked loads and reasons count in a per-CPU
-  array; what remains is the per-CPU hash keyed by (reason, ifindex, netns),
-  since drops arrive on any interface of any namespace. A small per-CPU
-  array cache of recent (ifindex, netns) slots in front of the hash would
-  remove the hashing for the common case (tried: no measurable gain, so not
-  kept). Both figures include the kernel's statistics overhead (two clock
-  reads per run, tens of ns on this VM), which narrows every ratio. The
-  classic tracepoint keeps `bpf_probe_read_kernel` (2.9x tp_btf).
-- **User side (0.2% idle vs 0.1%; 2.8% under a spoofed flood at 1 s vs 2%).**
-  Each interval reads about fifteen maps (batched), `/proc/net/dev`, sysfs,
-  softnet and the ethtool ioctl, and each second the whole source table
-  (up to 65 536 entries). Memory-mapped array maps for the counters and a
-  smaller or incrementally read source table would cut both.
+- **kfree_skb path (about 0.6-0.7x bpftrace, target 0.25x).** On tp_btf
+  the skb fields are read by direct BTF-checked loads and reasons count in a
+  per-CPU array; what remains is the per-CPU hash keyed by (reason, ifindex,
+  netns), since drops arrive on any interface of any namespace, and drop
+  attribution (source and port per reason: two more hash lookups and one
+  header read, exact for the first 2000 drops per CPU and interval, then 1
+  in ~32). Without attribution the path measured 0.56x. A per-CPU slot
+  cache of recent (ifindex, netns) pairs in front of the hash and sampling
+  attribution from the first drop would close part of the gap; both
+  figures include the kernel's statistics overhead (two clock reads per
+  run), which narrows every ratio. The classic tracepoint keeps
+  `bpf_probe_read_kernel` (about 2.9x tp_btf). On the whole drop path
+  (Drop path rows) dropscope costs less than the bpftrace one-liner.
+- **User side under a spoofed flood (about 2.9% of a core at 1 s, 7% at
+  100 ms; target 2%).** Each second the whole source table (65 536
+  entries) and, each interval, the drop tables (thousands of attributed
+  rows under this flood) are read with batched lookups; the kernel's walk
+  of every hash bucket is about 40% of the cost, hashing and sorting the
+  rest. Reading the attribution tables once a second at short intervals,
+  and a faster hasher for the user-side copies, would close most of it.
 
-Not measured yet: thousands of drop rows, and dropwatch (drop_monitor) and an
-AF_PACKET counter as peers.
+dropwatch needs the kernel's drop_monitor (CONFIG_NET_DROP_MONITOR); where
+the kernel lacks it, its row says so.
 "#;
