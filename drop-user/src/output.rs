@@ -126,29 +126,34 @@ pub fn render_table(r: &Report) -> String {
     {
         let _ = writeln!(s, "\nLOSS: {} ({})", l.verdict, l.evidence.join("; "));
     }
-    if !r.drop_sources.is_empty() {
-        let _ = writeln!(s, "\nDROPPED FROM (source address, by reason)");
-        for d in r.drop_sources.iter().take(5) {
+    // (title, rows of (reason, from/to, rate, total)).
+    type Attributed<'a> = (&'static str, Vec<(&'a str, String, f64, u64)>);
+    let attributed: [Attributed; 2] = [
+        (
+            "DROPPED FROM (source address, by reason)",
+            r.drop_sources
+                .iter()
+                .map(|d| (d.reason.as_str(), d.address.clone(), d.rate, d.total))
+                .collect(),
+        ),
+        (
+            "DROPPED TO (destination port, by reason)",
+            r.drop_ports
+                .iter()
+                .map(|d| {
+                    let to = format!("{}/{}", d.proto, d.port);
+                    (d.reason.as_str(), to, d.rate, d.total)
+                })
+                .collect(),
+        ),
+    ];
+    for (title, rows) in attributed.iter().filter(|(_, rows)| !rows.is_empty()) {
+        let _ = writeln!(s, "\n{title}");
+        for (reason, what, rate, total) in rows.iter().take(5) {
             let _ = writeln!(
                 s,
-                "  {:<24} {:<40} {:>10}/s {:>12}",
-                d.reason,
-                d.address,
-                human(d.rate),
-                d.total
-            );
-        }
-    }
-    if !r.drop_ports.is_empty() {
-        let _ = writeln!(s, "\nDROPPED TO (destination port, by reason)");
-        for d in r.drop_ports.iter().take(5) {
-            let _ = writeln!(
-                s,
-                "  {:<24} {:<40} {:>10}/s {:>12}",
-                d.reason,
-                format!("{}/{}", d.proto, d.port),
-                human(d.rate),
-                d.total
+                "  {reason:<24} {what:<40} {:>10}/s {total:>12}",
+                human(*rate)
             );
         }
     }

@@ -24,6 +24,17 @@ pub mod generator;
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
 /// Path of the dropscope binary under test (set by `cargo xtask test`).
+/// `dropscope watch` on vb, 200 ms interval, JSON lines: what most tests run.
+pub const WATCH_VB: [&str; 7] = [
+    "watch",
+    "--iface",
+    "vb",
+    "--interval",
+    "200ms",
+    "--format",
+    "json",
+];
+
 pub fn dropscope_bin() -> String {
     if let Ok(p) = std::env::var("DROPSCOPE_BIN") {
         return p;

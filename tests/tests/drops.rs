@@ -8,15 +8,7 @@ use integration_tests::{
     Dropscope, Lab, drops, iface, ip_link_rx_packets, sockaddr as addr, source_packets,
 };
 
-const WATCH: [&str; 7] = [
-    "watch",
-    "--iface",
-    "vb",
-    "--interval",
-    "200ms",
-    "--format",
-    "json",
-];
+const WATCH: [&str; 7] = integration_tests::WATCH_VB;
 
 fn settle() {
     // Lets softirq processing of the last datagrams finish before reading.

@@ -4,20 +4,12 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use integration_tests::{Lab, dropscope_bin, iface, sockaddr as addr, source_packets};
+use integration_tests::{Lab, WATCH_VB, dropscope_bin, iface, sockaddr as addr, source_packets};
 
 #[test]
 fn deleted_interface_is_followed_when_it_returns() {
     let lab = Lab::new();
-    let ds = lab.dropscope(&[
-        "watch",
-        "--iface",
-        "vb",
-        "--interval",
-        "200ms",
-        "--format",
-        "json",
-    ]);
+    let ds = lab.dropscope(&WATCH_VB);
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 9), 100, 32);
     thread::sleep(Duration::from_millis(300));
     // Deleting one end deletes the pair.
@@ -59,15 +51,7 @@ fn deleted_interface_is_followed_when_it_returns() {
 #[test]
 fn link_down_and_up_is_reported_and_counted_through() {
     let lab = Lab::new();
-    let ds = lab.dropscope(&[
-        "watch",
-        "--iface",
-        "vb",
-        "--interval",
-        "200ms",
-        "--format",
-        "json",
-    ]);
+    let ds = lab.dropscope(&WATCH_VB);
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 9), 60, 32);
     thread::sleep(Duration::from_millis(300));
     lab.ip(&lab.b, &["link", "set", "vb", "down"]);

@@ -26,6 +26,44 @@ struct Row {
     met: Option<bool>,
 }
 
+impl Row {
+    /// A measurement without a target.
+    fn info(
+        section: &'static str,
+        what: impl Into<String>,
+        value: String,
+        ratio: Option<f64>,
+    ) -> Row {
+        Row {
+            section,
+            what: what.into(),
+            value,
+            ratio,
+            target: "",
+            met: None,
+        }
+    }
+
+    /// A measurement against a target, and whether it met it.
+    fn goal(
+        section: &'static str,
+        what: impl Into<String>,
+        value: String,
+        ratio: f64,
+        target: &'static str,
+        met: bool,
+    ) -> Row {
+        Row {
+            section,
+            what: what.into(),
+            value,
+            ratio: Some(ratio),
+            target,
+            met: Some(met),
+        }
+    }
+}
+
 /// Turns kernel.bpf_stats_enabled on for the run and back off after.
 struct BpfStats(String);
 impl BpfStats {
@@ -190,6 +228,31 @@ impl PacketCounter {
     }
 }
 
+/// The peer: a bpftrace one-liner counting kfree_skb by reason.
+fn bpftrace_by_reason() -> std::io::Result<std::process::Child> {
+    Command::new("bpftrace")
+        .args([
+            "-e",
+            "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+/// Best of two floods of `n` frames (the machine is shared): how fast
+/// `counter` grew per second of generator time.
+fn best_rate(lab: &Lab, n: u32, base: Ipv4Addr, counter: impl Fn() -> u64) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..2 {
+        let c0 = counter();
+        let t = send(lab, v4_frame(lab, base, vec![]), n, 1000, base);
+        thread::sleep(Duration::from_millis(200));
+        best = best.max((counter() - c0) as f64 / t.as_secs_f64());
+    }
+    best
+}
+
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -333,14 +396,12 @@ fn main() {
         });
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
         let floor = results[0];
-        rows.push(Row {
-            section: "XDP cost (test run)",
-            what: "empty XDP_PASS program (floor)".into(),
-            value: format!("{floor:.1} ns"),
-            ratio: Some(1.0),
-            target: "",
-            met: None,
-        });
+        rows.push(Row::info(
+            "XDP cost (test run)",
+            "empty XDP_PASS program (floor)",
+            format!("{floor:.1} ns"),
+            Some(1.0),
+        ));
         for (i, what) in [
             (1, "dropscope, one source"),
             (2, "dropscope, 1M random sources"),
@@ -348,24 +409,24 @@ fn main() {
             (4, "dropscope, 802.1Q tagged"),
         ] {
             let r = results[i] / floor;
-            rows.push(Row {
-                section: "XDP cost (test run)",
-                what: what.into(),
-                value: format!("{:.1} ns", results[i]),
-                ratio: Some(r),
-                target: "<= 2x floor",
-                met: Some(r <= 2.0),
-            });
+            rows.push(Row::goal(
+                "XDP cost (test run)",
+                what,
+                format!("{:.1} ns", results[i]),
+                r,
+                "<= 2x floor",
+                r <= 2.0,
+            ));
         }
         let r = results[2] / results[1];
-        rows.push(Row {
-            section: "XDP cost (test run)",
-            what: "random sources vs one source".into(),
-            value: format!("{r:.2}x"),
-            ratio: Some(r),
-            target: "<= 1.3x",
-            met: Some(r <= 1.3),
-        });
+        rows.push(Row::goal(
+            "XDP cost (test run)",
+            "random sources vs one source",
+            format!("{r:.2}x"),
+            r,
+            "<= 1.3x",
+            r <= 1.3,
+        ));
     }
 
     // 1b. The same in NAPI on a veth, with the stack behind it (cold caches).
@@ -417,14 +478,12 @@ fn main() {
             );
         });
         drop(ds);
-        rows.push(Row {
-            section: "XDP cost (NAPI)",
-            what: "empty XDP_PASS program (floor)".into(),
-            value: format!("{floor:.1} ns"),
-            ratio: Some(1.0),
-            target: "",
-            met: None,
-        });
+        rows.push(Row::info(
+            "XDP cost (NAPI)",
+            "empty XDP_PASS program (floor)",
+            format!("{floor:.1} ns"),
+            Some(1.0),
+        ));
         for (what, v) in [
             ("dropscope, one source", one),
             ("dropscope, 1M random sources", random),
@@ -432,24 +491,22 @@ fn main() {
             ("dropscope, 802.1Q tagged", vlan),
         ] {
             let r = v / floor;
-            rows.push(Row {
-                section: "XDP cost (NAPI)",
-                what: what.into(),
-                value: format!("{v:.1} ns"),
-                ratio: Some(r),
-                target: "",
-                met: None,
-            });
+            rows.push(Row::info(
+                "XDP cost (NAPI)",
+                what,
+                format!("{v:.1} ns"),
+                Some(r),
+            ));
         }
         let r = random / one;
-        rows.push(Row {
-            section: "XDP cost (NAPI)",
-            what: "random sources vs one source".into(),
-            value: format!("{r:.2}x"),
-            ratio: Some(r),
-            target: "<= 1.3x",
-            met: Some(r <= 1.3),
-        });
+        rows.push(Row::goal(
+            "XDP cost (NAPI)",
+            "random sources vs one source",
+            format!("{r:.2}x"),
+            r,
+            "<= 1.3x",
+            r <= 1.3,
+        ));
     }
 
     // 2. Throughput on a veth pair: no program, empty program, dropscope.
@@ -457,18 +514,7 @@ fn main() {
         let lab = Lab::new();
         lab.exec(&lab.b, &["ethtool", "-K", "vb", "gro", "on"]);
         let base = Ipv4Addr::new(198, 18, 0, 1);
-        // Best of two runs: the machine is shared.
-        let measure = || {
-            let mut best = 0.0f64;
-            for _ in 0..2 {
-                let rx0 = ip_link_rx_packets(&lab, &lab.b, "vb");
-                let t = send(&lab, v4_frame(&lab, base, vec![]), n, 1000, base);
-                thread::sleep(Duration::from_millis(200));
-                let rx = ip_link_rx_packets(&lab, &lab.b, "vb") - rx0;
-                best = best.max(rx as f64 / t.as_secs_f64());
-            }
-            best
-        };
+        let measure = || best_rate(&lab, n, base, || ip_link_rx_packets(&lab, &lab.b, "vb"));
         let none = measure();
         let empty = {
             let _floor = attach_floor(&lab);
@@ -542,68 +588,47 @@ fn main() {
         let wall = t0.elapsed().as_secs_f64();
         let (seen, lost, cpu) = counter.stop();
         let af_packet = rx as f64 / t.as_secs_f64();
-        rows.push(Row {
-            section: "Throughput",
-            what: "no XDP program".into(),
-            value: format!("{:.0} kpps", none / 1e3),
-            ratio: Some(none / empty),
-            target: "",
-            met: None,
-        });
-        rows.push(Row {
-            section: "Throughput",
-            what: "empty XDP program".into(),
-            value: format!("{:.0} kpps", empty / 1e3),
-            ratio: Some(1.0),
-            target: "",
-            met: None,
-        });
-        let r = xdp_only / empty;
-        rows.push(Row {
-            section: "Throughput",
-            what: "dropscope observing, XDP only (--kfree-hook none)".into(),
-            value: format!("{:.0} kpps", xdp_only / 1e3),
-            ratio: Some(r),
-            target: ">= 0.9x empty",
-            met: Some(r >= 0.9),
-        });
-        rows.push(Row {
-            section: "Throughput",
-            what: "dropscope observing, XDP + kfree_skb (every frame is also a drop)".into(),
-            value: format!("{:.0} kpps", observing / 1e3),
-            ratio: Some(observing / empty),
-            target: "",
-            met: None,
-        });
-        let r = enforcing / empty;
-        rows.push(Row {
-            section: "Throughput",
-            what: "dropscope --enforce, XDP only (100 prefixes, none matching)".into(),
-            value: format!("{:.0} kpps", enforcing / 1e3),
-            ratio: Some(r),
-            target: ">= 0.9x empty",
-            met: Some(r >= 0.9),
-        });
-        rows.push(Row {
-            section: "Throughput",
-            what: "userspace AF_PACKET counter (peer, no XDP)".into(),
-            value: format!("{:.0} kpps", af_packet / 1e3),
-            ratio: Some(af_packet / empty),
-            target: "",
-            met: None,
-        });
-        rows.push(Row {
-            section: "Throughput",
-            what: "AF_PACKET counter: frames counted / CPU".into(),
-            value: format!(
+        for (what, rate, goal) in [
+            ("no XDP program", none, false),
+            ("empty XDP program", empty, false),
+            (
+                "dropscope observing, XDP only (--kfree-hook none)",
+                xdp_only,
+                true,
+            ),
+            (
+                "dropscope observing, XDP + kfree_skb (every frame is also a drop)",
+                observing,
+                false,
+            ),
+            (
+                "dropscope --enforce, XDP only (100 prefixes, none matching)",
+                enforcing,
+                true,
+            ),
+            (
+                "userspace AF_PACKET counter (peer, no XDP)",
+                af_packet,
+                false,
+            ),
+        ] {
+            let (r, value) = (rate / empty, format!("{:.0} kpps", rate / 1e3));
+            rows.push(if goal {
+                Row::goal("Throughput", what, value, r, ">= 0.9x empty", r >= 0.9)
+            } else {
+                Row::info("Throughput", what, value, Some(r))
+            });
+        }
+        rows.push(Row::info(
+            "Throughput",
+            "AF_PACKET counter: frames counted / CPU",
+            format!(
                 "{:.1}% of {rx} received ({lost} dropped on its socket), {:.0}% of a core",
                 seen as f64 * 100.0 / rx.max(1) as f64,
                 cpu * 100.0 / wall
             ),
-            ratio: None,
-            target: "",
-            met: None,
-        });
+            None,
+        ));
     }
 
     // 3. Detection latency: flood start to attack event.
@@ -720,14 +745,7 @@ fn main() {
                 .collect()
         };
         let before = ids();
-        let bt = Command::new("bpftrace")
-            .args([
-                "-e",
-                "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let bt = bpftrace_by_reason();
         let mut bt = bt.ok().map(integration_tests::KillOnDrop);
         thread::sleep(Duration::from_secs(4));
         let bt_ids: Vec<u32> = ids().difference(&before).copied().collect();
@@ -787,23 +805,19 @@ fn main() {
         let (bt_ns, btf_ns, tp_ns) = (per(s0.0, s1.0), per(s0.1, s1.1), per(s0.2, s1.2));
         let events = s1.1.1 - s0.1.1;
         if bt_ids.is_empty() {
-            rows.push(Row {
-                section: "kfree_skb path",
-                what: "bpftrace one-liner".into(),
-                value: "bpftrace did not start (apt-get install bpftrace; tracefs mounted?)".into(),
-                ratio: None,
-                target: "",
-                met: None,
-            });
+            rows.push(Row::info(
+                "kfree_skb path",
+                "bpftrace one-liner",
+                "bpftrace did not start (apt-get install bpftrace; tracefs mounted?)".into(),
+                None,
+            ));
         } else {
-            rows.push(Row {
-                section: "kfree_skb path",
-                what: format!("bpftrace count by reason ({events} drops)"),
-                value: format!("{bt_ns:.1} ns/event"),
-                ratio: Some(1.0),
-                target: "",
-                met: None,
-            });
+            rows.push(Row::info(
+                "kfree_skb path",
+                format!("bpftrace count by reason ({events} drops)"),
+                format!("{bt_ns:.1} ns/event"),
+                Some(1.0),
+            ));
         }
         let r = btf_ns / bt_ns;
         rows.push(Row {
@@ -814,22 +828,18 @@ fn main() {
             target: "<= 0.25x bpftrace",
             met: (!bt_ids.is_empty()).then_some(r <= 0.25),
         });
-        rows.push(Row {
-            section: "kfree_skb path",
-            what: "dropscope classic tracepoint".into(),
-            value: format!("{tp_ns:.1} ns/event"),
-            ratio: Some(tp_ns / bt_ns),
-            target: "",
-            met: None,
-        });
-        rows.push(Row {
-            section: "kfree_skb path",
-            what: "classic tracepoint vs tp_btf".into(),
-            value: format!("{:.2}x", tp_ns / btf_ns),
-            ratio: Some(tp_ns / btf_ns),
-            target: "",
-            met: None,
-        });
+        rows.push(Row::info(
+            "kfree_skb path",
+            "dropscope classic tracepoint",
+            format!("{tp_ns:.1} ns/event"),
+            Some(tp_ns / bt_ns),
+        ));
+        rows.push(Row::info(
+            "kfree_skb path",
+            "classic tracepoint vs tp_btf",
+            format!("{:.2}x", tp_ns / btf_ns),
+            Some(tp_ns / btf_ns),
+        ));
     }
 
     // 2b. The whole drop path with each observer alone: drops per second of
@@ -839,17 +849,7 @@ fn main() {
         let lab = Lab::new();
         lab.exec(&lab.b, &["ethtool", "-K", "vb", "gro", "on"]);
         let base = Ipv4Addr::new(198, 18, 0, 1);
-        let measure = || {
-            let mut best = 0.0f64;
-            for _ in 0..2 {
-                let before = lab.nstat(&lab.b, "UdpNoPorts");
-                let t = send(&lab, v4_frame(&lab, base, vec![]), n, 1000, base);
-                thread::sleep(Duration::from_millis(200));
-                let drops = lab.nstat(&lab.b, "UdpNoPorts") - before;
-                best = best.max(drops as f64 / t.as_secs_f64());
-            }
-            best
-        };
+        let measure = || best_rate(&lab, n, base, || lab.nstat(&lab.b, "UdpNoPorts"));
         let none = measure();
         let with_dropscope = {
             let _d = lab.dropscope(&[
@@ -863,20 +863,11 @@ fn main() {
             ]);
             measure()
         };
-        let with_bpftrace = Command::new("bpftrace")
-            .args([
-                "-e",
-                "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
-            .map(|c| {
-                let _kill = integration_tests::KillOnDrop(c);
-                thread::sleep(Duration::from_secs(4));
-                measure()
-            });
+        let with_bpftrace = bpftrace_by_reason().ok().map(|c| {
+            let _kill = integration_tests::KillOnDrop(c);
+            thread::sleep(Duration::from_secs(4));
+            measure()
+        });
         // dropwatch needs the kernel's drop_monitor (CONFIG_NET_DROP_MONITOR).
         let with_dropwatch = Command::new("dropwatch")
             .args(["-l", "kas"])
@@ -904,43 +895,35 @@ fn main() {
                 let _stdin = stdin;
                 Ok(measure())
             });
-        rows.push(Row {
-            section: "Drop path",
-            what: "nothing attached".into(),
-            value: format!("{:.0} kdrops/s", none / 1e3),
-            ratio: Some(1.0),
-            target: "",
-            met: None,
-        });
-        rows.push(Row {
-            section: "Drop path",
-            what: "dropscope (tp_btf + XDP off)".into(),
-            value: format!("{:.0} kdrops/s", with_dropscope / 1e3),
-            ratio: Some(with_dropscope / none),
-            target: "",
-            met: None,
-        });
-        rows.push(Row {
-            section: "Drop path",
-            what: "bpftrace count by reason (peer)".into(),
-            value: with_bpftrace.map_or("bpftrace did not start".into(), |r| {
+        rows.push(Row::info(
+            "Drop path",
+            "nothing attached",
+            format!("{:.0} kdrops/s", none / 1e3),
+            Some(1.0),
+        ));
+        rows.push(Row::info(
+            "Drop path",
+            "dropscope (tp_btf + XDP off)",
+            format!("{:.0} kdrops/s", with_dropscope / 1e3),
+            Some(with_dropscope / none),
+        ));
+        rows.push(Row::info(
+            "Drop path",
+            "bpftrace count by reason (peer)",
+            with_bpftrace.map_or("bpftrace did not start".into(), |r| {
                 format!("{:.0} kdrops/s", r / 1e3)
             }),
-            ratio: with_bpftrace.map(|r| r / none),
-            target: "",
-            met: None,
-        });
-        rows.push(Row {
-            section: "Drop path",
-            what: "dropwatch / drop_monitor (peer)".into(),
-            value: match &with_dropwatch {
+            with_bpftrace.map(|r| r / none),
+        ));
+        rows.push(Row::info(
+            "Drop path",
+            "dropwatch / drop_monitor (peer)",
+            match &with_dropwatch {
                 Ok(r) => format!("{:.0} kdrops/s", r / 1e3),
                 Err(e) => e.clone(),
             },
-            ratio: with_dropwatch.as_ref().ok().map(|r| r / none),
-            target: "",
-            met: None,
-        });
+            with_dropwatch.as_ref().ok().map(|r| r / none),
+        ));
     }
 
     // 4. User side: CPU share and peak RSS, idle and under a spoofed flood.
