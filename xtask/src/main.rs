@@ -68,7 +68,7 @@ const APT_BUILD: [&str; 4] = [
 /// Tools the integration tests run: ip/nstat/tc/ss, iptables, setpriv,
 /// ethtool, the real flood and load tools, and the real consumers of
 /// dropscope's output: Prometheus and promtool, tshark, tmux.
-const APT_TEST: [(&str, &str); 11] = [
+const APT_TEST: [(&str, &str); 12] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
@@ -80,6 +80,8 @@ const APT_TEST: [(&str, &str); 11] = [
     ("tshark", "tshark"),
     ("tmux", "tmux"),
     ("nft", "nftables"),
+    // libFuzzer (cargo xtask fuzz) is C++.
+    ("g++", "g++"),
 ];
 
 fn workspace_root() -> PathBuf {
