@@ -25,6 +25,16 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// A per-CPU map of u64 counters, summed over CPUs, as a map.
+pub fn counters<K: Pod + Eq + std::hash::Hash>(
+    map: &MapData,
+    limit: usize,
+) -> io::Result<std::collections::HashMap<K, u64>> {
+    Ok(lookup_percpu::<K, u64>(map, limit, add_u64)?
+        .into_iter()
+        .collect())
+}
+
 /// Adds per-CPU u64 counters.
 pub fn add_u64(total: &mut u64, v: &u64) {
     *total += *v;

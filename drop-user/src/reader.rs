@@ -316,7 +316,7 @@ impl Maps {
     /// `slots` is how many interface slots are in use.
     /// `with_sources`: also read the (up to 65 536 entry) source table.
     pub fn read(&mut self, slots: usize, with_sources: bool) -> Result<Snapshot> {
-        use crate::batch::{add_u64, lookup_percpu};
+        use crate::batch::counters;
         let mut s = Snapshot::default();
         for i in 0..kfree_health::COUNT {
             s.health[i as usize] = self.health.get(&i, 0)?.iter().sum();
@@ -329,17 +329,13 @@ impl Maps {
             s.ifaces.push(total);
         }
         let udp: u64 = s.ifaces.iter().map(|i| i.proto_packets[proto::UDP]).sum();
-        if self
-            .cache
-            .udp_ports
-            .as_ref()
-            .is_some_and(|(n, _)| *n == udp)
+        if let Some((at, ports)) = &self.cache.udp_ports
+            && *at == udp
         {
-            s.udp_ports = self.cache.udp_ports.as_ref().unwrap().1.clone();
+            s.udp_ports = ports.clone();
         } else if slots > 0 {
             let n = slots * UDP_PORT_BUCKETS as usize;
-            for (i, v) in lookup_percpu::<u32, u64>(self.udp_ports.map(), n, add_u64)? {
-                let total: u64 = v;
+            for (i, total) in counters::<u32>(self.udp_ports.map(), n)? {
                 if total != 0 && (i as usize) < n {
                     s.udp_ports
                         .insert((i / UDP_PORT_BUCKETS, i % UDP_PORT_BUCKETS), total);
@@ -356,49 +352,18 @@ impl Maps {
         if self.cache.drops_at == Some(events) {
             s.drops_unchanged = true;
         } else {
-            for (k, v) in lookup_percpu::<u32, u64>(
-                self.drops_by_reason.map(),
-                MAX_REASONS as usize,
-                add_u64,
-            )? {
-                s.by_reason.insert(k, v);
-            }
-            for (k, v) in
-                lookup_percpu::<u32, u64>(self.reason_counts.map(), MAX_REASONS as usize, add_u64)?
-            {
-                let n: u64 = v;
-                if n > 0 {
-                    s.by_reason.insert(k, n);
-                }
-            }
-            for (k, v) in lookup_percpu::<DropKey, u64>(
-                self.drops_by_iface.map(),
-                MAX_DROP_ROWS as usize,
-                add_u64,
-            )? {
-                s.by_iface.insert(k, v);
-            }
-            for (k, v) in lookup_percpu::<LocationKey, u64>(
-                self.locations.map(),
-                MAX_LOCATIONS as usize,
-                add_u64,
-            )? {
-                s.locations.insert(k, v);
-            }
-            for (k, v) in lookup_percpu::<DropSourceKey, u64>(
+            s.by_reason = counters(self.drops_by_reason.map(), MAX_REASONS as usize)?;
+            // The array holds every reason below MAX_REASONS; only those seen count.
+            let array = counters::<u32>(self.reason_counts.map(), MAX_REASONS as usize)?;
+            s.by_reason
+                .extend(array.into_iter().filter(|(_, n)| *n > 0));
+            s.by_iface = counters(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?;
+            s.locations = counters(self.locations.map(), MAX_LOCATIONS as usize)?;
+            s.drop_sources = counters(
                 self.drop_sources.map(),
                 drop_common::MAX_DROP_SOURCES as usize,
-                add_u64,
-            )? {
-                s.drop_sources.insert(k, v);
-            }
-            for (k, v) in lookup_percpu::<DropPortKey, u64>(
-                self.drop_ports.map(),
-                MAX_DROP_PORTS as usize,
-                add_u64,
-            )? {
-                s.drop_ports.insert(k, v);
-            }
+            )?;
+            s.drop_ports = counters(self.drop_ports.map(), MAX_DROP_PORTS as usize)?;
             self.cache.drops_at = Some(events);
         }
         let packets: u64 = s.ifaces.iter().map(|i| i.packets).sum();
