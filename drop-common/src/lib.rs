@@ -165,6 +165,8 @@ pub struct BlockEntry {
 
 /// Largest snap length of a sampled packet.
 pub const SAMPLE_SNAP_MAX: usize = 256;
+// The XDP program bounds the copy length with a mask.
+const _: () = assert!(SAMPLE_SNAP_MAX.is_power_of_two());
 pub const SAMPLE_RING_BYTES: u32 = 1 << 20;
 
 /// One sampled packet's first bytes, for the PCAP writer.
@@ -603,7 +605,7 @@ impl IfaceStats {
         self.ipv6 += shape.ipv6 as u64;
         self.vlan += shape.vlan as u64;
         self.fragments += shape.fragment as u64;
-        if let Some(flags) = shape.tcp_flags {
+        if let Some(flags) = shape.tcp_flags.get() {
             let syn = flags & 0x02 != 0;
             let ack = flags & 0x10 != 0;
             let rst = flags & 0x04 != 0;

@@ -47,6 +47,50 @@ impl Bytes for [u8] {
     }
 }
 
+/// An optional value whose bytes are always written. An `Option`'s `None`
+/// leaves its payload undefined, and LLVM may load that payload before it
+/// tests the tag (the result is then discarded): verifiers before Linux
+/// 6.5 reject any read of a stack slot never written, so the XDP program
+/// would not load there. Here `None` stores a zero value too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Opt<T> {
+    present: bool,
+    value: T,
+}
+
+impl<T: Copy + Default> Opt<T> {
+    #[inline(always)]
+    pub fn none() -> Self {
+        Opt {
+            present: false,
+            value: T::default(),
+        }
+    }
+
+    #[inline(always)]
+    pub fn some(value: T) -> Self {
+        Opt {
+            present: true,
+            value,
+        }
+    }
+
+    #[inline(always)]
+    pub fn get(self) -> Option<T> {
+        if self.present { Some(self.value) } else { None }
+    }
+
+    #[inline(always)]
+    pub fn is_some(&self) -> bool {
+        self.present
+    }
+
+    #[inline(always)]
+    pub fn is_none(&self) -> bool {
+        !self.present
+    }
+}
+
 /// What the parser learned about one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
@@ -55,31 +99,39 @@ pub struct Shape {
     pub ipv4: bool,
     pub ipv6: bool,
     pub fragment: bool,
-    pub tcp_flags: Option<u8>,
+    pub tcp_flags: Opt<u8>,
     /// The TCP segment carries data (a pure ACK carries none).
     pub tcp_payload: bool,
-    pub udp_sport: Option<u16>,
+    pub udp_sport: Opt<u16>,
     /// (IP protocol, destination port) for TCP and UDP first fragments.
-    pub dport: Option<(u8, u16)>,
+    pub dport: Opt<(u8, u16)>,
     pub ttl: u8,
     /// (4 or 6, offset of the source address in the frame): read on demand
     /// with [`Shape::source`], so packets that never need it don't pay for
     /// copying it.
-    pub source_at: Option<(u8, usize)>,
+    pub source_at: Opt<(u8, usize)>,
 }
 
 impl Shape {
     /// The source address (IPv4 in the first 4 bytes) and its family.
     #[inline(always)]
-    pub fn source<B: Bytes + ?Sized>(&self, f: &B) -> Option<(u8, [u8; 16])> {
-        let (family, off) = self.source_at?;
+    pub fn source<B: Bytes + ?Sized>(&self, f: &B) -> Opt<(u8, [u8; 16])> {
+        let Some((family, off)) = self.source_at.get() else {
+            return Opt::none();
+        };
         let mut a = [0u8; 16];
         if family == 4 {
-            a[..4].copy_from_slice(&f.load::<4>(off)?);
+            match f.load::<4>(off) {
+                Some(v) => a[..4].copy_from_slice(&v),
+                None => return Opt::none(),
+            }
         } else {
-            a = f.load::<16>(off)?;
+            match f.load::<16>(off) {
+                Some(v) => a = v,
+                None => return Opt::none(),
+            }
         }
-        Some((family, a))
+        Opt::some((family, a))
     }
 }
 
@@ -95,12 +147,12 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
         ipv4: false,
         ipv6: false,
         fragment: false,
-        tcp_flags: None,
+        tcp_flags: Opt::none(),
         tcp_payload: false,
-        udp_sport: None,
-        dport: None,
+        udp_sport: Opt::none(),
+        dport: Opt::none(),
         ttl: 0,
-        source_at: None,
+        source_at: Opt::none(),
     };
     let Some(mut ethertype) = f.be16(12) else {
         return shape;
@@ -132,7 +184,7 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 return shape;
             }
             shape.ttl = h[8];
-            shape.source_at = Some((4, off + 12));
+            shape.source_at = Opt::some((4, off + 12));
             let total = u16::from_be_bytes([h[2], h[3]]) as usize;
             // Claims more than it carries, or less than its own header.
             if off + total > f.len() || total < ihl {
@@ -153,7 +205,7 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 return shape;
             };
             shape.ttl = h[7];
-            shape.source_at = Some((6, off + 8));
+            shape.source_at = Opt::some((6, off + 8));
             let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
             // A zero length with a hop-by-hop header may be a jumbogram.
             if (plen != 0 || h[6] != 0) && off + 40 + plen > f.len() {
@@ -206,10 +258,10 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 && l4off + 20 <= ip_end
             {
                 shape.proto = proto::TCP;
-                shape.tcp_flags = Some(t[13]);
+                shape.tcp_flags = Opt::some(t[13]);
                 let doff = (t[12] >> 4) as usize * 4;
                 shape.tcp_payload = ip_end > l4off + doff;
-                shape.dport = Some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
+                shape.dport = Opt::some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
             }
         }
         IPPROTO_UDP => {
@@ -217,8 +269,8 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 && l4off + 8 <= ip_end
             {
                 shape.proto = proto::UDP;
-                shape.udp_sport = Some(u16::from_be_bytes([u[0], u[1]]));
-                shape.dport = Some((IPPROTO_UDP, u16::from_be_bytes([u[2], u[3]])));
+                shape.udp_sport = Opt::some(u16::from_be_bytes([u[0], u[1]]));
+                shape.dport = Opt::some((IPPROTO_UDP, u16::from_be_bytes([u[2], u[3]])));
             }
         }
         // ICMP belongs to IPv4 and ICMPv6 to IPv6; the other way round is

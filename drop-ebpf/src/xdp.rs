@@ -13,7 +13,7 @@ use drop_common::{
     MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
     SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES,
     Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot,
-    parse::{Bytes, Shape, parse},
+    parse::{Bytes, Opt, Shape, parse},
     sketch_index, trigger_kind,
 };
 
@@ -161,21 +161,25 @@ fn observe(ctx: &XdpContext) -> u32 {
         end: ctx.data_end(),
     };
     let len = (frame.end - frame.start) as u64;
-    let shape = parse(&frame);
-    stats.count(&shape, len);
-
+    // PCAP samples need no parse: taken before any, the verifier checks
+    // this path once instead of once per parse outcome.
+    let sample_every = cfg_u32(&raw const XDP_CONFIG.sample_every);
+    if sample_every != 0 {
+        sample(ctx, ifindex, len as u32, sample_every);
+    }
     if let Some(weight) = stats.sampler.take() {
-        // Parsed again: cheaper, 1 in K packets, than keeping every field
-        // of the first parse alive through the hot path.
+        // Its own parse: cheaper, 1 in K packets, than keeping every field
+        // of the counting parse alive through this path.
         let shape = parse(&frame);
         let mut source = shape.source(&frame);
-        let n = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.bench_random_sources) };
+        let n = cfg_u32(&raw const XDP_CONFIG.bench_random_sources);
         if n != 0
-            && let Some((4, ref mut a)) = source
+            && let Some((4, mut a)) = source.get()
         {
             let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n)
                 .to_be_bytes();
             a[..4].copy_from_slice(&r);
+            source = Opt::some((4, a));
         }
         count_udp_source_port(slot, &shape, weight);
         let epoch_packets = flood(ifindex, len, &shape, source, weight);
@@ -185,15 +189,17 @@ fn observe(ctx: &XdpContext) -> u32 {
             || unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() },
         );
     }
-
-    let sample_every = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.sample_every) };
-    if sample_every != 0 {
-        sample(ctx, ifindex, len as u32, sample_every);
-    }
-    let enforce = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.enforce) };
+    // The sampled path runs first and keeps nothing alive past its end,
+    // so the verifier checks it and the counting below one after the
+    // other. Older verifiers (6.1, 5.10) explore every combination of live
+    // states: with one parse alive through the other, the paths
+    // multiplied past the 1M-instruction limit.
+    let shape = parse(&frame);
+    stats.count(&shape, len);
+    let enforce = cfg_u32(&raw const XDP_CONFIG.enforce);
     if enforce != 0
         && maybe_blocked(&frame, &shape)
-        && let Some((family, addr)) = shape.source(&frame)
+        && let Some((family, addr)) = shape.source(&frame).get()
         && blocked(family, &addr, len)
     {
         stats.blocked += 1;
@@ -212,7 +218,7 @@ fn cfg_u32(p: *const u32) -> u32 {
 /// UDP source-port buckets (reflection), `weight` packets at a time.
 #[inline(always)]
 fn count_udp_source_port(slot: u32, shape: &Shape, weight: u32) {
-    if let Some(port) = shape.udp_sport {
+    if let Some(port) = shape.udp_sport.get() {
         // 0 means "no bucket of its own"; otherwise bucket + 1.
         let v = PORT_BUCKETS.get(port as u32).copied().unwrap_or(0);
         let bucket = if v == 0 || v > UDP_PORT_BUCKETS {
@@ -230,7 +236,7 @@ fn count_udp_source_port(slot: u32, shape: &Shape, weight: u32) {
 /// first 16 bits (one inlined array read instead of a trie walk).
 #[inline(always)]
 fn maybe_blocked(frame: &Frame, shape: &Shape) -> bool {
-    let Some((family, off)) = shape.source_at else {
+    let Some((family, off)) = shape.source_at.get() else {
         return false;
     };
     let Some(top) = frame.be16(off) else {
@@ -289,10 +295,13 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
     // black_box: LLVM would fold these checks away (it knows the minimum
     // is at least 1 after a `want == 0` test), and the verifier then
     // rejects a possibly zero-sized read.
-    let caplen = core::hint::black_box(len.min(snap));
-    if caplen == 0 || caplen > SAMPLE_SNAP_MAX as u32 {
+    let want = core::hint::black_box(len.min(snap));
+    if want == 0 || want > SAMPLE_SNAP_MAX as u32 {
         return;
     }
+    // The same value, in a form whose range (1..=MAX) even verifiers that
+    // lose bounds through `want - 1 < MAX` comparisons (6.1) can see.
+    let caplen = ((want - 1) & (SAMPLE_SNAP_MAX as u32 - 1)) + 1;
     let Some(mut entry) = SAMPLES.reserve::<PacketSample>(0) else {
         return;
     };
@@ -320,13 +329,7 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
 /// packet counts for `weight` packets (see [`Sampler`]); returns the
 /// epoch's packets on this CPU so far.
 #[inline(always)]
-fn flood(
-    ifindex: u32,
-    len: u64,
-    shape: &Shape,
-    source: Option<(u8, [u8; 16])>,
-    weight: u32,
-) -> u32 {
+fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, weight: u32) -> u32 {
     let cfg = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG) };
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     let parity = epoch & 1;
@@ -348,7 +351,7 @@ fn flood(
             None,
         );
     }
-    if let Some(flags) = shape.tcp_flags
+    if let Some(flags) = shape.tcp_flags.get()
         && flags & 0x12 == 0x02
     {
         st.syn = st.syn.wrapping_add(w);
@@ -357,7 +360,7 @@ fn flood(
         }
     }
 
-    if let Some((proto, port)) = shape.dport {
+    if let Some((proto, port)) = shape.dport.get() {
         let ph = fmix(((proto as u32) << 16) | port as u32);
         let (reg, rank) = drop_common::hll_slot(ph);
         if reg < st.hll_dport.len() && st.hll_dport[reg] < rank {
@@ -400,7 +403,7 @@ fn flood(
     }
 
     let packets = st.packets;
-    let Some((family, addr)) = source else {
+    let Some((family, addr)) = source.get() else {
         return packets;
     };
     let h = hash_addr(&addr, family);

@@ -10,7 +10,112 @@ use std::{
 
 use aya::{Pod, maps::MapData};
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// The kernel's internal "operation not supported" (not in libc).
+const ENOTSUPP: i32 = 524;
+
+/// Whether a batch call failed because this kernel has no batch lookup for
+/// the map's type (rather than for a real error).
+fn batch_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(ENOTSUPP) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    )
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+fn bpf_elem(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
+    // SAFETY: attr is a valid bpf_attr prefix for the map element commands;
+    // the pointers in it point at buffers sized for the map's key and value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut ElemAttr,
+            size_of::<ElemAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// [`lookup_percpu`] one key at a time (BPF_MAP_GET_NEXT_KEY and
+/// BPF_MAP_LOOKUP_ELEM), for kernels without batch lookups.
+fn lookup_percpu_by_key<K: Pod, V: Pod + Default>(
+    map: &MapData,
+    limit: usize,
+    add: impl Fn(&mut V, &V),
+) -> io::Result<Vec<(K, V)>> {
+    let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let stride = size_of::<V>().div_ceil(8) * 8;
+    let fd = map.fd().as_fd().as_raw_fd() as u32;
+    let mut key = vec![0u8; size_of::<K>().max(1)];
+    let mut next = vec![0u8; size_of::<K>().max(1)];
+    let mut vals = vec![0u8; stride * ncpu];
+    let mut out = Vec::new();
+    let mut first = true;
+    while out.len() < limit {
+        let mut attr = ElemAttr {
+            map_fd: fd,
+            key: if first { 0 } else { key.as_ptr() as u64 },
+            value_or_next_key: next.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match bpf_elem(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_GET_NEXT_KEY: {e}"),
+                ));
+            }
+        }
+        first = false;
+        std::mem::swap(&mut key, &mut next);
+        let mut attr = ElemAttr {
+            map_fd: fd,
+            key: key.as_ptr() as u64,
+            value_or_next_key: vals.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match bpf_elem(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            Ok(()) => {}
+            // Deleted (LRU eviction) between the two calls.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_LOOKUP_ELEM: {e}"),
+                ));
+            }
+        }
+        // SAFETY: K and V are plain old data; the kernel filled these bytes.
+        let k = unsafe { std::ptr::read_unaligned(key.as_ptr() as *const K) };
+        let mut total = V::default();
+        for c in 0..ncpu {
+            // SAFETY: as above.
+            let v = unsafe { std::ptr::read_unaligned(vals.as_ptr().add(c * stride) as *const V) };
+            add(&mut total, &v);
+        }
+        out.push((k, total));
+    }
+    Ok(out)
+}
 
 #[repr(C)]
 #[derive(Default)]
@@ -82,6 +187,13 @@ pub fn lookup_percpu<K: Pod, V: Pod + Default>(
             )
         };
         let err = (r < 0).then(io::Error::last_os_error);
+        if first
+            && let Some(e) = &err
+            && batch_unsupported(e)
+        {
+            // Older kernels lack batch lookups for some map types.
+            return lookup_percpu_by_key(map, limit, add);
+        }
         if let Some(e) = &err
             && e.raw_os_error() != Some(libc::ENOENT)
         {

@@ -33,9 +33,36 @@ impl KernelBtf {
             );
         }
         // Mmap: vmlinux BTF is read on demand, not parsed whole into memory.
-        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
-            .with_context(|| format!("reading {}", path.display()))?;
+        // Only recent kernels let sysfs BTF be mmapped (ENODEV before 6.x):
+        // there, a private in-memory copy is mapped instead (a few MiB, freed
+        // with this value), so memory stays what it is on new kernels.
+        let btf = match Btf::from_file_with_backend(path, btf_rs::Backend::Mmap) {
+            Ok(b) => b,
+            Err(_) => Self::mapped_copy(path)?,
+        };
         Ok(Self { btf })
+    }
+
+    /// Copies `path` into an anonymous memory file and maps that.
+    fn mapped_copy(path: &Path) -> Result<Btf> {
+        use std::{io::Write, os::fd::FromRawFd};
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // SAFETY: memfd_create with a NUL-terminated name; the fd is owned below.
+        let fd = unsafe { libc::memfd_create(c"dropscope-btf".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Btf::from_bytes(&data).with_context(|| format!("parsing {}", path.display()));
+        }
+        // SAFETY: fd was just created and nothing else owns it.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.write_all(&data)
+            .with_context(|| format!("copying {}", path.display()))?;
+        drop(data);
+        let copy = format!("/proc/self/fd/{fd}");
+        let btf = Btf::from_file_with_backend(&copy, btf_rs::Backend::Mmap)
+            .with_context(|| format!("reading {}", path.display()))?;
+        // The mapping keeps the memory file alive once the fd is closed.
+        drop(file);
+        Ok(btf)
     }
 
     /// Members of an enum as (name, value), or None if the kernel has no such enum.
@@ -179,6 +206,26 @@ mod tests {
             members
                 .iter()
                 .any(|(n, _)| n == "SKB_DROP_REASON_NO_SOCKET")
+        );
+    }
+
+    /// The path kernels that refuse to mmap sysfs BTF take gives the same
+    /// answers as the direct mapping.
+    #[test]
+    fn btf_is_read_through_a_memory_copy_too() {
+        let btf = Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
+            .map(|btf| KernelBtf { btf })
+            .expect("kernel BTF");
+        let copy = KernelBtf {
+            btf: KernelBtf::mapped_copy(Path::new(VMLINUX_BTF)).expect("copy"),
+        };
+        assert_eq!(
+            btf.member_offset("sk_buff", &["skb_iif"]).unwrap(),
+            copy.member_offset("sk_buff", &["skb_iif"]).unwrap()
+        );
+        assert_eq!(
+            btf.enum_members("skb_drop_reason").unwrap(),
+            copy.enum_members("skb_drop_reason").unwrap()
         );
     }
 

@@ -129,6 +129,17 @@ pub fn check_privileges() -> Result<()> {
     Ok(())
 }
 
+/// Whether XDP programs may call bpf_xdp_load_bytes (PCAP samples), probed
+/// by loading a two-instruction program that calls it.
+pub fn xdp_can_copy_packets() -> bool {
+    use aya::{
+        programs::ProgramType,
+        sys::{BpfHelper, is_helper_supported},
+    };
+    raise_memlock();
+    is_helper_supported(ProgramType::Xdp, BpfHelper::BPF_FUNC_xdp_load_bytes).unwrap_or(false)
+}
+
 fn raise_memlock() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
     let lim = libc::rlimit {
@@ -410,6 +421,14 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
     prog.load().context("loading the XDP program")?;
+    // How close the program is to the verifier's limit (1M) on this
+    // kernel; the kernel matrix tests print it (Linux 5.16+ reports it).
+    if std::env::var_os("DROPSCOPE_VERIFIER_STATS").is_some()
+        && let Ok(info) = prog.info()
+        && let Some(n) = info.verified_instruction_count()
+    {
+        eprintln!("note: dropscope_xdp: the verifier processed {n} instructions");
+    }
     Ok(())
 }
 

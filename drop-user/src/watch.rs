@@ -105,8 +105,16 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                 "--pcap-dir samples packets in XDP: it needs at least one interface with XDP"
             );
         }
-        xdp_config.sample_every = opts.pcap.every.max(1);
-        xdp_config.snaplen = opts.pcap.snaplen;
+        if loader::xdp_can_copy_packets() {
+            xdp_config.sample_every = opts.pcap.every.max(1);
+            xdp_config.snaplen = opts.pcap.snaplen;
+        } else {
+            // The copy is gated by this load-time constant: left at 0, the
+            // verifier never sees the helper call, and XDP still loads.
+            eprintln!(
+                "note: --pcap-dir needs bpf_xdp_load_bytes (Linux 5.18+), which this kernel lacks: no packet samples are recorded"
+            );
+        }
     }
     if opts.mode == Mode::Top && opts.events.as_deref() == Some("-") {
         anyhow::bail!("top owns the terminal: give --events a file, not -");
