@@ -366,6 +366,11 @@ pub struct DropEvent {
 pub struct LocationKey {
     pub location: u64,
     pub reason: u32,
+    /// Where the packet came in, as in [`DropKey`]: on kernels without
+    /// drop reasons (before 5.17) the location is all there is, and it is
+    /// counted per interface.
+    pub ifindex: u32,
+    pub netns: u32,
     pub _pad: u32,
 }
 
@@ -397,6 +402,8 @@ pub struct KfreeConfig {
     pub tp_skbaddr: u32,
     pub tp_location: u32,
     pub tp_reason: u32,
+    /// 0: the record has no reason (before 5.17); every event is a drop,
+    /// counted as `reason_not_specified`, by location.
     pub tp_reason_size: u32,
     /// sk_buff `head` (pointer) and the u16 header offsets from it, and
     /// `protocol` (big-endian ethertype): where the dropped packet's

@@ -103,7 +103,11 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
     let cfg = config();
     let skb: u64 = unsafe { ctx.read_at(cfg.tp_skbaddr as usize) }.unwrap_or(0);
     let location: u64 = unsafe { ctx.read_at(cfg.tp_location as usize) }.unwrap_or(0);
-    let reason: u32 = if cfg.tp_reason_size == 2 {
+    let reason: u32 = if cfg.tp_reason_size == 0 {
+        // Before 5.17 kfree_skb is only called for drops (consume_skb for
+        // the rest): each event is a drop the kernel gave no reason for.
+        cfg.reason_not_specified
+    } else if cfg.tp_reason_size == 2 {
         unsafe { ctx.read_at::<u16>(cfg.tp_reason as usize) }.unwrap_or(0) as u32
     } else {
         unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
@@ -191,6 +195,8 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
         let lk = LocationKey {
             location,
             reason,
+            ifindex: key.ifindex,
+            netns: key.netns,
             _pad: 0,
         };
         if !bump(&DROP_LOCATIONS, &lk) {

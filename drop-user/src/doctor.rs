@@ -872,9 +872,23 @@ pub fn diagnose(
 
     // Where reasonless drops happen.
     let symbols = Symbols::load().ok();
-    let mut locations: Vec<LocationRow> = snap
-        .locations
-        .iter()
+    // Summed over interfaces: the doctor names places, not ports.
+    let mut by_place: std::collections::HashMap<(u32, u64), u64> = Default::default();
+    for (k, v) in &snap.locations {
+        *by_place.entry((k.reason, k.location)).or_default() += v;
+    }
+    let mut locations: Vec<LocationRow> = by_place
+        .into_iter()
+        .map(|((reason, location), v)| {
+            (
+                drop_common::LocationKey {
+                    reason,
+                    location,
+                    ..Default::default()
+                },
+                v,
+            )
+        })
         .map(|(k, v)| LocationRow {
             reason: reasons.name(k.reason),
             location: symbols
@@ -882,7 +896,7 @@ pub fn diagnose(
                 .and_then(|s| s.resolve(k.location))
                 .unwrap_or_else(|| format!("{:#x}", k.location)),
             address: format!("{:#x}", k.location),
-            drops: *v,
+            drops: v,
         })
         .collect();
     locations.sort_by(|a, b| b.drops.cmp(&a.drops).then(a.location.cmp(&b.location)));

@@ -83,6 +83,9 @@ pub fn default_xdp_config() -> XdpConfig {
 pub enum DropHook {
     BtfTracepoint,
     Tracepoint,
+    /// The classic tracepoint on a kernel whose kfree_skb has no reason
+    /// (before 5.17): drops are counted by kernel location.
+    TracepointByLocation,
     /// No kfree_skb counting; the string says why.
     Unavailable(String),
 }
@@ -212,12 +215,15 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
         .ok_or_else(|| anyhow!("kfree_skb_tp missing from the object"))?
         .try_into()?;
     prog.load().context("loading tracepoint skb:kfree_skb")?;
+    tracefs::system()?;
     prog.attach("skb", "kfree_skb")
         .context("attaching tracepoint skb:kfree_skb")?;
     Ok(())
 }
 
-/// Classic tracepoint layout, and reason names when BTF had none.
+/// Classic tracepoint layout, and reason names when BTF had none. False
+/// when the record has no reason: every event is then a drop counted as
+/// NOT_SPECIFIED at its location.
 fn tracepoint_layout(cfg: &mut KfreeConfig, reasons: &mut Option<ReasonTable>) -> Result<bool> {
     let tfs = tracefs::find_or_mount()?;
     let fmt = tracefs::read_format(&tfs, "skb", "kfree_skb")?;
@@ -229,6 +235,11 @@ fn tracepoint_layout(cfg: &mut KfreeConfig, reasons: &mut Option<ReasonTable>) -
         cfg.tp_location = loc.offset;
     }
     let Some(reason) = fmt.field("reason") else {
+        if fmt.field("location").is_none() {
+            bail!("skb:kfree_skb has neither a reason nor a location field");
+        }
+        cfg.tp_reason_size = 0;
+        *reasons = Some(ReasonTable::location_only());
         return Ok(false);
     };
     cfg.tp_reason = reason.offset;
@@ -319,21 +330,22 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     }
     if ebpf.is_none() && opts.kfree != KfreeChoice::Btf && opts.kfree != KfreeChoice::None {
         match tracepoint_layout(&mut cfg, &mut reasons) {
-            Ok(true) => {
+            Ok(with_reason) => {
                 let r = reasons.get_or_insert_with(ReasonTable::default);
                 set_reasons(&mut cfg, r);
                 let mut e = load_object(&cfg, &opts.xdp_config)?;
                 match attach_tracepoint(&mut e) {
-                    Ok(()) => hook = DropHook::Tracepoint,
+                    Ok(()) if with_reason => hook = DropHook::Tracepoint,
+                    Ok(()) => {
+                        hook = DropHook::TracepointByLocation;
+                        notes.push(
+                            "this kernel's kfree_skb carries no drop reason (reasons need Linux 5.17+): drops are counted by kernel location".into(),
+                        );
+                    }
                     Err(err) if opts.kfree == KfreeChoice::Tracepoint => return Err(err),
                     Err(err) => hook = DropHook::Unavailable(format!("{err:#}")),
                 }
                 ebpf = Some(e);
-            }
-            Ok(false) => {
-                hook = DropHook::Unavailable(
-                    "this kernel's kfree_skb has no drop reason (needs Linux 5.17+): running XDP-only".into(),
-                );
             }
             Err(err) if opts.kfree == KfreeChoice::Tracepoint => return Err(err),
             Err(err) => hook = DropHook::Unavailable(format!("{err:#}: running XDP-only")),

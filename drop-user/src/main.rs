@@ -206,11 +206,24 @@ use dropscope::config::parse_duration;
 fn reasons() -> Result<()> {
     let btf = KernelBtf::load()?;
     let Some(t) = ReasonTable::from_btf(&btf)? else {
-        bail!("this kernel has no enum skb_drop_reason (needs Linux 5.17+)");
+        // Not an error: watch counts this kernel's drops by location.
+        eprintln!(
+            "note: this kernel has no enum skb_drop_reason (reasons need Linux 5.17+): dropscope counts its drops by kernel location"
+        );
+        return Ok(());
     };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for (v, name) in t.all() {
         if t.is_drop(v) {
-            println!("{v:>6}  {name:<32} {}", t.category(v).as_str());
+            let r = writeln!(out, "{v:>6}  {name:<32} {}", t.category(v).as_str());
+            // `dropscope reasons | head` closes the pipe early: not an error.
+            if let Err(e) = r {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
         }
     }
     Ok(())

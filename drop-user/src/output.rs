@@ -160,7 +160,11 @@ pub fn render_table(r: &Report) -> String {
     if !r.locations.is_empty() {
         let _ = writeln!(s, "\nWHERE (reasonless drops by kernel location)");
         for l in &r.locations {
-            let _ = writeln!(s, "  {:<14} {:<48} {:>10}", l.reason, l.location, l.total);
+            let _ = writeln!(
+                s,
+                "  {:<14} {:<12} {:<48} {:>10}",
+                l.reason, l.iface, l.location, l.total
+            );
         }
     }
     if !r.diagnosis.is_empty() {

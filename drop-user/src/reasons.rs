@@ -9,6 +9,10 @@ use crate::btf::{KernelBtf, SUBSYS_SHIFT};
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 
+/// The value the kfree_skb program counts reasonless drops under when the
+/// kernel has no `enum skb_drop_reason` at all.
+const LOCATION_ONLY_REASON: u32 = 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
@@ -158,6 +162,13 @@ impl ReasonTable {
             t.names.entry(v).or_insert(short);
         }
         t
+    }
+
+    /// For kernels whose kfree_skb has no reason (before 5.17): one name,
+    /// NOT_SPECIFIED, under a value of dropscope's own choosing (there is
+    /// no kernel enum to take it from).
+    pub fn location_only() -> Self {
+        Self::from_pairs([("NOT_SPECIFIED".to_string(), LOCATION_ONLY_REASON)])
     }
 
     pub fn is_drop(&self, v: u32) -> bool {

@@ -112,6 +112,9 @@ pub struct DropPortRow {
 #[derive(Serialize, Debug, Clone)]
 pub struct LocationRow {
     pub reason: String,
+    /// Where the dropped packet came in ("-" when the kernel had not
+    /// assigned it an interface).
+    pub iface: String,
     /// `function+0xoffset` from /proc/kallsyms, else the raw address.
     pub location: String,
     pub delta: u64,
@@ -563,15 +566,17 @@ impl Tracker {
 
         let mut locations = Vec::new();
         if !snap.locations.is_empty() {
-            let symbols = self
-                .symbols
-                .get_or_insert_with(|| crate::kallsyms::Symbols::load().ok());
+            if self.symbols.is_none() {
+                self.symbols = Some(crate::kallsyms::Symbols::load().ok());
+            }
             for (k, total) in &snap.locations {
                 let prev = self.prev.locations.get(k).copied().unwrap_or(0);
+                let iface = self.iface_name(k.ifindex, k.netns);
+                let symbols = self.symbols.as_ref().and_then(|s| s.as_ref());
                 locations.push(LocationRow {
                     reason: self.reasons.name(k.reason),
+                    iface,
                     location: symbols
-                        .as_ref()
                         .and_then(|s| s.resolve(k.location))
                         .unwrap_or_else(|| format!("{:#x}", k.location)),
                     delta: total.saturating_sub(prev),

@@ -18,6 +18,12 @@ pub fn find_or_mount() -> Result<PathBuf> {
         }
         bail!("no tracefs at {} (DROPSCOPE_TRACEFS)", dir.display());
     }
+    system()
+}
+
+/// The kernel's own tracefs, mounted if it is not: attaching a tracepoint
+/// reads its id there, whatever `DROPSCOPE_TRACEFS` says of its format.
+pub fn system() -> Result<PathBuf> {
     for c in CANDIDATES {
         if Path::new(c).join("events").is_dir() {
             return Ok(PathBuf::from(c));

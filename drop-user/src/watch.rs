@@ -166,6 +166,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     let hook = match &probes.hook {
         DropHook::BtfTracepoint => "tp_btf/kfree_skb",
         DropHook::Tracepoint => "tracepoint skb:kfree_skb",
+        DropHook::TracepointByLocation => "tracepoint skb:kfree_skb (by kernel location)",
         DropHook::Unavailable(_) => "none",
     };
     let xdp: Vec<String> = probes

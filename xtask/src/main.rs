@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | fuzz`.
 //!
 //! `setup` is idempotent and quick when everything is present: nightly
 //! rust-src, Debian's LLVM 22 (bpf-linker links against it), bpf-linker built
@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod kernels;
 
 #[derive(Parser)]
 struct Cli {
@@ -47,9 +49,14 @@ enum Task {
         #[arg(long, default_value = "60")]
         seconds: u64,
     },
-    /// Set up, build, then run every test: unit and real-kernel integration,
-    /// then a minute of coverage-guided fuzzing.
+    /// Set up, build, then run every test: unit and real-kernel integration
+    /// on this kernel, the kernel matrix (Debian's 5.10, 6.1 and 6.12 booted
+    /// under qemu), then a minute of coverage-guided fuzzing.
     Test {
+        /// Run only the kernel matrix, on these kernels (e.g. `6.1,6.12`, or
+        /// `all`).
+        #[arg(long)]
+        kernels: Option<String>,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -68,6 +75,10 @@ const APT_BUILD: [&str; 4] = [
 /// Tools the integration tests run: ip/nstat/tc/ss, iptables, setpriv,
 /// ethtool, the real flood and load tools, and the real consumers of
 /// dropscope's output: Prometheus and promtool, tshark, tmux.
+/// What the kernel matrix boots Debian's kernels with (virtme-ng runs
+/// qemu; busybox and kmod build its initramfs and load modules).
+const APT_MATRIX: [&str; 3] = ["qemu-system-x86", "busybox-static", "kmod"];
+const VIRTME_NG_VERSION: &str = "1.42";
 const APT_TEST: [(&str, &str); 12] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
@@ -223,6 +234,25 @@ fn setup() -> Result<()> {
             "run `cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked`"
         ))?;
     }
+    apt_install(&APT_MATRIX)?;
+    if !have("vng") {
+        eprintln!("setup: installing virtme-ng {VIRTME_NG_VERSION} (PyPI)");
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            &format!("virtme-ng=={VIRTME_NG_VERSION}"),
+        ]))
+        .context(format!(
+            "run `python3 -m pip install virtme-ng=={VIRTME_NG_VERSION}`"
+        ))?;
+        // pyenv puts new commands behind a shim it writes on rehash.
+        let _ = succeeds(Command::new("pyenv").arg("rehash"));
+        if !have("vng") {
+            bail!("virtme-ng installed but `vng` is not on PATH");
+        }
+    }
     if !Path::new("/usr/sbin/iptables").exists() && !have("iptables") {
         bail!("iptables is still missing after setup");
     }
@@ -293,20 +323,9 @@ fn test(bin: &Path, args: &[String]) -> Result<()> {
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut w = part.split_whitespace().rev();
-                let (Some(kind), Some(n)) = (w.next(), w.next()) else {
-                    continue;
-                };
-                let n: u64 = n.parse().unwrap_or(0);
-                match kind {
-                    "passed" => passed += n,
-                    "failed" => failed += n,
-                    _ => {}
-                }
-            }
-        }
+        let (p, f) = count_results(&line);
+        passed += p;
+        failed += f;
     }
     let status = child.wait()?;
     println!("{passed} passed, {failed} failed");
@@ -315,6 +334,41 @@ fn test(bin: &Path, args: &[String]) -> Result<()> {
     }
     if passed == 0 {
         bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// (passed, failed) summed over libtest's `test result:` lines in `text`.
+fn count_results(text: &str) -> (u64, u64) {
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            continue;
+        };
+        for part in rest.split(';') {
+            let mut w = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (w.next(), w.next()) else {
+                continue;
+            };
+            let n: u64 = n.parse().unwrap_or(0);
+            match kind {
+                "passed" => passed += n,
+                "failed" => failed += n,
+                _ => {}
+            }
+        }
+    }
+    (passed, failed)
+}
+
+/// The kernel matrix with the release binary (what users install).
+fn matrix(list: &str) -> Result<()> {
+    let selected = kernels::select(list)?;
+    let bin = build(true)?;
+    let (passed, failed) = kernels::run_matrix(&selected, &bin)?;
+    println!("kernel matrix: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("the kernel matrix has failures");
     }
     Ok(())
 }
@@ -365,13 +419,18 @@ fn main() -> ExitCode {
             run(c.env("DROPSCOPE_BIN", &bin))
         })(),
         Task::Fuzz { seconds } => setup().and_then(|_| fuzz(seconds)),
-        Task::Test { args } => (|| {
+        Task::Test { kernels, args } => (|| {
             setup()?;
+            if let Some(list) = kernels {
+                return matrix(&list);
+            }
             let bin = build(false)?;
             remove_stale_test_namespaces();
             test(&bin, &args)?;
-            // A filtered run is someone after one test; the full run fuzzes.
+            // A filtered run is someone after one test; the full run also
+            // boots the kernel matrix and fuzzes.
             if args.is_empty() {
+                matrix("all")?;
                 fuzz(60)?;
             }
             Ok(())

@@ -1,0 +1,405 @@
+//! The kernel matrix: Debian's own kernel images booted under qemu with
+//! virtme-ng, each running the real-kernel tests that depend on the
+//! kernel. The VM shares this machine's root read-only, so the binaries
+//! built here run inside unchanged; results come back through a writable
+//! shared directory (vng's own exit status is not reliable: with no script
+//! I/O port it falls back to the console and exits 255 even on success).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, run, succeeds, workspace_root};
+
+/// A kernel of the matrix: Debian's package, and the suite it is in when
+/// that is not one the machine's own sources carry.
+pub(crate) struct Kernel {
+    pub(crate) name: &'static str,
+    package: &'static str,
+    /// `uname -r` of the image.
+    release: &'static str,
+    suite: Option<&'static str>,
+    /// The real-kernel tests this kernel runs: (test binary, exact names;
+    /// empty: all of it).
+    tests: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// What a kernel with drop reasons runs: everything whose result depends
+/// on the kernel (loading, counting against oracles, attribution, XDP and
+/// its triggers, the blocklist, PCAP, doctor, reasons, Prometheus, top).
+const FULL: &[(&str, &[&str])] = &[
+    ("kernels", &[]),
+    ("drops", &[]),
+    (
+        "flood",
+        &[
+            "source_threshold_fires_in_kernel_with_few_sources",
+            "syn_flood_from_random_sources",
+            "udp_reflection_names_the_protocol",
+        ],
+    ),
+    (
+        "mitigation",
+        &[
+            "blocklist_drops_exactly_the_blocked_sources",
+            "attack_pcap_has_the_onset_and_is_read_by_tshark",
+        ],
+    ),
+    (
+        "exporters",
+        &["real_prometheus_scrapes_the_exact_drop_count"],
+    ),
+    ("doctor", &["netfilter_drop_names_the_rule_and_its_count"]),
+    ("top", &["top_fits_80x24_and_answers_keys"]),
+    ("errors", &["reasons_lists_kernel_names_with_categories"]),
+];
+
+/// Before 5.17 there are no drop reasons: the tests that say what runs
+/// there instead (drops by location, XDP shapes, sources, floods).
+const NO_REASONS: &[(&str, &[&str])] = &[
+    ("kernels", &[]),
+    (
+        "drops",
+        &[
+            "per_source_counts_equal_what_each_source_sent",
+            "packet_shapes_vlan_qinq_fragments_and_tcp_flags",
+        ],
+    ),
+];
+
+pub(crate) const MATRIX: &[Kernel] = &[
+    Kernel {
+        name: "5.10",
+        package: "linux-image-5.10.0-32-amd64",
+        release: "5.10.0-32-amd64",
+        suite: Some("bullseye"),
+        tests: NO_REASONS,
+    },
+    Kernel {
+        name: "6.1",
+        package: "linux-image-6.1.0-50-amd64",
+        release: "6.1.0-50-amd64",
+        suite: None,
+        tests: FULL,
+    },
+    Kernel {
+        name: "6.12",
+        package: "linux-image-6.12.111+deb12-amd64",
+        release: "6.12.111+deb12-amd64",
+        suite: None,
+        tests: FULL,
+    },
+];
+
+/// `all`, or names from [`MATRIX`] separated by commas.
+pub(crate) fn select(list: &str) -> Result<Vec<&'static Kernel>> {
+    if list == "all" {
+        return Ok(MATRIX.iter().collect());
+    }
+    list.split(',')
+        .map(|n| {
+            MATRIX.iter().find(|k| k.name == n.trim()).with_context(|| {
+                let names: Vec<&str> = MATRIX.iter().map(|k| k.name).collect();
+                format!(
+                    "no kernel {n} in the matrix (have: {}, all)",
+                    names.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+fn cache_dir() -> PathBuf {
+    // Not under /var/cache: the VM does not see it.
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/dropscope/kernels")
+}
+
+/// The kernel's unpacked image (vmlinuz and modules), fetched once.
+fn image(k: &Kernel) -> Result<PathBuf> {
+    let dir = cache_dir().join(k.release);
+    let vmlinuz = dir.join(format!("boot/vmlinuz-{}", k.release));
+    if vmlinuz.exists()
+        && dir
+            .join("lib/modules")
+            .join(k.release)
+            .join("modules.dep")
+            .exists()
+    {
+        return Ok(vmlinuz);
+    }
+    let debs = cache_dir().join("debs");
+    std::fs::create_dir_all(&debs)?;
+    eprintln!("matrix: fetching {} (Debian package)", k.package);
+    let mut get = Command::new("apt-get");
+    get.current_dir(&debs);
+    if let Some(suite) = k.suite {
+        // A private sources list for the same archive the machine uses.
+        let apt = cache_dir().join(format!("apt-{suite}"));
+        std::fs::create_dir_all(apt.join("lists/partial"))?;
+        std::fs::create_dir_all(apt.join("cache/archives/partial"))?;
+        let uri = archive_uri();
+        std::fs::write(
+            apt.join("sources.list"),
+            format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {suite} main\n"
+            ),
+        )?;
+        let opts = [
+            format!(
+                "Dir::Etc::sourcelist={}",
+                apt.join("sources.list").display()
+            ),
+            "Dir::Etc::sourceparts=-".to_string(),
+            format!("Dir::State::Lists={}", apt.join("lists").display()),
+            format!("Dir::Cache={}", apt.join("cache").display()),
+        ];
+        let mut update = Command::new("apt-get");
+        update.arg("-q");
+        for o in &opts {
+            update.args(["-o", o]);
+        }
+        run(update.arg("update")).with_context(|| format!("apt-get update for {suite}"))?;
+        for o in &opts {
+            get.args(["-o", o]);
+        }
+    }
+    run(get.args(["-q", "download", k.package]))
+        .with_context(|| format!("downloading {}", k.package))?;
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{}_", k.package)) && n.ends_with(".deb"))
+        })
+        .with_context(|| {
+            format!(
+                "{} downloaded but not found in {}",
+                k.package,
+                debs.display()
+            )
+        })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir))?;
+    run(Command::new("depmod").arg("-b").arg(&dir).arg(k.release))?;
+    let _ = std::fs::remove_file(&deb);
+    if !vmlinuz.exists() {
+        bail!("{} has no {}", k.package, vmlinuz.display());
+    }
+    Ok(vmlinuz)
+}
+
+/// The Debian archive the machine's own apt sources point at.
+fn archive_uri() -> String {
+    let mut text = String::new();
+    for f in ["/etc/apt/sources.list"] {
+        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            text.push('\n');
+        }
+    }
+    for line in text.lines() {
+        let line = line.trim();
+        // deb822 ("URIs: ...") or one-line ("deb [opts] URI suite ...").
+        if let Some(u) = line.strip_prefix("URIs:") {
+            let u = u.trim();
+            if !u.contains("security") {
+                return u.to_string();
+            }
+        }
+        if line.starts_with("deb ") {
+            let uri = line.split_whitespace().skip(1).find(|w| w.contains("://"));
+            if let Some(u) = uri
+                && !u.contains("security")
+            {
+                return u.to_string();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_string()
+}
+
+/// The test binaries of the integration-tests package, by target name.
+fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let out = cargo()
+        .args([
+            "test",
+            "-p",
+            "integration-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the test binaries")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" || v["target"]["kind"][0] != "test" {
+            continue;
+        }
+        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+            bins.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    Ok(bins)
+}
+
+/// The script the VM runs: modules, bpffs, then each test binary, its
+/// output and status written to `out`.
+fn guest_script(k: &Kernel, bins: &[(String, PathBuf)], bin: &Path, out: &Path) -> Result<String> {
+    let mut s = String::from("#!/bin/bash\n");
+    s.push_str(&format!("out={}\n", out.display()));
+    s.push_str("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    s.push_str("uname -r > $out/uname\n");
+    // What the tests use that Debian's kernels build as modules.
+    s.push_str(
+        "modprobe -a veth nf_tables nft_compat nft_chain_nat xt_tcpudp iptable_filter ip6table_filter sch_tbf sch_ingress cls_bpf 2> $out/modprobe.log\n",
+    );
+    s.push_str("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf\n");
+    s.push_str(&format!("export DROPSCOPE_BIN={}\n", bin.display()));
+    s.push_str("export DROPSCOPE_MATRIX=1\n");
+    s.push_str(&format!("cd {}\n", workspace_root().display()));
+    for (test, names) in k.tests {
+        let exe = bins
+            .iter()
+            .find(|(n, _)| n == test)
+            .map(|(_, p)| p)
+            .with_context(|| format!("no test binary {test}"))?;
+        let filter = if names.is_empty() {
+            String::new()
+        } else {
+            format!(" --exact {}", names.join(" "))
+        };
+        s.push_str(&format!(
+            "timeout 900 {} --test-threads 1{filter} > $out/{test}.log 2>&1; echo \"{test} $?\" >> $out/status\n",
+            exe.display()
+        ));
+    }
+    s.push_str("echo done > $out/done\n");
+    Ok(s)
+}
+
+/// Boots each kernel and runs its tests; fails if any kernel does not boot
+/// or any test fails. Returns (passed, failed) summed over kernels.
+pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> {
+    if !succeeds(Command::new("vng").arg("--version")) {
+        bail!("virtme-ng is missing: cargo xtask setup installs it (pip install virtme-ng)");
+    }
+    let bins = test_binaries()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let mut broken = Vec::new();
+    for k in kernels {
+        let vmlinuz = image(k)?;
+        let out = std::env::temp_dir().join(format!("dropscope-matrix-{}", k.name));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out)?;
+        let script = std::env::temp_dir().join(format!("dropscope-matrix-{}.sh", k.name));
+        std::fs::write(&script, guest_script(k, &bins, bin, &out)?)?;
+        eprintln!(
+            "matrix: booting Linux {} ({}) under qemu (TCG)",
+            k.name, k.release
+        );
+        let started = Instant::now();
+        // KVM stalls on these machines (nested virtualisation): TCG.
+        let status = Command::new("timeout")
+            .arg("1500")
+            .arg("vng")
+            .arg("-r")
+            .arg(&vmlinuz)
+            .args(["--disable-kvm", "--cpus", "2", "--memory", "4G"])
+            .arg("--rwdir")
+            .arg(&out)
+            .arg("--exec")
+            .arg(format!("bash {}", script.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("running vng")?;
+        let secs = started.elapsed().as_secs();
+        let uname = std::fs::read_to_string(out.join("uname")).unwrap_or_default();
+        if uname.trim() != k.release {
+            broken.push(format!("{}: did not boot (vng {status})", k.name));
+            continue;
+        }
+        let statuses = std::fs::read_to_string(out.join("status")).unwrap_or_default();
+        let (mut kp, mut kf) = (0u64, 0u64);
+        for (test, _) in k.tests {
+            let log = std::fs::read_to_string(out.join(format!("{test}.log"))).unwrap_or_default();
+            let rc = statuses
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{test} ")))
+                .map(str::trim);
+            let (p, f) = crate::count_results(&log);
+            kp += p;
+            kf += f;
+            if rc != Some("0") || p == 0 {
+                println!(
+                    "---- Linux {}: {test} (exit {}) ----\n{log}",
+                    k.name,
+                    rc.unwrap_or("none")
+                );
+                broken.push(format!(
+                    "{}: {test} failed (exit {})",
+                    k.name,
+                    rc.unwrap_or("none")
+                ));
+            } else {
+                for l in log
+                    .lines()
+                    .filter(|l| l.starts_with("test ") && l.contains(" ... "))
+                {
+                    println!("[{}] {l}", k.name);
+                }
+            }
+        }
+        if !out.join("done").exists() {
+            broken.push(format!(
+                "{}: the VM stopped before the tests finished",
+                k.name
+            ));
+        }
+        println!(
+            "matrix: Linux {} ({}): {kp} passed, {kf} failed in {secs} s",
+            k.name, k.release
+        );
+        passed += kp;
+        failed += kf;
+    }
+    if !broken.is_empty() {
+        bail!("kernel matrix: {}", broken.join("; "));
+    }
+    Ok((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_by_name_and_all() {
+        assert_eq!(select("all").unwrap().len(), MATRIX.len());
+        let two = select("6.1,6.12").unwrap();
+        assert_eq!(
+            two.iter().map(|k| k.name).collect::<Vec<_>>(),
+            ["6.1", "6.12"]
+        );
+        let err = select("4.19").err().unwrap().to_string();
+        assert!(err.contains("have: 5.10, 6.1, 6.12"), "{err}");
+    }
+}
