@@ -262,9 +262,11 @@ fn packet_shapes_vlan_qinq_fragments_and_tcp_flags() {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     let lab = Lab::new();
+    // Read once: `ip` per frame takes minutes in the matrix's emulated VMs.
+    let (dst_mac, src_mac) = (lab.mac_bytes(&lab.b, "vb"), lab.mac_bytes(&lab.a, "va"));
     let eth = |tags: Vec<(u16, u16)>| Eth {
-        dst: lab.mac_bytes(&lab.b, "vb"),
-        src: lab.mac_bytes(&lab.a, "va"),
+        dst: dst_mac,
+        src: src_mac,
         tags,
     };
     let dst4: Ipv4Addr = lab.v4(2).parse().unwrap();

@@ -83,6 +83,26 @@ fn location_total(report: &Value, iface: &str, func: &str) -> u64 {
         .sum()
 }
 
+fn drop_source(report: &Value, reason: &str, address: &str) -> u64 {
+    report["drop_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["address"] == address)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
+fn drop_port(report: &Value, reason: &str, port: u16) -> u64 {
+    report["drop_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["proto"] == "udp" && r["port"] == port)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
 fn settle() {
     thread::sleep(Duration::from_millis(600));
 }
@@ -206,8 +226,9 @@ fn closed_port_drops_equal_nstat_on_this_kernel() {
     let v4 = lab.nstat(&lab.b, "UdpNoPorts") - v4_before;
     let v6 = lab.nstat(&lab.b, "Udp6NoPorts") - v6_before;
     assert_eq!((v4, v6), (400, 250), "nstat saw every datagram");
-    if kernel_has_reasons() {
+    let reason = if kernel_has_reasons() {
         assert_eq!(drops(&last, "NO_SOCKET", "vb"), v4 + v6);
+        "NO_SOCKET"
     } else {
         assert_eq!(
             location_total(&last, "vb", "__udp4_lib_rcv"),
@@ -218,6 +239,78 @@ fn closed_port_drops_equal_nstat_on_this_kernel() {
             location_total(&last, "vb", "__udp6_lib_rcv"),
             v6,
             "{last:#}"
+        );
+        "NOT_SPECIFIED"
+    };
+    // Attribution reads the dropped packet's headers on every kernel.
+    assert_eq!(
+        drop_source(&last, reason, &lab.v4(1)),
+        v4,
+        "{:#}",
+        last["drop_sources"]
+    );
+    assert_eq!(
+        drop_source(&last, reason, &lab.v6(1)),
+        v6,
+        "{:#}",
+        last["drop_sources"]
+    );
+    assert_eq!(
+        drop_port(&last, reason, 5399),
+        v4 + v6,
+        "{:#}",
+        last["drop_ports"]
+    );
+}
+
+/// Doctor names the cause where the kernel gives reasons, and the kernel
+/// function where it gives none.
+#[test]
+fn doctor_names_where_drops_happen_on_this_kernel() {
+    let lab = Lab::new();
+    lab.exec(
+        &lab.b,
+        &[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "5302", "-j", "DROP",
+        ],
+    );
+    let d = Dropscope::start(
+        &lab.b,
+        &[
+            "doctor",
+            "--iface",
+            "vb",
+            "--duration",
+            "60s",
+            "--format",
+            "json",
+        ],
+    );
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5302), 555, 64);
+    settle();
+    let dx = d.stop().pop().expect("a diagnosis");
+    let findings = dx["findings"].as_array().unwrap();
+    let evidence = |cause: &str| -> String {
+        let f = findings
+            .iter()
+            .find(|f| f["cause"] == cause)
+            .unwrap_or_else(|| panic!("no {cause} finding in {findings:#?}"));
+        f["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if kernel_has_reasons() {
+        let e = evidence("netfilter");
+        assert!(e.contains("matched 555 packets"), "{e}");
+    } else {
+        let e = evidence("unspecified");
+        assert!(
+            e.contains("at nf_hook_slow+0x") && e.contains(": 555"),
+            "{e}"
         );
     }
 }

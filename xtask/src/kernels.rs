@@ -32,7 +32,15 @@ pub(crate) struct Kernel {
 /// on the kernel (loading, counting against oracles, attribution, XDP and
 /// its triggers, the blocklist, PCAP, doctor, reasons, Prometheus, top).
 const FULL: &[(&str, &[&str])] = &[
-    ("kernels", &[]),
+    (
+        "kernels",
+        &[
+            "start_line_says_what_runs_on_this_kernel",
+            "reasons_are_the_running_kernels_own",
+            "doctor_names_where_drops_happen_on_this_kernel",
+            "nothing_stays_attached_after_a_run",
+        ],
+    ),
     ("drops", &[]),
     (
         "flood",
@@ -53,7 +61,6 @@ const FULL: &[(&str, &[&str])] = &[
         "exporters",
         &["real_prometheus_scrapes_the_exact_drop_count"],
     ),
-    ("doctor", &["netfilter_drop_names_the_rule_and_its_count"]),
     ("top", &["top_fits_80x24_and_answers_keys"]),
     ("errors", &["reasons_lists_kernel_names_with_categories"]),
 ];
@@ -68,6 +75,10 @@ const NO_REASONS: &[(&str, &[&str])] = &[
             "per_source_counts_equal_what_each_source_sent",
             "packet_shapes_vlan_qinq_fragments_and_tcp_flags",
         ],
+    ),
+    (
+        "mitigation",
+        &["blocklist_drops_exactly_the_blocked_sources"],
     ),
 ];
 
@@ -195,33 +206,46 @@ fn image(k: &Kernel) -> Result<PathBuf> {
     Ok(vmlinuz)
 }
 
-/// The Debian archive the machine's own apt sources point at.
+/// The Debian archive the machine's own apt sources use for its release
+/// (the entry whose suite is the machine's codename, not security or a
+/// third-party repository).
 fn archive_uri() -> String {
-    let mut text = String::new();
-    for f in ["/etc/apt/sources.list"] {
-        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
-    }
+    let codename = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .unwrap_or_else(|| "bookworm".into());
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            text.push('\n');
-        }
+        files.extend(dir.flatten().map(|e| e.path()));
     }
-    for line in text.lines() {
-        let line = line.trim();
-        // deb822 ("URIs: ...") or one-line ("deb [opts] URI suite ...").
-        if let Some(u) = line.strip_prefix("URIs:") {
-            let u = u.trim();
-            if !u.contains("security") {
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        // deb822 stanzas: "URIs:" and "Suites:" lines.
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:"))
+                && suites.split_whitespace().any(|s| s == codename)
+                && let Some(u) = uris.split_whitespace().next()
+            {
                 return u.to_string();
             }
         }
-        if line.starts_with("deb ") {
-            let uri = line.split_whitespace().skip(1).find(|w| w.contains("://"));
-            if let Some(u) = uri
-                && !u.contains("security")
-            {
-                return u.to_string();
+        // One-line entries: "deb [options] URI suite components".
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            if w.next() != Some("deb") {
+                continue;
+            }
+            let rest: Vec<&str> = w.skip_while(|t| !t.contains("://")).collect();
+            if rest.len() >= 2 && rest[1] == codename {
+                return rest[0].to_string();
             }
         }
     }
@@ -300,7 +324,24 @@ pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> 
     if !succeeds(Command::new("vng").arg("--version")) {
         bail!("virtme-ng is missing: cargo xtask setup installs it (pip install virtme-ng)");
     }
-    let bins = test_binaries()?;
+    // The VMs run copies: a rebuild while the matrix runs changes nothing.
+    let stage = std::env::temp_dir().join("dropscope-matrix-bin");
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&stage)?;
+    let mut bins = Vec::new();
+    for (name, exe) in test_binaries()? {
+        if MATRIX
+            .iter()
+            .any(|k| k.tests.iter().any(|(t, _)| *t == name))
+        {
+            let copy = stage.join(&name);
+            std::fs::copy(&exe, &copy).with_context(|| format!("copying {}", exe.display()))?;
+            bins.push((name, copy));
+        }
+    }
+    let bin_copy = stage.join("dropscope");
+    std::fs::copy(bin, &bin_copy).with_context(|| format!("copying {}", bin.display()))?;
+    let bin = bin_copy.as_path();
     let (mut passed, mut failed) = (0u64, 0u64);
     let mut broken = Vec::new();
     for k in kernels {
@@ -327,13 +368,21 @@ pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> 
             .arg("--exec")
             .arg(format!("bash {}", script.display()))
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(std::fs::File::create(out.join("console.log"))?)
+            .stderr(std::fs::File::create(out.join("vng.log"))?)
             .status()
             .context("running vng")?;
         let secs = started.elapsed().as_secs();
         let uname = std::fs::read_to_string(out.join("uname")).unwrap_or_default();
         if uname.trim() != k.release {
+            for f in ["vng.log", "console.log"] {
+                let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                println!("---- Linux {}: {f} (last lines) ----", k.name);
+                for l in tail.iter().rev() {
+                    println!("{l}");
+                }
+            }
             broken.push(format!("{}: did not boot (vng {status})", k.name));
             continue;
         }
