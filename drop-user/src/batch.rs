@@ -16,6 +16,13 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel's internal "operation not supported" (not in libc).
 const ENOTSUPP: i32 = 524;
 
+/// `DROPSCOPE_NO_BATCH` set: behave as a kernel without batch lookups
+/// (tests prove the per-key path on kernels that have them).
+fn no_batch_simulated() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("DROPSCOPE_NO_BATCH").is_some())
+}
+
 /// Whether a batch call failed because this kernel has no batch lookup for
 /// the map's type (rather than for a real error).
 fn batch_unsupported(e: &io::Error) -> bool {
@@ -51,6 +58,24 @@ fn bpf_elem(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// One entry's per-CPU values (`ncpu` slots of `stride` bytes), summed.
+fn sum_cpus<V: Pod + Default>(
+    vals: &[u8],
+    ncpu: usize,
+    stride: usize,
+    add: impl Fn(&mut V, &V),
+) -> V {
+    let mut total = V::default();
+    for c in 0..ncpu {
+        assert!((c + 1) * stride <= vals.len() && size_of::<V>() <= stride);
+        // SAFETY: V is plain old data; the kernel filled these bytes and
+        // the slot is in bounds (checked above).
+        let v = unsafe { std::ptr::read_unaligned(vals.as_ptr().add(c * stride) as *const V) };
+        add(&mut total, &v);
+    }
+    total
 }
 
 /// [`lookup_percpu`] one key at a time (BPF_MAP_GET_NEXT_KEY and
@@ -104,15 +129,9 @@ fn lookup_percpu_by_key<K: Pod, V: Pod + Default>(
                 ));
             }
         }
-        // SAFETY: K and V are plain old data; the kernel filled these bytes.
+        // SAFETY: K is plain old data; the kernel filled these bytes.
         let k = unsafe { std::ptr::read_unaligned(key.as_ptr() as *const K) };
-        let mut total = V::default();
-        for c in 0..ncpu {
-            // SAFETY: as above.
-            let v = unsafe { std::ptr::read_unaligned(vals.as_ptr().add(c * stride) as *const V) };
-            add(&mut total, &v);
-        }
-        out.push((k, total));
+        out.push((k, sum_cpus(&vals, ncpu, stride, &add)));
     }
     Ok(out)
 }
@@ -187,10 +206,7 @@ pub fn lookup_percpu<K: Pod, V: Pod + Default>(
             )
         };
         let err = (r < 0).then(io::Error::last_os_error);
-        if first
-            && let Some(e) = &err
-            && batch_unsupported(e)
-        {
+        if first && (no_batch_simulated() || err.as_ref().is_some_and(batch_unsupported)) {
             // Older kernels lack batch lookups for some map types.
             return lookup_percpu_by_key(map, limit, add);
         }
@@ -203,19 +219,12 @@ pub fn lookup_percpu<K: Pod, V: Pod + Default>(
             ));
         }
         for i in 0..attr.count as usize {
-            // SAFETY: K and V are plain old data; the kernel filled these bytes.
+            // SAFETY: K is plain old data; the kernel filled these bytes.
             let k = unsafe {
                 std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()) as *const K)
             };
-            let mut total = V::default();
-            for c in 0..ncpu {
-                // SAFETY: as above.
-                let v = unsafe {
-                    std::ptr::read_unaligned(vals.as_ptr().add((i * ncpu + c) * stride) as *const V)
-                };
-                add(&mut total, &v);
-            }
-            out.push((k, total));
+            let per_cpu = &vals[i * ncpu * stride..(i + 1) * ncpu * stride];
+            out.push((k, sum_cpus(per_cpu, ncpu, stride, &add)));
         }
         if err.is_some() {
             break; // ENOENT: that was the last chunk.

@@ -439,7 +439,7 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
         && let Ok(info) = prog.info()
         && let Some(n) = info.verified_instruction_count()
     {
-        eprintln!("note: dropscope_xdp: the verifier processed {n} instructions");
+        eprintln!("debug: dropscope_xdp: the verifier processed {n} instructions");
     }
     Ok(())
 }

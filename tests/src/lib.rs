@@ -519,6 +519,40 @@ pub fn source_packets(report: &Value, addr: &str) -> u64 {
         .sum()
 }
 
+/// Packets the INPUT rule matching `needle` counted in namespace b
+/// (`bin`: iptables or ip6tables).
+pub fn iptables_packets(lab: &Lab, bin: &str, needle: &str) -> u64 {
+    let out = lab.exec(&lab.b, &[bin, "-L", "INPUT", "-v", "-x", "-n"]);
+    out.lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rule with {needle} in:\n{out}"))
+        .parse()
+        .unwrap()
+}
+
+/// Attributed drops (total) of `reason` to destination `proto`/`port`.
+pub fn drop_port(report: &Value, reason: &str, proto: &str, port: u16) -> u64 {
+    report["drop_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["proto"] == proto && r["port"] == port)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
+/// Attributed drops (total) of `reason` from source `address`.
+pub fn drop_source(report: &Value, reason: &str, address: &str) -> u64 {
+    report["drop_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == reason && r["address"] == address)
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum()
+}
+
 /// Interface block of a report.
 pub fn iface<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["interfaces"]

@@ -5,7 +5,8 @@
 use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
 
 use integration_tests::{
-    Dropscope, Lab, drops, iface, ip_link_rx_packets, sockaddr as addr, source_packets,
+    Dropscope, Lab, drop_port, drop_source, drops, iface, ip_link_rx_packets, iptables_packets,
+    sockaddr as addr, source_packets,
 };
 
 const WATCH: [&str; 7] = integration_tests::WATCH_VB;
@@ -13,38 +14,6 @@ const WATCH: [&str; 7] = integration_tests::WATCH_VB;
 fn settle() {
     // Lets softirq processing of the last datagrams finish before reading.
     thread::sleep(Duration::from_millis(400));
-}
-
-fn iptables_packets(lab: &Lab, bin: &str, needle: &str) -> u64 {
-    let out = lab.exec(&lab.b, &[bin, "-L", "INPUT", "-v", "-x", "-n"]);
-    out.lines()
-        .find(|l| l.contains(needle))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no rule with {needle} in:\n{out}"))
-        .parse()
-        .unwrap()
-}
-
-/// Attributed drops (total) of `reason` to destination `proto`/`port`.
-fn drop_port(report: &serde_json::Value, reason: &str, proto: &str, port: u16) -> u64 {
-    report["drop_ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["reason"] == reason && r["proto"] == proto && r["port"] == port)
-        .map(|r| r["total"].as_u64().unwrap())
-        .sum()
-}
-
-/// Attributed drops (total) of `reason` from source `address`.
-fn drop_source(report: &serde_json::Value, reason: &str, address: &str) -> u64 {
-    report["drop_sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["reason"] == reason && r["address"] == address)
-        .map(|r| r["total"].as_u64().unwrap())
-        .sum()
 }
 
 #[test]

@@ -8,7 +8,8 @@
 use std::{thread, time::Duration};
 
 use integration_tests::{
-    Dropscope, Lab, WATCH_VB, drops, dropscope_bin, frames::*, sh, sockaddr as addr, source_packets,
+    Dropscope, Lab, WATCH_VB, drop_port, drop_source, drops, dropscope_bin, frames::*,
+    iptables_packets, sh, sockaddr as addr, source_packets,
 };
 use serde_json::Value;
 
@@ -56,16 +57,6 @@ fn tracefs_reasons() -> Vec<(u32, String)> {
     out
 }
 
-fn iptables_packets(lab: &Lab, needle: &str) -> u64 {
-    let out = lab.exec(&lab.b, &["iptables", "-L", "INPUT", "-v", "-x", "-n"]);
-    out.lines()
-        .find(|l| l.contains(needle))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no rule with {needle} in:\n{out}"))
-        .parse()
-        .unwrap()
-}
-
 /// The location row on `iface` in function `func`, total drops.
 fn location_total(report: &Value, iface: &str, func: &str) -> u64 {
     report["locations"]
@@ -80,26 +71,6 @@ fn location_total(report: &Value, iface: &str, func: &str) -> u64 {
                     .starts_with(&format!("{func}+0x"))
         })
         .map(|l| l["total"].as_u64().unwrap())
-        .sum()
-}
-
-fn drop_source(report: &Value, reason: &str, address: &str) -> u64 {
-    report["drop_sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["reason"] == reason && r["address"] == address)
-        .map(|r| r["total"].as_u64().unwrap())
-        .sum()
-}
-
-fn drop_port(report: &Value, reason: &str, port: u16) -> u64 {
-    report["drop_ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["reason"] == reason && r["proto"] == "udp" && r["port"] == port)
-        .map(|r| r["total"].as_u64().unwrap())
         .sum()
 }
 
@@ -197,7 +168,7 @@ fn netfilter_drops_equal_the_rule_counter_on_this_kernel() {
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5301), 700, 64);
     settle();
     let last = ds.stop().pop().expect("a report");
-    let rule = iptables_packets(&lab, "dpt:5301");
+    let rule = iptables_packets(&lab, "iptables", "dpt:5301");
     assert_eq!(rule, 700, "the rule saw every datagram");
     if kernel_has_reasons() {
         assert_eq!(drops(&last, "NETFILTER_DROP", "vb"), rule);
@@ -256,7 +227,7 @@ fn closed_port_drops_equal_nstat_on_this_kernel() {
         last["drop_sources"]
     );
     assert_eq!(
-        drop_port(&last, reason, 5399),
+        drop_port(&last, reason, "udp", 5399),
         v4 + v6,
         "{:#}",
         last["drop_ports"]

@@ -235,22 +235,25 @@ fn setup() -> Result<()> {
         ))?;
     }
     apt_install(&APT_MATRIX)?;
-    if !have("vng") {
+    if kernels::vng().is_none() {
         eprintln!("setup: installing virtme-ng {VIRTME_NG_VERSION} (PyPI)");
-        run(Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            &format!("virtme-ng=={VIRTME_NG_VERSION}"),
-        ]))
-        .context(format!(
-            "run `python3 -m pip install virtme-ng=={VIRTME_NG_VERSION}`"
-        ))?;
+        let pkg = format!("virtme-ng=={VIRTME_NG_VERSION}");
+        let pip = |extra: &[&str]| {
+            succeeds(
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet"])
+                    .args(extra)
+                    .arg(&pkg),
+            )
+        };
+        // Debian's own python3 refuses without the flag (PEP 668).
+        if !pip(&[]) && !pip(&["--break-system-packages"]) {
+            bail!("could not install virtme-ng: run `python3 -m pip install {pkg}`");
+        }
         // pyenv puts new commands behind a shim it writes on rehash.
         let _ = succeeds(Command::new("pyenv").arg("rehash"));
-        if !have("vng") {
-            bail!("virtme-ng installed but `vng` is not on PATH");
+        if kernels::vng().is_none() {
+            bail!("virtme-ng installed but no `vng` found on PATH or in python3's scripts");
         }
     }
     if !Path::new("/usr/sbin/iptables").exists() && !have("iptables") {
