@@ -43,20 +43,25 @@ impl KernelBtf {
         Ok(Self { btf })
     }
 
-    /// Copies `path` into an anonymous memory file and maps that.
+    /// Copies `path` into an anonymous memory file and maps that. Streamed,
+    /// never held on the heap: a freed multi-MiB buffer would raise glibc's
+    /// mmap threshold and leave later large allocations (aya parses BTF
+    /// too) on a heap that does not shrink back.
     fn mapped_copy(path: &Path) -> Result<Btf> {
-        use std::{io::Write, os::fd::FromRawFd};
-        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        use std::os::fd::FromRawFd;
+        let mut src =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
         // SAFETY: memfd_create with a NUL-terminated name; the fd is owned below.
         let fd = unsafe { libc::memfd_create(c"dropscope-btf".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
+            let data =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             return Btf::from_bytes(&data).with_context(|| format!("parsing {}", path.display()));
         }
         // SAFETY: fd was just created and nothing else owns it.
         let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-        file.write_all(&data)
+        std::io::copy(&mut src, &mut file)
             .with_context(|| format!("copying {}", path.display()))?;
-        drop(data);
         let copy = format!("/proc/self/fd/{fd}");
         let btf = Btf::from_file_with_backend(&copy, btf_rs::Backend::Mmap)
             .with_context(|| format!("reading {}", path.display()))?;

@@ -80,6 +80,12 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     // First: a signal during loading must still end in a clean exit.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // Said before looking for a default interface: no interface would help.
+    if opts.xdp == XdpChoice::None && opts.kfree == loader::KfreeChoice::None {
+        anyhow::bail!(
+            "--kfree-hook none with no XDP interface leaves nothing to observe: pass --iface, or drop --kfree-hook none"
+        );
+    }
     let ifaces = iface::resolve(&opts.ifaces)?;
     let secs = opts.interval.as_secs_f64();
     let mut base = loader::default_xdp_config();

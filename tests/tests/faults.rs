@@ -4,7 +4,9 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use integration_tests::{Lab, WATCH_VB, dropscope_bin, iface, sockaddr as addr, source_packets};
+use integration_tests::{
+    Lab, WATCH_VB, dropscope_bin, iface, sockaddr as addr, source_packets, wait_for,
+};
 
 #[test]
 fn deleted_interface_is_followed_when_it_returns() {
@@ -14,12 +16,22 @@ fn deleted_interface_is_followed_when_it_returns() {
     thread::sleep(Duration::from_millis(300));
     // Deleting one end deletes the pair.
     lab.ip(&lab.b, &["link", "del", "vb"]);
-    thread::sleep(Duration::from_millis(700));
+    // Waits for what it checks (an emulated VM of the kernel matrix is
+    // many times slower than this machine).
+    let gone = wait_for(Duration::from_secs(20), || {
+        ds.stderr().contains("interface vb is gone").then_some(())
+    });
+    assert!(gone.is_some(), "{}", ds.stderr());
     lab.wire();
-    thread::sleep(Duration::from_millis(700));
+    let back = wait_for(Duration::from_secs(20), || {
+        (ds.stderr().contains("interface vb is back")
+            && lab
+                .ip(&lab.b, &["-d", "link", "show", "vb"])
+                .contains("xdp"))
+        .then_some(())
+    });
     assert!(
-        lab.ip(&lab.b, &["-d", "link", "show", "vb"])
-            .contains("xdp"),
+        back.is_some(),
         "XDP re-attached to the new vb:\n{}",
         ds.stderr()
     );

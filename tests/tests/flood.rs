@@ -111,7 +111,14 @@ fn syn_flood_from_random_sources() {
     assert!(e["confidence"].as_u64().unwrap() >= 80, "{e:#}");
     assert_eq!(e["sources"], "many", "{e:#}");
     assert_eq!(e["spoofing"]["verdict"], "spoofed", "{e:#}");
-    assert!(e["distinct_sources"].as_f64().unwrap() > 1000.0, "{e:#}");
+    // The start may come within milliseconds of the first packets (or, in
+    // an emulated VM of the kernel matrix, of a slow trickle): the attack's
+    // later updates must see the thousands of sources.
+    let distinct = events(&lines)
+        .iter()
+        .filter_map(|v| v["distinct_sources"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(distinct > 1000.0, "{distinct}: {e:#}");
     assert!(
         e["trigger"].as_str().unwrap().starts_with("spike:syn"),
         "{e:#}"
