@@ -879,24 +879,14 @@ pub fn diagnose(
     }
     let mut locations: Vec<LocationRow> = by_place
         .into_iter()
-        .map(|((reason, location), v)| {
-            (
-                drop_common::LocationKey {
-                    reason,
-                    location,
-                    ..Default::default()
-                },
-                v,
-            )
-        })
-        .map(|(k, v)| LocationRow {
-            reason: reasons.name(k.reason),
+        .map(|((reason, location), drops)| LocationRow {
+            reason: reasons.name(reason),
             location: symbols
                 .as_ref()
-                .and_then(|s| s.resolve(k.location))
-                .unwrap_or_else(|| format!("{:#x}", k.location)),
-            address: format!("{:#x}", k.location),
-            drops: v,
+                .and_then(|s| s.resolve(location))
+                .unwrap_or_else(|| format!("{location:#x}")),
+            address: format!("{location:#x}"),
+            drops,
         })
         .collect();
     locations.sort_by(|a, b| b.drops.cmp(&a.drops).then(a.location.cmp(&b.location)));

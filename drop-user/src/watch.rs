@@ -80,7 +80,8 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     // First: a signal during loading must still end in a clean exit.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    // Said before looking for a default interface: no interface would help.
+    // Said before looking for a default interface: no interface would help
+    // (and resolve never returns an empty list, so this is the only case).
     if opts.xdp == XdpChoice::None && opts.kfree == loader::KfreeChoice::None {
         anyhow::bail!(
             "--kfree-hook none with no XDP interface leaves nothing to observe: pass --iface, or drop --kfree-hook none"
@@ -94,11 +95,6 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     base.exact_packets = ((base.exact_packets as f64 * secs) as u32).max(1000);
     let mut xdp_config = opts.detect.kernel_triggers(secs, base);
     let no_xdp = opts.xdp == XdpChoice::None || ifaces.is_empty();
-    if no_xdp && opts.kfree == loader::KfreeChoice::None {
-        anyhow::bail!(
-            "--kfree-hook none with no XDP interface leaves nothing to observe: pass --iface, or drop --kfree-hook none"
-        );
-    }
     if opts.enforce {
         if no_xdp {
             anyhow::bail!("--enforce drops in XDP: it needs at least one interface with XDP");
