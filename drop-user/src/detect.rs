@@ -276,7 +276,17 @@ pub struct Spoofing {
     pub distinct_ttls: usize,
     /// Share of packets in the three most common TTLs.
     pub top3_ttl_share: f64,
+    /// Share of packets whose TTL no real host sends from within 32 hops
+    /// (initial TTLs are 32, 64, 128 or 255): random spoofed TTLs land
+    /// there about half the time, real traffic almost never.
+    pub implausible_ttl_share: f64,
     pub packets_per_source: f64,
+}
+
+/// TTLs reachable from a common initial TTL (32, 64, 128, 255) within 32
+/// hops; anything else is unlikely to come from a real stack.
+fn plausible_ttl(ttl: usize) -> bool {
+    ttl <= 64 || (96..=128).contains(&ttl) || ttl >= 223
 }
 
 pub fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
@@ -290,7 +300,21 @@ pub fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
     } else {
         0.0
     };
-    let verdict = if distinct >= 20 || (distinct_sources >= 1000.0 && pps < 3.0) {
+    let implausible = share(
+        ttl.iter()
+            .enumerate()
+            .filter(|(t, _)| !plausible_ttl(*t))
+            .map(|(_, c)| *c)
+            .sum(),
+        total,
+    );
+    // A uniform spread over ~200 TTLs puts each under the 0.5% that
+    // `distinct` counts, so the spread alone is no proof; implausible TTLs
+    // are, once enough were sampled.
+    let verdict = if distinct >= 20
+        || (total >= 100 && implausible >= 0.2)
+        || (distinct_sources >= 1000.0 && pps < 3.0)
+    {
         "spoofed"
     } else if top3 >= 0.9 && pps >= 5.0 {
         "real"
@@ -301,6 +325,7 @@ pub fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
         verdict,
         distinct_ttls: distinct,
         top3_ttl_share: top3,
+        implausible_ttl_share: implausible,
         packets_per_source: pps,
     }
 }
@@ -841,6 +866,13 @@ mod tests {
             *c = 10 + i as u64 % 3;
         }
         assert_eq!(spoofing(&spread, 2000, 1900.0).verdict, "spoofed");
+        // Uniform over 16..240 as the generator spoofs: each TTL under 0.5%,
+        // few packets per source yet (a flood's first interval).
+        let mut uniform = [0u64; 256];
+        for c in uniform.iter_mut().skip(16).take(224) {
+            *c = 20;
+        }
+        assert_eq!(spoofing(&uniform, 85_000, 13_456.0).verdict, "spoofed");
         let mut botnet = [0u64; 256];
         botnet[52] = 700;
         botnet[115] = 250;
