@@ -4,7 +4,9 @@
 //! seeded PRNG; each parser must return, never panic, and its errors must
 //! stay one line.
 
-use crate::{config, host, iface, kallsyms, nic, prometheus, tracefs};
+use crate::{
+    config, export::prometheus, sys::host, sys::iface, sys::kallsyms, sys::nic, sys::tracefs,
+};
 
 struct Rng(u64);
 
@@ -164,7 +166,7 @@ fn durations_and_addresses() {
     let mut r = Rng(4);
     for _ in 0..ROUNDS {
         let m = mutate(&mut r, "1.5s");
-        if let Err(e) = config::parse_duration(&m) {
+        if let Err(e) = crate::units::parse_duration(&m) {
             one_line("duration", &m, e);
         }
         let m = mutate(&mut r, "[::1]:9184");
@@ -172,7 +174,7 @@ fn durations_and_addresses() {
             one_line("address", &m, e);
         }
         let m = mutate(&mut r, "2001:db8::/32");
-        if let Err(e) = m.parse::<crate::blocklist::Prefix>() {
+        if let Err(e) = m.parse::<crate::act::blocklist::Prefix>() {
             one_line("prefix", &m, e);
         }
     }

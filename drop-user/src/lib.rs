@@ -1,36 +1,27 @@
 //! dropscope: every packet the kernel drops, and why.
 //!
 //! Data flow, one module per stage:
-//! kernel programs (drop-ebpf) -> [`loader`] (load, attach) -> maps ->
-//! [`reader`] (snapshot) + [`nic`] (counters outside kfree_skb) ->
-//! [`table`] (deltas, names, categories) -> [`detect`] (attacks) ->
-//! exporters: [`output`] (table or JSON lines), [`top`] (full screen),
-//! [`prometheus`], [`events`] (JSON stream) -> actions: [`hooks`],
-//! [`blocklist`] (`--enforce`), [`pcap`] (samples). [`watch`] runs the loop.
+//! kernel programs (drop-ebpf) -> [`kernel`] (load, attach, maps ->
+//! snapshot) -> `report` (deltas, names, categories: one builder for the
+//! whole report) -> `analysis` (attacks, loss verdict, hints, doctor) ->
+//! `export` (terminal table or JSON lines, full screen, Prometheus, event
+//! stream, PCAP) and `act` (blocklist, hooks). `watch` runs the loop; `sys`
+//! reads the host (BTF, tracefs, kallsyms, interfaces, NIC counters);
+//! `config` and `cli` turn flags and files into validated options.
+#![warn(unreachable_pub, unused_crate_dependencies)]
 
-pub mod batch;
-pub mod blocklist;
-pub mod btf;
-pub mod config;
-pub mod detect;
-pub mod doctor;
-pub mod events;
-pub mod hooks;
-pub mod host;
-pub mod iface;
-pub mod kallsyms;
-pub mod loader;
-pub mod nic;
-pub mod output;
-pub mod patterns;
-pub mod pcap;
-pub mod prometheus;
-pub mod reader;
-pub mod reasons;
-pub mod table;
-pub mod top;
-pub mod tracefs;
-pub mod watch;
+mod act;
+mod analysis;
+mod cli;
+mod config;
+mod export;
+pub mod kernel;
+mod report;
+mod sys;
+mod units;
+mod watch;
 
 #[cfg(test)]
 mod fuzz;
+
+pub use cli::main;

@@ -42,7 +42,7 @@ impl Lab {
             };
             let mut ebpf = EbpfLoader::new()
                 .override_global(globals::GEN_CONFIG, &cfg, true)
-                .load(dropscope::loader::EBPF_OBJECT)
+                .load(dropscope::kernel::EBPF_OBJECT)
                 .expect("load the eBPF object");
             let prog: &mut Xdp = ebpf
                 .program_mut("dropscope_gen")

@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use dropscope::loader::{self, KfreeChoice, LoadOptions, XdpChoice};
+use dropscope::kernel::{self as loader, KfreeChoice, LoadOptions, XdpChoice};
 use integration_tests::{Lab, frames::*};
 
 struct Expect {
@@ -143,10 +143,7 @@ fn run_frames(lab: &Lab, frames: Vec<Vec<u8>>) -> (drop_common::IfaceStats, Vec<
                 Err(_) => refused.push(i),
             }
         }
-        (
-            probes.maps.read(1, true).expect("read maps").ifaces[0],
-            refused,
-        )
+        (probes.iface_stats(0).expect("read maps"), refused)
     })
 }
 

@@ -131,7 +131,7 @@ fn send(lab: &Lab, frame: Vec<u8>, count: u32, sources: u32, base: Ipv4Addr) -> 
 fn attach_floor(lab: &Lab) -> aya::Ebpf {
     lab.in_ns(&lab.b, || {
         let mut ebpf = EbpfLoader::new()
-            .load(dropscope::loader::EBPF_OBJECT)
+            .load(dropscope::kernel::EBPF_OBJECT)
             .expect("load object");
         let p: &mut Xdp = ebpf
             .program_mut("dropscope_pass")
@@ -349,7 +349,7 @@ fn main() {
                 r.duration.as_nanos() as f64
             };
             let mut floor_obj = EbpfLoader::new()
-                .load(dropscope::loader::EBPF_OBJECT)
+                .load(dropscope::kernel::EBPF_OBJECT)
                 .unwrap();
             let floor: &mut Xdp = floor_obj
                 .program_mut("dropscope_pass")
@@ -358,23 +358,23 @@ fn main() {
                 .unwrap();
             floor.load().unwrap();
             let load = |random: u32| {
-                let mut cfg = dropscope::loader::default_xdp_config();
+                let mut cfg = dropscope::kernel::default_xdp_config();
                 cfg.bench_random_sources = random;
-                let mut p = dropscope::loader::load(&dropscope::loader::LoadOptions {
+                let mut p = dropscope::kernel::load(&dropscope::kernel::LoadOptions {
                     ifaces: vec![("vb".into(), ifindex)],
-                    xdp: dropscope::loader::XdpChoice::None,
-                    kfree: dropscope::loader::KfreeChoice::Auto,
+                    xdp: dropscope::kernel::XdpChoice::None,
+                    kfree: dropscope::kernel::KfreeChoice::Auto,
                     own_netns_only: true,
                     xdp_config: cfg,
                 })
                 .expect("load dropscope");
-                dropscope::loader::prepare_xdp(&mut p.ebpf, &[("vb".into(), ifindex)])
+                dropscope::kernel::prepare_xdp(&mut p.ebpf, &[("vb".into(), ifindex)])
                     .expect("prepare XDP");
                 p
             };
             let mut one = load(0);
             let mut random = load(1_000_000);
-            let on = |p: &mut dropscope::loader::Probes, frame: &[u8]| {
+            let on = |p: &mut dropscope::kernel::Probes, frame: &[u8]| {
                 let x: &mut Xdp = p
                     .ebpf
                     .program_mut("dropscope_xdp")

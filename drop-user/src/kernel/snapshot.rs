@@ -15,7 +15,7 @@ use drop_common::{
     UDP_PORT_BUCKETS, flood_maps, kfree_health, maps, proto,
 };
 
-pub struct Maps {
+pub(crate) struct Maps {
     drops_by_reason: PerCpuHashMap<MapData, u32, u64>,
     reason_counts: PerCpuArray<MapData, u64>,
     drops_by_iface: PerCpuHashMap<MapData, DropKey, u64>,
@@ -41,7 +41,7 @@ pub struct Maps {
 
 /// What one epoch (interval) of the sketches says, all CPUs merged.
 #[derive(Clone, Debug, Default)]
-pub struct EpochSample {
+pub(crate) struct EpochSample {
     pub packets: u64,
     pub bytes: u64,
     pub syn: u64,
@@ -61,7 +61,7 @@ pub struct EpochSample {
 
 impl EpochSample {
     /// Mean packets per sample: 1 when every packet fed the sketches.
-    pub fn sample_every(&self) -> f64 {
+    pub(crate) fn sample_every(&self) -> f64 {
         if self.samples == 0 || self.samples >= self.packets {
             1.0
         } else {
@@ -76,7 +76,7 @@ impl EpochSample {
 /// seen = D (1 - (1 - p)^(packets / D)); solved for D (it grows with D):
 /// a few heavy sources give D = seen, a spoofed flood of one-packet sources
 /// gives D = seen / p.
-pub fn unsample_distinct(seen: f64, samples: u64, packets: u64) -> f64 {
+pub(super) fn unsample_distinct(seen: f64, samples: u64, packets: u64) -> f64 {
     if samples == 0 || samples >= packets || seen <= 0.0 {
         return seen;
     }
@@ -101,7 +101,7 @@ pub fn unsample_distinct(seen: f64, samples: u64, packets: u64) -> f64 {
 }
 
 /// HyperLogLog estimate with the small-range (linear counting) correction.
-pub fn hll_estimate(regs: &[u8]) -> f64 {
+pub(super) fn hll_estimate(regs: &[u8]) -> f64 {
     let m = regs.len() as f64;
     let alpha = 0.7213 / (1.0 + 1.079 / m);
     let sum: f64 = regs.iter().map(|r| 2f64.powi(-(*r as i32))).sum();
@@ -116,7 +116,7 @@ pub fn hll_estimate(regs: &[u8]) -> f64 {
 
 /// Totals since load, as the kernel holds them.
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub by_reason: HashMap<u32, u64>,
     pub by_iface: HashMap<DropKey, u64>,
     pub health: [u64; kfree_health::COUNT as usize],
@@ -148,7 +148,7 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 }
 
 impl Maps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
             drops_by_reason: PerCpuHashMap::try_from(take(ebpf, maps::DROPS_BY_REASON)?)?,
             reason_counts: PerCpuArray::try_from(take(ebpf, maps::REASON_COUNTS)?)?,
@@ -174,8 +174,8 @@ impl Maps {
     }
 
     /// The whole source table, per-CPU values summed.
-    pub fn read_sources(&self) -> Result<HashMap<SourceKey, SourceStats>> {
-        let all = crate::batch::lookup_percpu::<SourceKey, SourceStats>(
+    pub(crate) fn read_sources(&self) -> Result<HashMap<SourceKey, SourceStats>> {
+        let all = crate::kernel::batch::lookup_percpu::<SourceKey, SourceStats>(
             self.sources.map(),
             MAX_SOURCES as usize,
             |t, v| {
@@ -188,7 +188,7 @@ impl Maps {
 
     /// Ends the current epoch: the XDP program moves to the other sketch;
     /// this one is read, merged over CPUs, then zeroed for its next turn.
-    pub fn sample_epoch(&mut self, source_budget: u32) -> Result<EpochSample> {
+    pub(crate) fn sample_epoch(&mut self, source_budget: u32) -> Result<EpochSample> {
         let cur = self.epoch.get(&0, 0)?;
         self.epoch.set(0, cur.wrapping_add(1), 0)?;
         let parity = cur & 1;
@@ -257,7 +257,7 @@ impl Maps {
     }
 
     /// Destination ports past the promotion threshold: (key, packets since promoted).
-    pub fn heavy_ports(&mut self) -> Vec<(PortKey, u64)> {
+    pub(crate) fn heavy_ports(&mut self) -> Vec<(PortKey, u64)> {
         // Read again only when XDP saw packets since (see `read`).
         let packets = self.cache.packets;
         if let Some((at, ports)) = &self.cache.ports
@@ -265,10 +265,10 @@ impl Maps {
         {
             return ports.clone();
         }
-        let ports: Vec<(PortKey, u64)> = crate::batch::lookup_percpu::<PortKey, u64>(
+        let ports: Vec<(PortKey, u64)> = crate::kernel::batch::lookup_percpu::<PortKey, u64>(
             self.heavy_ports.map(),
             drop_common::MAX_HEAVY_PORTS as usize,
-            crate::batch::add_u64,
+            crate::kernel::batch::add_u64,
         )
         .unwrap_or_default();
         self.cache.ports = Some((packets, ports.clone()));
@@ -276,7 +276,7 @@ impl Maps {
     }
 
     /// Takes every queued trigger.
-    pub fn drain_triggers(rb: &mut RingBuf<MapData>, mut f: impl FnMut(Trigger)) {
+    pub(crate) fn drain_triggers(rb: &mut RingBuf<MapData>, mut f: impl FnMut(Trigger)) {
         while let Some(item) = rb.next() {
             if item.len() >= std::mem::size_of::<Trigger>() {
                 // SAFETY: Trigger is plain old data and the slice is long enough.
@@ -285,7 +285,7 @@ impl Maps {
         }
     }
 
-    pub fn drain_samples(rb: &mut RingBuf<MapData>, mut f: impl FnMut(&PacketSample)) {
+    pub(crate) fn drain_samples(rb: &mut RingBuf<MapData>, mut f: impl FnMut(&PacketSample)) {
         while let Some(item) = rb.next() {
             if item.len() >= std::mem::size_of::<PacketSample>() {
                 // SAFETY: PacketSample is plain old data and the slice is long enough.
@@ -297,13 +297,13 @@ impl Maps {
 
     /// Switches the per-drop event stream on or off (off by default: it
     /// costs a ring buffer write per drop).
-    pub fn set_events(&mut self, on: bool) -> Result<()> {
+    pub(crate) fn set_events(&mut self, on: bool) -> Result<()> {
         self.event_switch.set(0, on as u32, 0)?;
         Ok(())
     }
 
     /// Hands every queued drop event to `f`.
-    pub fn drain_events(&mut self, mut f: impl FnMut(DropEvent)) {
+    pub(crate) fn drain_events(&mut self, mut f: impl FnMut(DropEvent)) {
         while let Some(item) = self.events.next() {
             if item.len() >= std::mem::size_of::<DropEvent>() {
                 // SAFETY: DropEvent is plain old data and the slice is long enough.
@@ -315,8 +315,8 @@ impl Maps {
 
     /// `slots` is how many interface slots are in use.
     /// `with_sources`: also read the (up to 65 536 entry) source table.
-    pub fn read(&mut self, slots: usize, with_sources: bool) -> Result<Snapshot> {
-        use crate::batch::counters;
+    pub(crate) fn read(&mut self, slots: usize, with_sources: bool) -> Result<Snapshot> {
+        use crate::kernel::batch::counters;
         let mut s = Snapshot::default();
         for i in 0..kfree_health::COUNT {
             s.health[i as usize] = self.health.get(&i, 0)?.iter().sum();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 
 /// Counter name -> value for one interface.
-pub type Counters = BTreeMap<String, u64>;
+pub(crate) type Counters = BTreeMap<String, u64>;
 
 /// The /proc/net/dev columns worth watching, in file order after the name.
 const DEV_COLUMNS: [Option<&str>; 16] = [
@@ -30,7 +30,7 @@ const DEV_COLUMNS: [Option<&str>; 16] = [
 ];
 
 /// Parses /proc/net/dev into interface -> counters (plus rx/tx packets).
-pub fn parse_proc_net_dev(text: &str) -> Result<BTreeMap<String, Counters>> {
+pub(crate) fn parse_proc_net_dev(text: &str) -> Result<BTreeMap<String, Counters>> {
     let mut out = BTreeMap::new();
     for line in text.lines().skip(2) {
         let Some((name, rest)) = line.split_once(':') else {
@@ -58,7 +58,7 @@ pub fn parse_proc_net_dev(text: &str) -> Result<BTreeMap<String, Counters>> {
 }
 
 /// Sum over CPUs of (dropped, time_squeeze) from /proc/net/softnet_stat.
-pub fn parse_softnet(text: &str) -> Result<Counters> {
+pub(crate) fn parse_softnet(text: &str) -> Result<Counters> {
     let (mut dropped, mut squeeze) = (0u64, 0u64);
     for line in text.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -104,7 +104,7 @@ fn read_sysfs_stats(iface: &str, ifindex: u32, c: &mut Counters) {
 }
 
 /// Does an ethtool statistic name look like loss?
-pub fn is_loss_stat(name: &str) -> bool {
+pub(crate) fn is_loss_stat(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
         "drop", "miss", "fifo", "err", "discard", "overrun", "no_buf", "nobuf",
@@ -115,7 +115,7 @@ pub fn is_loss_stat(name: &str) -> bool {
 
 /// Reads the loss-related NIC statistics (`ethtool -S`) of one interface.
 /// Interfaces without driver statistics give an empty map.
-pub fn ethtool_stats(iface: &str) -> Counters {
+pub(crate) fn ethtool_stats(iface: &str) -> Counters {
     ethtool::stats(iface)
         .map(|all| all.into_iter().filter(|(k, _)| is_loss_stat(k)).collect())
         .unwrap_or_default()
@@ -123,7 +123,7 @@ pub fn ethtool_stats(iface: &str) -> Counters {
 
 /// Everything for the watched interfaces, keyed by interface name, with the
 /// per-CPU backlog under the pseudo-interface "softnet".
-pub fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> {
+pub(crate) fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> {
     let dev = parse_proc_net_dev(&std::fs::read_to_string("/proc/net/dev")?)?;
     let mut out = BTreeMap::new();
     for (name, ifindex) in ifaces {
@@ -140,7 +140,7 @@ pub fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> 
     Ok(out)
 }
 
-pub mod ethtool {
+pub(crate) mod ethtool {
     //! SIOCETHTOOL: ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS, ETHTOOL_GSTATS.
     use std::{io, mem, os::fd::AsRawFd};
 
@@ -193,19 +193,19 @@ pub mod ethtool {
     }
 
     /// (rx_max, rx, tx_max, tx) ring sizes.
-    pub fn ring(iface: &str) -> io::Result<(u32, u32, u32, u32)> {
+    pub(crate) fn ring(iface: &str) -> io::Result<(u32, u32, u32, u32)> {
         let w = words::<9>(iface, ETHTOOL_GRINGPARAM)?;
         Ok((w[1], w[5], w[4], w[8]))
     }
 
     /// (max_combined, combined, max_rx, rx) channel counts.
-    pub fn channels(iface: &str) -> io::Result<(u32, u32, u32, u32)> {
+    pub(crate) fn channels(iface: &str) -> io::Result<(u32, u32, u32, u32)> {
         let w = words::<9>(iface, ETHTOOL_GCHANNELS)?;
         Ok((w[4], w[8], w[1], w[5]))
     }
 
     /// (speed Mb/s, full duplex); speed None when unknown.
-    pub fn link(iface: &str) -> io::Result<(Option<u32>, Option<bool>)> {
+    pub(crate) fn link(iface: &str) -> io::Result<(Option<u32>, Option<bool>)> {
         // struct ethtool_cmd is 44 bytes: 11 words.
         let w = words::<11>(iface, ETHTOOL_GSET)?;
         let speed = (w[3] & 0xffff) | ((w[7] & 0xffff) << 16);
@@ -219,7 +219,7 @@ pub mod ethtool {
         Ok((speed, duplex))
     }
 
-    pub fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
+    pub(crate) fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
         let sock = std::net::UdpSocket::bind("0.0.0.0:0")
             .or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
         // struct ethtool_sset_info { cmd, reserved, sset_mask, data[] }

@@ -5,23 +5,23 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use drop_common::{SKETCH_DEPTH, SKETCH_WIDTH, XdpConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    reader::EpochSample,
-    table::{IfaceReport, Report, Shape},
+    kernel::EpochSample,
+    report::{IfaceReport, Report, Shape},
 };
 
-pub const EVENT_SCHEMA: &str = "dropscope.attack/1";
+pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
 
 /// Absolute thresholds; 0 turns one off. Rates are per second.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     pub source_pps: f64,
     pub source_bps: f64,
     pub port_pps: f64,
@@ -33,7 +33,7 @@ pub struct Thresholds {
 /// Adaptive-baseline knobs.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Adaptive {
+pub(crate) struct Adaptive {
     /// A spike is above mean + k_sigma * stddev ...
     pub k_sigma: f64,
     /// ... and above multiple * mean ...
@@ -58,7 +58,7 @@ impl Default for Adaptive {
 /// Detection settings: the config file's `[thresholds]` and `[detection]`
 /// (read by [`crate::config::Config`]).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct DetectConfig {
+pub(crate) struct DetectConfig {
     pub thresholds: Thresholds,
     pub detection: Adaptive,
 }
@@ -66,7 +66,7 @@ pub struct DetectConfig {
 impl DetectConfig {
     /// In-kernel trigger counts for one interval of `secs` (per CPU: a flood
     /// spread over N CPUs triggers at N times the rate).
-    pub fn kernel_triggers(&self, secs: f64, base: XdpConfig) -> XdpConfig {
+    pub(crate) fn kernel_triggers(&self, secs: f64, base: XdpConfig) -> XdpConfig {
         let n = |rate: f64| {
             if rate > 0.0 {
                 (rate * secs).ceil().max(1.0) as u32
@@ -130,7 +130,7 @@ impl Baseline {
 }
 
 /// Well-known reflection/amplification source ports.
-pub fn reflector_protocol(port: u16) -> Option<&'static str> {
+pub(crate) fn reflector_protocol(port: u16) -> Option<&'static str> {
     Some(match port {
         17 => "QOTD",
         19 => "CharGEN",
@@ -161,7 +161,7 @@ pub fn reflector_protocol(port: u16) -> Option<&'static str> {
 }
 
 /// Every attack class, as events and metrics name them.
-pub const CLASSES: [&str; 7] = [
+pub(crate) const CLASSES: [&str; 7] = [
     "syn-flood",
     "ack-rst-flood",
     "udp-flood",
@@ -172,7 +172,7 @@ pub const CLASSES: [&str; 7] = [
 ];
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct Vector {
+pub(crate) struct Vector {
     /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
     /// fragment-flood, volumetric.
     pub class: &'static str,
@@ -187,7 +187,7 @@ fn share(n: u64, d: u64) -> f64 {
 }
 
 /// Attack vectors in one interval's shape, most confident first.
-pub fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) -> Vec<Vector> {
+pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) -> Vec<Vector> {
     let p = d.packets;
     let g = |k: &str| d.protocols.get(k).copied().unwrap_or(0);
     let size = |k: &str| d.sizes.get(k).copied().unwrap_or(0);
@@ -269,7 +269,7 @@ pub fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) -> Vec<Ve
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Spoofing {
+pub(crate) struct Spoofing {
     /// "spoofed", "real", or "unclear".
     pub verdict: &'static str,
     /// TTL values that carry at least 0.5% of packets.
@@ -289,7 +289,7 @@ fn plausible_ttl(ttl: usize) -> bool {
     ttl <= 64 || (96..=128).contains(&ttl) || ttl >= 223
 }
 
-pub fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
+pub(crate) fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
     let total: u64 = ttl.iter().sum();
     let mut sorted: Vec<u64> = ttl.to_vec();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
@@ -331,27 +331,27 @@ pub fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoofing {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct SourceShare {
+pub(crate) struct SourceShare {
     pub address: String,
     pub pps: f64,
     pub share: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct PortRate {
+pub(crate) struct PortRate {
     pub proto: &'static str,
     pub port: u16,
     pub pps: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct ReasonCount {
+pub(crate) struct ReasonCount {
     pub reason: String,
     pub packets: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct SketchBound {
+pub(crate) struct SketchBound {
     pub width: usize,
     pub depth: usize,
     /// A per-source estimate exceeds the truth by at most epsilon * packets
@@ -370,7 +370,7 @@ pub struct SketchBound {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct AttackEvent {
+pub(crate) struct AttackEvent {
     pub schema: &'static str,
     pub id: u64,
     /// "start", "update" or "end".
@@ -404,7 +404,7 @@ pub struct AttackEvent {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct LossVerdict {
+pub(crate) struct LossVerdict {
     /// "ddos", "congestion", or "none".
     pub verdict: &'static str,
     pub evidence: Vec<String>,
@@ -421,7 +421,7 @@ struct Active {
     drops: BTreeMap<String, u64>,
 }
 
-pub struct Detector {
+pub(crate) struct Detector {
     pub config: DetectConfig,
     baselines: HashMap<(String, &'static str), Baseline>,
     drop_baseline: Baseline,
@@ -431,13 +431,6 @@ pub struct Detector {
     pending: HashMap<u32, String>,
     /// Per-source threshold verdicts from the last fresh source read.
     source_over: HashMap<String, Vec<String>>,
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn metric(i: &IfaceReport, secs: f64, name: &str) -> f64 {
@@ -468,7 +461,7 @@ fn metric(i: &IfaceReport, secs: f64, name: &str) -> f64 {
 }
 
 impl Detector {
-    pub fn new(config: DetectConfig) -> Self {
+    pub(crate) fn new(config: DetectConfig) -> Self {
         Self {
             config,
             baselines: HashMap::new(),
@@ -481,7 +474,7 @@ impl Detector {
     }
 
     /// Notes an in-kernel trigger; it starts an attack at the next sample.
-    pub fn kernel_trigger(&mut self, ifindex: u32, kind: u32) {
+    pub(crate) fn kernel_trigger(&mut self, ifindex: u32, kind: u32) {
         let k = match kind {
             drop_common::trigger_kind::SOURCE => "source",
             drop_common::trigger_kind::PORT => "port",
@@ -492,14 +485,9 @@ impl Detector {
         self.pending.insert(ifindex, format!("kernel:{k}"));
     }
 
-    /// Kernel triggers wait for the next sample.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// Re-derives an event's source fields from a report whose top sources
     /// were read after the event was built.
-    pub fn restate(&self, e: &mut AttackEvent, report: &Report) {
+    pub(crate) fn restate(&self, e: &mut AttackEvent, report: &Report) {
         let Some(i) = report.interfaces.iter().find(|i| i.iface == e.iface) else {
             return;
         };
@@ -524,12 +512,12 @@ impl Detector {
         };
     }
 
-    pub fn active_on(&self, iface: &str) -> bool {
+    pub(crate) fn active_on(&self, iface: &str) -> bool {
         self.active.contains_key(iface)
     }
 
     /// Feeds one interval; returns the attack events it causes and the loss verdict.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         report: &Report,
         sample: &EpochSample,
@@ -636,7 +624,7 @@ impl Detector {
                     Active {
                         id,
                         started: now,
-                        started_at: now_unix(),
+                        started_at: crate::units::unix_now(),
                         last_trigger: now,
                         trigger: triggers[0].clone(),
                         peak_pps: i.pps,
@@ -721,7 +709,7 @@ impl Detector {
         top_ports: Vec<PortRate>,
     ) -> AttackEvent {
         let a = &self.active[&i.iface];
-        let srcs: Vec<&crate::table::SourceRow> = report
+        let srcs: Vec<&crate::report::SourceRow> = report
             .top_sources
             .iter()
             .filter(|s| s.iface == i.iface)
@@ -751,7 +739,7 @@ impl Detector {
             vectors: vectors.to_vec(),
             trigger: a.trigger.clone(),
             started_at: a.started_at,
-            ts: now_unix(),
+            ts: crate::units::unix_now(),
             duration_s: a.started.elapsed().as_secs_f64(),
             pps: i.pps,
             bps: i.bps,
@@ -782,14 +770,6 @@ impl Detector {
             },
             pcap: None,
         }
-    }
-
-    /// Active attacks, for the live views.
-    pub fn active(&self) -> Vec<(String, u64, String)> {
-        self.active
-            .iter()
-            .map(|(i, a)| (i.clone(), a.id, a.trigger.clone()))
-            .collect()
     }
 }
 

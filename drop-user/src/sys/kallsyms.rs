@@ -3,18 +3,18 @@
 
 use anyhow::{Context, Result, bail};
 
-pub struct Symbols {
+pub(crate) struct Symbols {
     /// Sorted by address.
     syms: Vec<(u64, String)>,
 }
 
 impl Symbols {
-    pub fn load() -> Result<Self> {
+    pub(crate) fn load() -> Result<Self> {
         let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
         Self::parse(&text)
     }
 
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         let mut syms = Vec::new();
         for line in text.lines() {
             let mut it = line.split_whitespace();
@@ -44,7 +44,7 @@ impl Symbols {
     }
 
     /// `name+0xoff` of the function containing `addr`.
-    pub fn resolve(&self, addr: u64) -> Option<String> {
+    pub(crate) fn resolve(&self, addr: u64) -> Option<String> {
         let i = match self.syms.binary_search_by_key(&addr, |(a, _)| *a) {
             Ok(i) => i,
             Err(0) => return None,

@@ -14,20 +14,20 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Drops further apart than this start a new burst.
-pub const BURST_GAP_NS: u64 = 1_000_000;
+pub(crate) const BURST_GAP_NS: u64 = 1_000_000;
 /// Bin width for the dispersion test.
-pub const BIN_NS: u64 = 1_000_000;
+pub(crate) const BIN_NS: u64 = 1_000_000;
 /// Timestamps kept per reason (about 800 KiB at most for each).
-pub const MAX_EVENTS_PER_REASON: usize = 100_000;
+pub(crate) const MAX_EVENTS_PER_REASON: usize = 100_000;
 
 #[derive(Default)]
-pub struct PatternCollector {
+pub(crate) struct PatternCollector {
     events: BTreeMap<u32, Vec<u64>>,
     pub truncated: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     #[serde(rename = "reason_code")]
     pub reason: u32,
     pub drops: u64,
@@ -47,7 +47,7 @@ pub struct Pattern {
 }
 
 impl PatternCollector {
-    pub fn add(&mut self, reason: u32, ts_ns: u64) {
+    pub(crate) fn add(&mut self, reason: u32, ts_ns: u64) {
         let v = self.events.entry(reason).or_default();
         if v.len() < MAX_EVENTS_PER_REASON {
             v.push(ts_ns);
@@ -57,7 +57,7 @@ impl PatternCollector {
     }
 
     /// Patterns over the window [start_ns, end_ns] (monotonic clock).
-    pub fn analyse(&self, start_ns: u64, end_ns: u64) -> Vec<Pattern> {
+    pub(crate) fn analyse(&self, start_ns: u64, end_ns: u64) -> Vec<Pattern> {
         self.events
             .iter()
             .map(|(r, ts)| analyse(*r, ts, start_ns, end_ns))
@@ -65,7 +65,7 @@ impl PatternCollector {
     }
 }
 
-pub fn analyse(reason: u32, ts: &[u64], start_ns: u64, end_ns: u64) -> Pattern {
+pub(crate) fn analyse(reason: u32, ts: &[u64], start_ns: u64, end_ns: u64) -> Pattern {
     let mut ts = ts.to_vec();
     ts.sort_unstable();
     let mut lens = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram bounds");

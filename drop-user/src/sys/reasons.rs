@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::btf::{KernelBtf, SUBSYS_SHIFT};
+use crate::sys::btf::{KernelBtf, SUBSYS_SHIFT};
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 
@@ -15,7 +15,7 @@ const LOCATION_ONLY_REASON: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Category {
+pub(crate) enum Category {
     /// NIC ring or per-CPU backlog overflow: the host can't keep up.
     RingBacklog,
     Netfilter,
@@ -32,7 +32,7 @@ pub enum Category {
 }
 
 impl Category {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Category::RingBacklog => "ring-backlog",
             Category::Netfilter => "netfilter",
@@ -45,22 +45,10 @@ impl Category {
             Category::Other => "other",
         }
     }
-
-    pub const ALL: [Category; 9] = [
-        Category::RingBacklog,
-        Category::Netfilter,
-        Category::Ip,
-        Category::SocketBuffer,
-        Category::NoSocket,
-        Category::Tcp,
-        Category::QdiscTx,
-        Category::Xdp,
-        Category::Other,
-    ];
 }
 
 /// Groups a reason by its kernel name (with or without the SKB_DROP_REASON_ prefix).
-pub fn category(name: &str) -> Category {
+pub(crate) fn category(name: &str) -> Category {
     let n = name.strip_prefix(PREFIX).unwrap_or(name);
     let has = |s: &str| n.contains(s);
     let starts = |s: &str| n.starts_with(s);
@@ -115,7 +103,7 @@ pub fn category(name: &str) -> Category {
 
 /// Value -> name for every reason the running kernel defines.
 #[derive(Clone, Debug, Default)]
-pub struct ReasonTable {
+pub(crate) struct ReasonTable {
     names: HashMap<u32, String>,
     subsystems: HashMap<u32, String>,
     pub not_dropped_yet: Option<u32>,
@@ -126,7 +114,7 @@ pub struct ReasonTable {
 impl ReasonTable {
     /// From `enum skb_drop_reason` (and `enum skb_drop_reason_subsys`) in BTF.
     /// None when the kernel has no drop reasons at all (before 5.17).
-    pub fn from_btf(btf: &KernelBtf) -> anyhow::Result<Option<Self>> {
+    pub(crate) fn from_btf(btf: &KernelBtf) -> anyhow::Result<Option<Self>> {
         let Some(members) = btf.enum_members("skb_drop_reason")? else {
             return Ok(None);
         };
@@ -146,7 +134,7 @@ impl ReasonTable {
     }
 
     /// From (name, value) pairs, e.g. the tracepoint's `__print_symbolic` list.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, u32)>) -> Self {
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, u32)>) -> Self {
         let mut t = Self::default();
         for (name, v) in pairs {
             let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
@@ -167,17 +155,17 @@ impl ReasonTable {
     /// For kernels whose kfree_skb has no reason (before 5.17): one name,
     /// NOT_SPECIFIED, under a value of dropscope's own choosing (there is
     /// no kernel enum to take it from).
-    pub fn location_only() -> Self {
+    pub(crate) fn location_only() -> Self {
         Self::from_pairs([("NOT_SPECIFIED".to_string(), LOCATION_ONLY_REASON)])
     }
 
-    pub fn is_drop(&self, v: u32) -> bool {
+    pub(crate) fn is_drop(&self, v: u32) -> bool {
         Some(v) != self.not_dropped_yet && Some(v) != self.consumed
     }
 
     /// The kernel's name without the SKB_DROP_REASON_ prefix. Reasons from a
     /// subsystem (high bits set) are named SUBSYS:code, never folded together.
-    pub fn name(&self, v: u32) -> String {
+    pub(crate) fn name(&self, v: u32) -> String {
         if let Some(n) = self.names.get(&v) {
             return n.clone();
         }
@@ -193,7 +181,7 @@ impl ReasonTable {
         format!("REASON_{v}")
     }
 
-    pub fn category(&self, v: u32) -> Category {
+    pub(crate) fn category(&self, v: u32) -> Category {
         if v >> SUBSYS_SHIFT != 0 && !self.names.contains_key(&v) {
             return Category::Other;
         }
@@ -201,7 +189,7 @@ impl ReasonTable {
     }
 
     /// The value of a reason by its short name (e.g. "NO_SOCKET").
-    pub fn value_of(&self, name: &str) -> Option<u32> {
+    pub(crate) fn value_of(&self, name: &str) -> Option<u32> {
         self.names
             .iter()
             .find(|(_, n)| n.as_str() == name)
@@ -209,7 +197,7 @@ impl ReasonTable {
     }
 
     /// Every known reason, sorted by value.
-    pub fn all(&self) -> Vec<(u32, String)> {
+    pub(crate) fn all(&self) -> Vec<(u32, String)> {
         let mut v: Vec<_> = self.names.iter().map(|(k, n)| (*k, n.clone())).collect();
         v.sort();
         v

@@ -9,12 +9,12 @@ use std::{
 };
 
 /// A sysctl by its dotted name, e.g. `net.core.rmem_max`.
-pub fn sysctl(name: &str) -> Option<String> {
+pub(crate) fn sysctl(name: &str) -> Option<String> {
     sysctl_path(&name.split('.').collect::<Vec<_>>())
 }
 
 /// A sysctl by path components, for names holding dots (`eth0.100`).
-pub fn sysctl_path(parts: &[&str]) -> Option<String> {
+pub(crate) fn sysctl_path(parts: &[&str]) -> Option<String> {
     let p = format!("/proc/sys/{}", parts.join("/"));
     let read = |p: &str| {
         std::fs::read_to_string(p)
@@ -39,13 +39,13 @@ pub fn sysctl_path(parts: &[&str]) -> Option<String> {
     .flatten()
 }
 
-pub fn sysctl_u64(name: &str) -> Option<u64> {
+pub(crate) fn sysctl_u64(name: &str) -> Option<u64> {
     sysctl(name)?.parse().ok()
 }
 
 /// One UDP socket from /proc/net/udp{,6}.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UdpSocket {
+pub(crate) struct UdpSocket {
     pub local: IpAddr,
     pub port: u16,
     /// Bytes waiting to be read.
@@ -73,7 +73,7 @@ fn parse_addr(hex: &str) -> Option<IpAddr> {
     }
 }
 
-pub fn parse_proc_udp(text: &str) -> Vec<UdpSocket> {
+pub(crate) fn parse_proc_udp(text: &str) -> Vec<UdpSocket> {
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let c: Vec<&str> = line.split_whitespace().collect();
@@ -101,7 +101,7 @@ pub fn parse_proc_udp(text: &str) -> Vec<UdpSocket> {
     out
 }
 
-pub fn udp_sockets() -> Vec<UdpSocket> {
+pub(crate) fn udp_sockets() -> Vec<UdpSocket> {
     let mut v = Vec::new();
     for f in ["/proc/net/udp", "/proc/net/udp6"] {
         if let Ok(t) = std::fs::read_to_string(f) {
@@ -112,7 +112,7 @@ pub fn udp_sockets() -> Vec<UdpSocket> {
 }
 
 /// (pid, command) of the processes holding socket inodes.
-pub fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
+pub(crate) fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
     let mut out = HashMap::new();
     if inodes.is_empty() {
         return out;
@@ -151,7 +151,7 @@ pub fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
 }
 
 /// Receive buffer sizes (bytes) by socket inode, from `ss -uamne`.
-pub fn udp_rcvbufs() -> HashMap<u64, u64> {
+pub(crate) fn udp_rcvbufs() -> HashMap<u64, u64> {
     let out = Command::new("ss")
         .args(["-H", "-u", "-a", "-m", "-n", "-e"])
         .output();
@@ -161,7 +161,7 @@ pub fn udp_rcvbufs() -> HashMap<u64, u64> {
     }
 }
 
-pub fn parse_ss_rcvbuf(text: &str) -> HashMap<u64, u64> {
+pub(crate) fn parse_ss_rcvbuf(text: &str) -> HashMap<u64, u64> {
     let mut out = HashMap::new();
     let mut ino = None;
     for tok in text.split_whitespace() {
@@ -183,7 +183,7 @@ pub fn parse_ss_rcvbuf(text: &str) -> HashMap<u64, u64> {
 
 /// A firewall rule with its packet counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// "iptables" or "ip6tables".
     pub family: &'static str,
     pub table: String,
@@ -193,7 +193,7 @@ pub struct Rule {
     pub packets: u64,
 }
 
-pub fn parse_iptables_save(family: &'static str, text: &str) -> Vec<Rule> {
+pub(crate) fn parse_iptables_save(family: &'static str, text: &str) -> Vec<Rule> {
     let mut out = Vec::new();
     let mut table = String::new();
     for line in text.lines() {
@@ -225,7 +225,7 @@ pub fn parse_iptables_save(family: &'static str, text: &str) -> Vec<Rule> {
 }
 
 /// Every iptables/ip6tables rule with its counter; empty if the tools are missing.
-pub fn firewall_rules() -> Vec<Rule> {
+pub(crate) fn firewall_rules() -> Vec<Rule> {
     let mut out = Vec::new();
     for (family, bin) in [
         ("iptables", "iptables-save"),
@@ -244,7 +244,7 @@ pub fn firewall_rules() -> Vec<Rule> {
 }
 
 /// Is Receive Packet Steering configured on any rx queue of `iface`?
-pub fn rps_enabled(iface: &str) -> Option<bool> {
+pub(crate) fn rps_enabled(iface: &str) -> Option<bool> {
     let dir = std::fs::read_dir(format!("/sys/class/net/{iface}/queues")).ok()?;
     let mut seen = false;
     for q in dir.flatten() {

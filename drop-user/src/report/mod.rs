@@ -13,13 +13,14 @@ use drop_common::{
 use serde::Serialize;
 
 use crate::{
-    iface, loader::REFLECTOR_PORTS_HIGH, nic::Counters, reader::Snapshot, reasons::ReasonTable,
+    kernel::REFLECTOR_PORTS_HIGH, kernel::Snapshot, sys::iface, sys::nic::Counters,
+    sys::reasons::ReasonTable,
 };
 
-pub const SCHEMA: &str = "dropscope.watch/1";
+pub(crate) const SCHEMA: &str = "dropscope.watch/1";
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub schema: &'static str,
     /// Unix time of this snapshot, seconds.
     pub ts: f64,
@@ -46,21 +47,21 @@ pub struct Report {
     pub drop_sources: Vec<DropSourceRow>,
     pub drop_ports: Vec<DropPortRow>,
     /// Attacks in progress (the latest event of each).
-    pub attacks: Vec<crate::detect::AttackEvent>,
+    pub attacks: Vec<crate::analysis::detect::AttackEvent>,
     /// DDoS-induced loss or congestion, with the evidence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss: Option<crate::detect::LossVerdict>,
+    pub loss: Option<crate::analysis::detect::LossVerdict>,
     /// Distinct sources this interval (HyperLogLog), and whether a spoofed
     /// flood pushed per-source tracking into sketch-only mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources_estimate: Option<SourcesEstimate>,
     /// Live diagnosis: what this interval's drops most likely mean.
-    pub diagnosis: Vec<crate::doctor::Hint>,
+    pub diagnosis: Vec<crate::analysis::doctor::Hint>,
     pub health: Health,
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct DropRow {
+pub(crate) struct DropRow {
     pub reason: String,
     pub reason_code: u32,
     pub category: &'static str,
@@ -72,7 +73,7 @@ pub struct DropRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct TopPort {
+pub(crate) struct TopPort {
     pub iface: String,
     pub proto: &'static str,
     pub port: u16,
@@ -80,7 +81,7 @@ pub struct TopPort {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct SourcesEstimate {
+pub(crate) struct SourcesEstimate {
     pub distinct_sources: f64,
     pub distinct_dports: f64,
     pub flood_mode: bool,
@@ -91,7 +92,7 @@ pub struct SourcesEstimate {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct DropSourceRow {
+pub(crate) struct DropSourceRow {
     pub reason: String,
     pub address: String,
     pub delta: u64,
@@ -100,7 +101,7 @@ pub struct DropSourceRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct DropPortRow {
+pub(crate) struct DropPortRow {
     pub reason: String,
     pub proto: &'static str,
     pub port: u16,
@@ -110,7 +111,7 @@ pub struct DropPortRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct LocationRow {
+pub(crate) struct LocationRow {
     pub reason: String,
     /// Where the dropped packet came in ("-" when the kernel had not
     /// assigned it an interface).
@@ -122,7 +123,7 @@ pub struct LocationRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct CounterRow {
+pub(crate) struct CounterRow {
     pub iface: String,
     pub counter: String,
     pub delta: u64,
@@ -133,7 +134,7 @@ pub struct CounterRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct SourceRow {
+pub(crate) struct SourceRow {
     pub address: String,
     pub iface: String,
     pub packets: u64,
@@ -145,7 +146,7 @@ pub struct SourceRow {
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
-pub struct Shape {
+pub(crate) struct Shape {
     pub packets: u64,
     pub bytes: u64,
     pub protocols: BTreeMap<&'static str, u64>,
@@ -197,7 +198,7 @@ impl Shape {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct PortRow {
+pub(crate) struct PortRow {
     /// Port number, or "other" for ports without a counter of their own.
     pub port: String,
     pub packets: u64,
@@ -205,7 +206,7 @@ pub struct PortRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct IfaceReport {
+pub(crate) struct IfaceReport {
     pub iface: String,
     pub ifindex: u32,
     /// "native", "generic", or "off".
@@ -224,7 +225,7 @@ pub struct IfaceReport {
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
-pub struct Health {
+pub(crate) struct Health {
     pub drop_events: u64,
     /// Drop rows lost because a map was full.
     pub map_full: u64,
@@ -245,7 +246,7 @@ pub struct Health {
     pub drop_rows: usize,
 }
 
-pub struct Tracker {
+pub(crate) struct Tracker {
     reasons: ReasonTable,
     ifaces: Vec<(String, u32)>,
     xdp_modes: HashMap<String, &'static str>,
@@ -263,7 +264,7 @@ pub struct Tracker {
     last_top: Vec<SourceRow>,
     sources_tracked: usize,
     /// Loaded on the first reasonless drop; None inside if unreadable.
-    symbols: Option<Option<crate::kallsyms::Symbols>>,
+    symbols: Option<Option<crate::sys::kallsyms::Symbols>>,
 }
 
 /// The `n` rows with the most drops since `prev` (then the most in total).
@@ -285,7 +286,7 @@ fn top_by_delta<K: Eq + std::hash::Hash + Ord, R>(
         .collect()
 }
 
-pub fn format_addr(k: &SourceKey) -> String {
+pub(crate) fn format_addr(k: &SourceKey) -> String {
     if k.family == 4 {
         Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string()
     } else {
@@ -307,7 +308,7 @@ fn port_label(bucket: u32) -> String {
 }
 
 impl Tracker {
-    pub fn new(
+    pub(crate) fn new(
         reasons: ReasonTable,
         ifaces: Vec<(String, u32)>,
         xdp_modes: &[(String, &'static str)],
@@ -338,7 +339,7 @@ impl Tracker {
     }
 
     /// The watched interface in `slot` now has index `ifindex`.
-    pub fn set_ifindex(&mut self, slot: usize, ifindex: u32) {
+    pub(crate) fn set_ifindex(&mut self, slot: usize, ifindex: u32) {
         if let Some(e) = self.ifaces.get_mut(slot) {
             e.1 = ifindex;
         }
@@ -346,7 +347,7 @@ impl Tracker {
     }
 
     /// Recomputes the top sources from a fresh read of the source table.
-    pub fn refresh_sources(
+    pub(crate) fn refresh_sources(
         &mut self,
         sources: HashMap<SourceKey, drop_common::SourceStats>,
         now: Instant,
@@ -420,7 +421,7 @@ impl Tracker {
     }
 
     /// Builds the report for the interval that ends now.
-    pub fn update(&mut self, mut snap: Snapshot, nic: BTreeMap<String, Counters>) -> Report {
+    pub(crate) fn update(&mut self, mut snap: Snapshot, nic: BTreeMap<String, Counters>) -> Report {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
@@ -471,8 +472,8 @@ impl Tracker {
             drops_delta += delta;
             drops_total += total;
             drops.push(DropRow {
-                reason: crate::blocklist::REASON_NAME.into(),
-                reason_code: crate::blocklist::REASON_CODE,
+                reason: crate::act::blocklist::REASON_NAME.into(),
+                reason_code: crate::act::blocklist::REASON_CODE,
                 category: "blocklist",
                 iface: name.clone(),
                 ifindex: *ifindex,
@@ -567,7 +568,7 @@ impl Tracker {
         let mut locations = Vec::new();
         if !snap.locations.is_empty() {
             if self.symbols.is_none() {
-                self.symbols = Some(crate::kallsyms::Symbols::load().ok());
+                self.symbols = Some(crate::sys::kallsyms::Symbols::load().ok());
             }
             for (k, total) in &snap.locations {
                 let prev = self.prev.locations.get(k).copied().unwrap_or(0);
@@ -654,7 +655,7 @@ impl Tracker {
             elapsed_s: now.duration_since(self.start).as_secs_f64(),
             drops_delta,
             drops_total,
-            diagnosis: crate::doctor::hints(&drops),
+            diagnosis: crate::analysis::doctor::hints(&drops),
             top_sources_fresh,
             attacks: Vec::new(),
             top_ports: Vec::new(),

@@ -17,25 +17,25 @@ use tokio::{
 };
 
 use crate::{
-    blocklist::{self, Blocklist},
+    act::blocklist::{self, Blocklist},
+    act::hooks::{HookSpec, Hooks},
+    analysis::detect::{DetectConfig, Detector},
     config::PcapSpec,
-    detect::{DetectConfig, Detector},
-    events::EventStream,
-    hooks::{HookSpec, Hooks},
-    iface,
-    loader::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
-    nic,
-    output::{self, Format},
-    pcap::Recorder,
-    prometheus::{self, Exporter},
-    reader::Maps,
-    table::{SourcesEstimate, TopPort, Tracker},
-    top,
+    export::events::EventStream,
+    export::pcap::Recorder,
+    export::prometheus::{self, Exporter},
+    export::terminal::{self, Format},
+    export::top,
+    kernel::Maps,
+    kernel::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
+    report::{SourcesEstimate, TopPort, Tracker},
+    sys::iface,
+    sys::nic,
 };
 
 /// Where reports go on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A table or JSON lines (`watch`).
     Watch,
     /// Full screen (`top`); the plain table when stdout is not a terminal.
@@ -44,7 +44,7 @@ pub enum Mode {
     Run,
 }
 
-pub struct WatchOptions {
+pub(crate) struct WatchOptions {
     pub mode: Mode,
     pub ifaces: Vec<String>,
     pub interval: Duration,
@@ -76,20 +76,20 @@ fn port_deltas(prev: &mut HashMap<PortKey, u64>, now: Vec<(PortKey, u64)>) -> Ve
     out
 }
 
-pub async fn run(opts: WatchOptions) -> Result<()> {
+pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
     // First: a signal during loading must still end in a clean exit.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // Said before looking for a default interface: no interface would help
     // (and resolve never returns an empty list, so this is the only case).
-    if opts.xdp == XdpChoice::None && opts.kfree == loader::KfreeChoice::None {
+    if opts.xdp == XdpChoice::None && opts.kfree == kernel::KfreeChoice::None {
         anyhow::bail!(
             "--kfree-hook none with no XDP interface leaves nothing to observe: pass --iface, or drop --kfree-hook none"
         );
     }
     let ifaces = iface::resolve(&opts.ifaces)?;
     let secs = opts.interval.as_secs_f64();
-    let mut base = loader::default_xdp_config();
+    let mut base = kernel::default_xdp_config();
     // The budget of exactly tracked new sources is per second, per CPU.
     base.source_budget = ((base.source_budget as f64 * secs) as u32).max(256);
     base.exact_packets = ((base.exact_packets as f64 * secs) as u32).max(1000);
@@ -107,7 +107,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                 "--pcap-dir samples packets in XDP: it needs at least one interface with XDP"
             );
         }
-        if loader::xdp_can_copy_packets() {
+        if kernel::xdp_can_copy_packets() {
             xdp_config.sample_every = opts.pcap.every.max(1);
             xdp_config.snaplen = opts.pcap.snaplen;
         } else {
@@ -135,7 +135,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         Some(d) => Some(Recorder::new(d, opts.pcap.clone())?),
         None => None,
     };
-    let mut probes = loader::load(&LoadOptions {
+    let mut probes = kernel::load(&LoadOptions {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
         kfree: opts.kfree,
@@ -320,7 +320,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
                         );
                     }
                     Some(now) if now != *ifindex => {
-                        match loader::reattach(
+                        match kernel::reattach(
                             &mut probes.ebpf,
                             slot,
                             name,
@@ -420,16 +420,16 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         let mut ok = true;
         if plain {
             let mut out = stdout.lock();
-            ok &= output::emit(&mut out, &report, format, clear).is_ok();
+            ok &= terminal::emit(&mut out, &report, format, clear).is_ok();
             for e in &events {
-                ok &= output::emit_event(&mut out, e, format).is_ok();
+                ok &= terminal::emit_event(&mut out, e, format).is_ok();
             }
         } else if let Some((tx, _)) = &screen {
             let _ = tx.send(Box::new(report));
         } else {
             let mut err = std::io::stderr().lock();
             for e in &events {
-                let _ = output::emit_event(&mut err, e, Format::Table);
+                let _ = terminal::emit_event(&mut err, e, Format::Table);
             }
         }
         if !ok {

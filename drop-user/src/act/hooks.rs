@@ -22,17 +22,17 @@ use tokio::{
     sync::{Semaphore, mpsc},
 };
 
-use crate::{config::parse_duration, detect::AttackEvent, table::Report};
+use crate::{analysis::detect::AttackEvent, report::Report, units::parse_duration};
 
 /// Hook runs waiting to start; more are dropped (and counted).
-pub const QUEUE: usize = 64;
-pub const CONCURRENCY: usize = 4;
+pub(crate) const QUEUE: usize = 64;
+pub(crate) const CONCURRENCY: usize = 4;
 /// Bytes of a hook's stdout/stderr kept for the log.
 const OUTPUT_KEPT: usize = 2048;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct HookSpec {
+pub(crate) struct HookSpec {
     pub name: String,
     /// Any of "attack_start", "attack_update", "attack_end", "drop_rate".
     pub on: Vec<String>,
@@ -64,7 +64,7 @@ fn default_cooldown() -> String {
 const EVENTS: [&str; 4] = ["attack_start", "attack_update", "attack_end", "drop_rate"];
 
 impl HookSpec {
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let n = &self.name;
         if n.is_empty()
             || !n
@@ -119,7 +119,7 @@ impl HookSpec {
 
 /// A drop reason over its hook's rate on one interface.
 #[derive(Serialize, Debug, Clone)]
-pub struct DropRateEvent {
+pub(crate) struct DropRateEvent {
     pub schema: &'static str,
     pub event: &'static str,
     pub ts: f64,
@@ -139,7 +139,7 @@ struct Job {
 }
 
 /// Decides which hooks an interval's events fire and queues them.
-pub struct Hooks {
+pub(crate) struct Hooks {
     specs: Vec<Arc<HookSpec>>,
     tx: mpsc::Sender<Job>,
     /// (hook, target) -> last run.
@@ -152,7 +152,7 @@ pub struct Hooks {
 
 impl Hooks {
     /// Starts the worker (needs a tokio runtime).
-    pub fn start(specs: Vec<HookSpec>, dry_run: bool) -> Hooks {
+    pub(crate) fn start(specs: Vec<HookSpec>, dry_run: bool) -> Hooks {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(worker(rx, dry_run));
         Hooks {
@@ -165,12 +165,8 @@ impl Hooks {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
-    }
-
     /// Offers this interval's attack events and drop rows to the hooks.
-    pub fn offer(&mut self, report: &Report, events: &[AttackEvent]) {
+    pub(crate) fn offer(&mut self, report: &Report, events: &[AttackEvent]) {
         if self.specs.is_empty() {
             return;
         }

@@ -1,18 +1,18 @@
 //! The `--config` TOML file: detection thresholds, hooks and PCAP sampling.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::{
-    detect::{Adaptive, DetectConfig, Thresholds},
-    hooks::HookSpec,
+    act::hooks::HookSpec,
+    analysis::detect::{Adaptive, DetectConfig, Thresholds},
 };
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     pub thresholds: Thresholds,
     pub detection: Adaptive,
     pub hooks: Vec<HookSpec>,
@@ -22,7 +22,7 @@ pub struct Config {
 /// `[pcap]`: what the packet sampler keeps (used with `--pcap-dir`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct PcapSpec {
+pub(crate) struct PcapSpec {
     /// Sample 1 in this many packets (per CPU).
     pub every: u32,
     /// Bytes kept of each sampled packet (at most 256).
@@ -45,13 +45,13 @@ impl Default for PcapSpec {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in config {}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         // toml's own message draws the line with a caret over several
         // lines; errors here stay on one.
         let c: Config = toml::from_str(text).map_err(|e| {
@@ -92,36 +92,12 @@ impl Config {
         Ok(())
     }
 
-    pub fn detect(&self) -> DetectConfig {
+    pub(crate) fn detect(&self) -> DetectConfig {
         DetectConfig {
             thresholds: self.thresholds.clone(),
             detection: self.detection.clone(),
         }
     }
-}
-
-/// "10s", "500ms", "2m" in config files.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 1s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        "d" => v * 86400.0,
-        _ => return Err(format!("unknown unit in {s:?} (use ms, s, m, h or d)")),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
-        return Err(format!("{s:?} must be more than zero and at most a year"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -158,19 +134,6 @@ every = 8
         assert_eq!(c.pcap.every, 8);
         assert_eq!(c.pcap.snaplen, 128);
         assert_eq!(c.detect().thresholds.syn_pps, 20000.0);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 weeks").is_err());
-        assert!(parse_duration("400d").is_err());
     }
 
     #[test]

@@ -10,15 +10,15 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{detect::AttackEvent, table::Report};
+use crate::{analysis::detect::AttackEvent, report::Report};
 
-pub struct EventStream {
+pub(crate) struct EventStream {
     out: Box<dyn Write + Send>,
 }
 
 impl EventStream {
     /// "-" is stdout; anything else a file opened for appending.
-    pub fn open(target: &str) -> Result<EventStream> {
+    pub(crate) fn open(target: &str) -> Result<EventStream> {
         let out: Box<dyn Write + Send> = if target == "-" {
             Box::new(io::stdout())
         } else {
@@ -33,7 +33,7 @@ impl EventStream {
     }
 
     /// Writes the report, then the events; flushed so a tail sees them.
-    pub fn write(&mut self, report: &Report, events: &[AttackEvent]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, report: &Report, events: &[AttackEvent]) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, report)?;
         self.out.write_all(b"\n")?;
         for e in events {

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use drop_common::PacketSample;
 
-use crate::{config::PcapSpec, detect::AttackEvent};
+use crate::{analysis::detect::AttackEvent, config::PcapSpec};
 
 const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -33,7 +33,7 @@ struct Capture {
     written: usize,
 }
 
-pub struct Recorder {
+pub(crate) struct Recorder {
     dir: PathBuf,
     spec: PcapSpec,
     ring: VecDeque<Sample>,
@@ -46,14 +46,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(dir: &Path, spec: PcapSpec) -> Result<Recorder> {
+    pub(crate) fn new(dir: &Path, spec: PcapSpec) -> Result<Recorder> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--pcap-dir: cannot create {}", dir.display()))?;
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i128;
-        let mono = crate::blocklist::monotonic_ns() as i128;
+        let wall = crate::units::unix_now_ns();
+        let mono = crate::units::monotonic_ns() as i128;
         Ok(Recorder {
             dir: dir.to_path_buf(),
             ring: VecDeque::with_capacity(spec.pre_attack.min(4096)),
@@ -65,7 +62,7 @@ impl Recorder {
     }
 
     /// One sample from the ring buffer.
-    pub fn push(&mut self, s: &PacketSample) {
+    pub(crate) fn push(&mut self, s: &PacketSample) {
         let n = (s.caplen as usize).min(s.data.len());
         let sample = Sample {
             ts_ns: s.ts_ns,
@@ -97,7 +94,7 @@ impl Recorder {
 
     /// Opens, continues or closes the capture of each event, and names the
     /// file in it.
-    pub fn on_event(&mut self, e: &mut AttackEvent, ifindex: u32) {
+    pub(crate) fn on_event(&mut self, e: &mut AttackEvent, ifindex: u32) {
         if e.phase == "start" && !self.captures.contains_key(&e.id) {
             match self.open(e, ifindex) {
                 Ok(path) => e.pcap = Some(path.display().to_string()),
@@ -165,7 +162,7 @@ impl Recorder {
     }
 
     /// Flushes open files so readers see whole records.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         for c in self.captures.values_mut() {
             let _ = c.out.flush();
         }

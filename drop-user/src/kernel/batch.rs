@@ -150,7 +150,7 @@ struct BatchAttr {
 }
 
 /// A per-CPU map of u64 counters, summed over CPUs, as a map.
-pub fn counters<K: Pod + Eq + std::hash::Hash>(
+pub(super) fn counters<K: Pod + Eq + std::hash::Hash>(
     map: &MapData,
     limit: usize,
 ) -> io::Result<std::collections::HashMap<K, u64>> {
@@ -160,14 +160,14 @@ pub fn counters<K: Pod + Eq + std::hash::Hash>(
 }
 
 /// Adds per-CPU u64 counters.
-pub fn add_u64(total: &mut u64, v: &u64) {
+pub(super) fn add_u64(total: &mut u64, v: &u64) {
     *total += *v;
 }
 
 /// Every (key, value summed over CPUs with `add`) of a per-CPU hash or
 /// array map, at most `limit` entries. Summed as read: no per-entry
 /// allocation (a flood fills these tables every interval).
-pub fn lookup_percpu<K: Pod, V: Pod + Default>(
+pub(super) fn lookup_percpu<K: Pod, V: Pod + Default>(
     map: &MapData,
     limit: usize,
     add: impl Fn(&mut V, &V),

@@ -2,6 +2,7 @@
 //! way a kernel network engineer would and say what is wrong and what to run.
 //! Read-only: it prints commands, it never changes the system.
 
+use crate::units::monotonic_ns;
 use std::{
     collections::{BTreeMap, HashMap},
     io::Write,
@@ -16,26 +17,26 @@ use tokio::{
 };
 
 use crate::{
-    host::{self, Rule, UdpSocket},
-    iface,
-    kallsyms::Symbols,
-    loader::{self, KfreeChoice, LoadOptions, XdpChoice},
-    nic::{self, Counters, ethtool},
-    patterns::{Pattern, PatternCollector},
-    reader::Snapshot,
-    reasons::{Category, ReasonTable},
-    table::{Report, Tracker},
+    analysis::patterns::{Pattern, PatternCollector},
+    kernel::Snapshot,
+    kernel::{self, KfreeChoice, LoadOptions, XdpChoice},
+    report::{Report, Tracker},
+    sys::host::{self, Rule, UdpSocket},
+    sys::iface,
+    sys::kallsyms::Symbols,
+    sys::nic::{self, Counters, ethtool},
+    sys::reasons::{Category, ReasonTable},
 };
 
-pub const SCHEMA: &str = "dropscope.doctor/1";
+pub(crate) const SCHEMA: &str = "dropscope.doctor/1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DoctorFormat {
+pub(crate) enum DoctorFormat {
     Text,
     Json,
 }
 
-pub struct DoctorOptions {
+pub(crate) struct DoctorOptions {
     pub ifaces: Vec<String>,
     pub duration: Duration,
     pub format: DoctorFormat,
@@ -45,7 +46,7 @@ pub struct DoctorOptions {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Machine-readable cause, e.g. "socket-buffer", "netfilter", "nic-ring".
     pub cause: &'static str,
     /// "critical" (over 1000 drops/s), "warning", or "info".
@@ -57,7 +58,7 @@ pub struct Finding {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     pub sysctl: String,
     pub current: String,
     pub reference: String,
@@ -67,7 +68,7 @@ pub struct AuditRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct PatternRow {
+pub(crate) struct PatternRow {
     pub reason: String,
     #[serde(flatten)]
     pub pattern: Pattern,
@@ -76,7 +77,7 @@ pub struct PatternRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct LocationRow {
+pub(crate) struct LocationRow {
     pub reason: String,
     /// `function+0xoffset`, or the raw address if it can't be named.
     pub location: String,
@@ -85,7 +86,7 @@ pub struct LocationRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Diagnosis {
+pub(crate) struct Diagnosis {
     pub schema: &'static str,
     pub window_s: f64,
     pub interfaces: Vec<String>,
@@ -98,14 +99,14 @@ pub struct Diagnosis {
 }
 
 /// State read before and after the window.
-pub struct Evidence {
+pub(crate) struct Evidence {
     pub nic: BTreeMap<String, Counters>,
     pub udp: Vec<UdpSocket>,
     pub rules: Vec<Rule>,
 }
 
 impl Evidence {
-    pub fn collect(ifaces: &[(String, u32)]) -> Self {
+    pub(crate) fn collect(ifaces: &[(String, u32)]) -> Self {
         Self {
             nic: nic::read_all(ifaces).unwrap_or_default(),
             udp: host::udp_sockets(),
@@ -114,24 +115,15 @@ impl Evidence {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-pub async fn run(opts: DoctorOptions) -> Result<()> {
+pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
     let ifaces = iface::resolve(&opts.ifaces)?;
-    let mut probes = loader::load(&LoadOptions {
+    let mut probes = kernel::load(&LoadOptions {
         ifaces: ifaces.clone(),
         xdp: opts.xdp,
         kfree: opts.kfree,
         // Count every namespace: drops elsewhere are pointed out, not lost.
         own_netns_only: false,
-        xdp_config: loader::default_xdp_config(),
+        xdp_config: kernel::default_xdp_config(),
     })?;
     for n in &probes.notes {
         eprintln!("note: {n}");
@@ -304,7 +296,7 @@ const REFERENCE: [(&str, &str); 5] = [
 
 /// Reference values for high-PPS hosts; a value meets its reference when
 /// every field is at least the reference's.
-pub fn sysctl_audit() -> Vec<AuditRow> {
+pub(crate) fn sysctl_audit() -> Vec<AuditRow> {
     REFERENCE
         .iter()
         .map(|(name, reference)| {
@@ -328,7 +320,7 @@ pub fn sysctl_audit() -> Vec<AuditRow> {
         .collect()
 }
 
-pub fn audit_ok(current: &str, reference: &str) -> bool {
+pub(crate) fn audit_ok(current: &str, reference: &str) -> bool {
     let cur: Vec<u64> = current
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
@@ -372,7 +364,7 @@ fn hook_of(chain: &str) -> &str {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn diagnose(
+pub(crate) fn diagnose(
     reasons: &ReasonTable,
     snap: &Snapshot,
     report: &Report,
@@ -937,7 +929,7 @@ pub fn diagnose(
 
 /// One line of the live diagnosis panel in `watch`.
 #[derive(Serialize, Debug, Clone)]
-pub struct Hint {
+pub(crate) struct Hint {
     pub cause: &'static str,
     pub reason: String,
     pub iface: String,
@@ -947,7 +939,7 @@ pub struct Hint {
 
 /// Cheap, per-interval diagnosis from the drop rows alone (doctor reads the
 /// deeper evidence): what each drop this interval most likely means.
-pub fn hints(rows: &[crate::table::DropRow]) -> Vec<Hint> {
+pub(crate) fn hints(rows: &[crate::report::DropRow]) -> Vec<Hint> {
     rows.iter()
         .filter(|r| r.delta > 0)
         .map(|r| {
@@ -1022,7 +1014,7 @@ fn hint_for(category: &str, reason: &str) -> (&'static str, &'static str) {
 }
 
 /// A finding that points at drops in other network namespaces.
-fn other_namespaces(rows: &[crate::table::DropRow]) -> Option<Finding> {
+fn other_namespaces(rows: &[crate::report::DropRow]) -> Option<Finding> {
     if rows.is_empty() {
         return None;
     }
@@ -1064,13 +1056,13 @@ fn other_namespaces(rows: &[crate::table::DropRow]) -> Option<Finding> {
 fn reasons_category(reasons: &ReasonTable, name: &str) -> Category {
     match reasons.value_of(name) {
         Some(v) => reasons.category(v),
-        None => crate::reasons::category(name),
+        None => crate::sys::reasons::category(name),
     }
 }
 
 /// Tail-drop (arrival rejected at a full queue) or head-drop (AQM drops
 /// from the head at dequeue), where the reason tells.
-pub fn queue_drop(reason: &str) -> Option<&'static str> {
+pub(crate) fn queue_drop(reason: &str) -> Option<&'static str> {
     match reason {
         "QDISC_DROP" | "QDISC_OVERLIMIT" | "FQ_FLOW_LIMIT" | "FQ_BAND_LIMIT" => Some("tail-drop"),
         "QDISC_CONGESTED" | "CAKE_FLOOD" | "FQ_HORIZON_LIMIT" | "DUALPI2_STEP_DROP" => {
@@ -1080,7 +1072,7 @@ pub fn queue_drop(reason: &str) -> Option<&'static str> {
     }
 }
 
-pub fn render(d: &Diagnosis) -> String {
+pub(crate) fn render(d: &Diagnosis) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(

@@ -15,13 +15,13 @@ use drop_common::{
     XdpConfig, globals, maps,
 };
 
-use crate::{btf::KernelBtf, reader::Maps, reasons::ReasonTable, tracefs};
+use crate::{kernel::Maps, sys::btf::KernelBtf, sys::reasons::ReasonTable, sys::tracefs};
 
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf"));
 
 /// UDP source ports above 1023 that get their own counter (well-known
 /// reflection/amplification sources); 0-1023 always do.
-pub const REFLECTOR_PORTS_HIGH: [u16; 12] = [
+pub(crate) const REFLECTOR_PORTS_HIGH: [u16; 12] = [
     1900, 3283, 3478, 3702, 5353, 5683, 10001, 11211, 27015, 33848, 37810, 1434,
 ];
 
@@ -60,8 +60,8 @@ pub struct LoadOptions {
 /// Per CPU, the first this many packets a second feed the per-source and
 /// per-port path one by one (exact counts for ordinary traffic); past it,
 /// about 1 in [`FLOOD_SAMPLE_EVERY`] does, weighted by its gap.
-pub const EXACT_PPS: u32 = 20_000;
-pub const FLOOD_SAMPLE_EVERY: u32 = 32;
+pub(crate) const EXACT_PPS: u32 = 20_000;
+pub(crate) const FLOOD_SAMPLE_EVERY: u32 = 32;
 
 /// Budgets that keep per-source counts exact in normal traffic: 4096 new
 /// sources per CPU per interval are tracked exactly; past that (a spoofed
@@ -80,7 +80,7 @@ pub fn default_xdp_config() -> XdpConfig {
 
 /// How drop events reach us on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DropHook {
+pub(crate) enum DropHook {
     BtfTracepoint,
     Tracepoint,
     /// The classic tracepoint on a kernel whose kfree_skb has no reason
@@ -93,25 +93,33 @@ pub enum DropHook {
 pub struct Probes {
     /// Owns programs and links: dropping it detaches everything.
     pub ebpf: Ebpf,
-    pub maps: Maps,
-    pub reasons: ReasonTable,
-    pub hook: DropHook,
+    pub(crate) maps: Maps,
+    pub(crate) reasons: ReasonTable,
+    pub(crate) hook: DropHook,
     /// (interface, "native" | "generic") for each XDP attachment.
-    pub xdp_modes: Vec<(String, &'static str)>,
+    pub(crate) xdp_modes: Vec<(String, &'static str)>,
     /// What runs reduced on this kernel, in plain words.
-    pub notes: Vec<String>,
-    pub netns: u32,
-    pub has_ifindex: bool,
+    pub(crate) notes: Vec<String>,
+    pub(crate) netns: u32,
 }
 
-pub fn own_netns() -> Result<u32> {
+impl Probes {
+    /// The XDP counters of the interface in `slot`, summed over CPUs: what
+    /// the tests compare with the packets they sent.
+    pub fn iface_stats(&mut self, slot: usize) -> Result<drop_common::IfaceStats> {
+        let snap = self.maps.read(slot + 1, false)?;
+        Ok(snap.ifaces.get(slot).copied().unwrap_or_default())
+    }
+}
+
+pub(crate) fn own_netns() -> Result<u32> {
     Ok(std::fs::metadata("/proc/self/ns/net")
         .context("reading /proc/self/ns/net")?
         .ino() as u32)
 }
 
 /// Fails early, in one line, when we can't load BPF programs.
-pub fn check_privileges() -> Result<()> {
+pub(crate) fn check_privileges() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
         .lines()
@@ -134,7 +142,7 @@ pub fn check_privileges() -> Result<()> {
 
 /// Whether XDP programs may call bpf_xdp_load_bytes (PCAP samples), probed
 /// by loading a two-instruction program that calls it.
-pub fn xdp_can_copy_packets() -> bool {
+pub(crate) fn xdp_can_copy_packets() -> bool {
     use aya::{
         programs::ProgramType,
         sys::{BpfHelper, is_helper_supported},
@@ -369,7 +377,6 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         xdp_modes,
         notes,
         netns,
-        has_ifindex,
     })
 }
 
@@ -517,7 +524,7 @@ fn attach_one(
 
 /// A watched interface came back with a new ifindex (deleted and
 /// recreated): point its slot at the new index and attach XDP again.
-pub fn reattach(
+pub(crate) fn reattach(
     ebpf: &mut Ebpf,
     slot: usize,
     name: &str,

@@ -6,26 +6,26 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
 
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Subsystem id sits in the high 16 bits of a reason (SKB_DROP_REASON_SUBSYS_SHIFT).
-pub const SUBSYS_SHIFT: u32 = 16;
+pub(crate) const SUBSYS_SHIFT: u32 = 16;
 
-pub struct KernelBtf {
+pub(crate) struct KernelBtf {
     btf: Btf,
 }
 
 impl KernelBtf {
     /// The running kernel's BTF. `DROPSCOPE_VMLINUX_BTF` names another file,
     /// so that a kernel without BTF can be simulated in tests.
-    pub fn load() -> Result<Self> {
+    pub(crate) fn load() -> Result<Self> {
         match std::env::var_os("DROPSCOPE_VMLINUX_BTF") {
             Some(p) => Self::from_file(Path::new(&p)),
             None => Self::from_file(Path::new(VMLINUX_BTF)),
         }
     }
 
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
         if !path.exists() {
             bail!(
                 "kernel has no BTF ({} missing; needs CONFIG_DEBUG_INFO_BTF=y)",
@@ -71,7 +71,7 @@ impl KernelBtf {
     }
 
     /// Members of an enum as (name, value), or None if the kernel has no such enum.
-    pub fn enum_members(&self, enum_name: &str) -> Result<Option<Vec<(String, u32)>>> {
+    pub(crate) fn enum_members(&self, enum_name: &str) -> Result<Option<Vec<(String, u32)>>> {
         let types = match self.btf.resolve_types_by_name(enum_name) {
             Ok(t) => t,
             Err(_) => return Ok(None),
@@ -90,7 +90,7 @@ impl KernelBtf {
 
     /// Byte offset of `path` (e.g. `["nd_net", "net"]`) inside `struct name`,
     /// looking through anonymous structs and unions as C does.
-    pub fn member_offset(&self, struct_name: &str, path: &[&str]) -> Result<u32> {
+    pub(crate) fn member_offset(&self, struct_name: &str, path: &[&str]) -> Result<u32> {
         let mut ty = self.struct_by_name(struct_name)?;
         let mut bits = 0u32;
         for (i, field) in path.iter().enumerate() {
@@ -111,7 +111,7 @@ impl KernelBtf {
 
     /// Size in bytes of an integer member (`path` as in [`Self::member_offset`]),
     /// or 8 for a pointer; an error for anything else.
-    pub fn member_size(&self, struct_name: &str, path: &[&str]) -> Result<usize> {
+    pub(crate) fn member_size(&self, struct_name: &str, path: &[&str]) -> Result<usize> {
         let mut ty = self.struct_by_name(struct_name)?;
         for field in path {
             let (_, t) = self

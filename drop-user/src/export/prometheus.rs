@@ -15,7 +15,7 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use crate::{detect::CLASSES, table::Report};
+use crate::{analysis::detect::CLASSES, report::Report};
 
 /// Drop series kept; the rest are summed into iface="other".
 const MAX_DROP_SERIES: usize = 512;
@@ -24,7 +24,7 @@ const READ_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 32;
 
 /// "9100" or ":9100" binds 127.0.0.1; "0.0.0.0:9100" or "[::]:9100" as given.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let port_only = s.strip_prefix(':').unwrap_or(s);
     if let Ok(port) = port_only.parse::<u16>() {
@@ -41,14 +41,14 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// Latest rendered metrics.
-pub struct Exporter {
+pub(crate) struct Exporter {
     tx: watch::Sender<Bytes>,
     pub addr: SocketAddr,
 }
 
 impl Exporter {
     /// Binds and starts serving (needs a tokio runtime).
-    pub async fn start(addr: SocketAddr) -> Result<Exporter> {
+    pub(crate) async fn start(addr: SocketAddr) -> Result<Exporter> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("--prometheus: cannot listen on {addr}"))?;
@@ -58,7 +58,7 @@ impl Exporter {
         Ok(Exporter { tx, addr })
     }
 
-    pub fn publish(&self, text: String) {
+    pub(crate) fn publish(&self, text: String) {
         self.tx.send_replace(Bytes::from(text));
     }
 }
@@ -230,13 +230,13 @@ fn metric_part(v: &str) -> String {
 
 /// Extra figures the report does not carry.
 #[derive(Default)]
-pub struct Extra {
+pub(crate) struct Extra {
     pub hook_runs_dropped: u64,
     pub blocklist_entries: Option<usize>,
 }
 
 /// Renders one report.
-pub fn render(r: &Report, extra: &Extra) -> String {
+pub(crate) fn render(r: &Report, extra: &Extra) -> String {
     let mut s = String::with_capacity(8192);
     let family = |s: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -290,7 +290,7 @@ pub fn render(r: &Report, extra: &Extra) -> String {
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in &r.counters {
         if let Some(stat) = c.counter.strip_prefix("ethtool:") {
-            if crate::nic::is_loss_stat(stat) {
+            if crate::sys::nic::is_loss_stat(stat) {
                 by_name
                     .entry("dropscope_nic_ethtool_total".into())
                     .or_default()

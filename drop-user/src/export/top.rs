@@ -5,6 +5,7 @@
 //! Keys: q/Esc quit, p or space pause, s cycle the sort (rate, total,
 //! reason), c cycle a category filter, i cycle an interface filter.
 
+use crate::units::human;
 use std::{
     sync::mpsc,
     thread::JoinHandle,
@@ -20,7 +21,7 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Row, Table},
 };
 
-use crate::table::Report;
+use crate::report::Report;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Sort {
@@ -41,7 +42,7 @@ struct View {
 /// Starts the screen thread. Reports go in through the returned sender;
 /// `quit` fires when the user presses q. Join the handle before exiting so
 /// the terminal is restored.
-pub fn spawn(
+pub(crate) fn spawn(
     quit: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> std::io::Result<(mpsc::Sender<Box<Report>>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Box<Report>>();
@@ -152,20 +153,6 @@ fn cycle(values: &[String], cur: Option<String>) -> Option<String> {
             let i = values.iter().position(|v| *v == c);
             i.and_then(|i| values.get(i + 1).cloned())
         }
-    }
-}
-
-fn human(v: f64) -> String {
-    if v >= 1e9 {
-        format!("{:.1}G", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else if v >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
     }
 }
 

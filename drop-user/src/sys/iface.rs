@@ -4,7 +4,7 @@ use std::{collections::BTreeSet, ffi::CString};
 
 use anyhow::{Result, bail};
 
-pub fn index_of(name: &str) -> Option<u32> {
+pub(crate) fn index_of(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (i != 0).then_some(i)
@@ -12,7 +12,7 @@ pub fn index_of(name: &str) -> Option<u32> {
 
 /// Link state of `name`: None if it does not exist, else (administratively
 /// up, carrier) from its flags (IFF_UP, IFF_RUNNING).
-pub fn link_state(name: &str) -> Option<(bool, bool)> {
+pub(crate) fn link_state(name: &str) -> Option<(bool, bool)> {
     // SAFETY: a datagram socket for the ioctl, closed on every path.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -37,7 +37,7 @@ pub fn link_state(name: &str) -> Option<(bool, bool)> {
     }
 }
 
-pub fn name_of(index: u32) -> Option<String> {
+pub(crate) fn name_of(index: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
     if p.is_null() {
@@ -48,7 +48,7 @@ pub fn name_of(index: u32) -> Option<String> {
 }
 
 /// All interface names of this network namespace.
-pub fn all_names() -> Vec<String> {
+pub(crate) fn all_names() -> Vec<String> {
     let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
     text.lines()
         .skip(2)
@@ -57,7 +57,7 @@ pub fn all_names() -> Vec<String> {
 }
 
 /// Interfaces carrying a default route, IPv4 (/proc/net/route) then IPv6.
-pub fn default_route_ifaces() -> Vec<String> {
+pub(crate) fn default_route_ifaces() -> Vec<String> {
     let mut out = BTreeSet::new();
     if let Ok(t) = std::fs::read_to_string("/proc/net/route") {
         out.extend(parse_route_v4(&t));
@@ -68,7 +68,7 @@ pub fn default_route_ifaces() -> Vec<String> {
     out.into_iter().collect()
 }
 
-pub fn parse_route_v4(text: &str) -> Vec<String> {
+pub(crate) fn parse_route_v4(text: &str) -> Vec<String> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -79,7 +79,7 @@ pub fn parse_route_v4(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn parse_route_v6(text: &str) -> Vec<String> {
+pub(crate) fn parse_route_v6(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
             let c: Vec<&str> = l.split_whitespace().collect();
@@ -91,7 +91,7 @@ pub fn parse_route_v6(text: &str) -> Vec<String> {
 }
 
 /// Resolves the interfaces to watch: the given names, or the default-route ones.
-pub fn resolve(requested: &[String]) -> Result<Vec<(String, u32)>> {
+pub(crate) fn resolve(requested: &[String]) -> Result<Vec<(String, u32)>> {
     let names = if requested.is_empty() {
         let d = default_route_ifaces();
         if d.is_empty() {
@@ -156,12 +156,12 @@ fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
 /// Names interfaces of other network namespaces: `vb@blue` for a named
 /// namespace (`ip netns`), `eth0@host` for PID 1's, else `eth0@netns:INODE`.
 #[derive(Default)]
-pub struct ForeignNames {
+pub(crate) struct ForeignNames {
     cache: std::collections::HashMap<(u32, u32), String>,
 }
 
 impl ForeignNames {
-    pub fn label(&mut self, netns: u32, ifindex: u32) -> String {
+    pub(crate) fn label(&mut self, netns: u32, ifindex: u32) -> String {
         self.cache
             .entry((netns, ifindex))
             .or_insert_with(|| foreign_label(netns, ifindex))

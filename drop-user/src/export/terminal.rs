@@ -1,17 +1,23 @@
 //! Shows a report: a terminal table or one JSON object per line.
 
+use crate::units::human;
 use std::io::{self, Write};
 
-use crate::table::Report;
+use crate::report::Report;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
 
 /// Writes one report and flushes, so a reader of a pipe sees it at once.
-pub fn emit(out: &mut impl Write, report: &Report, format: Format, clear: bool) -> io::Result<()> {
+pub(crate) fn emit(
+    out: &mut impl Write,
+    report: &Report,
+    format: Format,
+    clear: bool,
+) -> io::Result<()> {
     match format {
         Format::Json => {
             serde_json::to_writer(&mut *out, report)?;
@@ -27,24 +33,10 @@ pub fn emit(out: &mut impl Write, report: &Report, format: Format, clear: bool) 
     out.flush()
 }
 
-fn human(v: f64) -> String {
-    if v >= 1e9 {
-        format!("{:.1}G", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 /// Writes one attack event: a JSON line, or a line on stderr for the table.
-pub fn emit_event(
+pub(crate) fn emit_event(
     out: &mut impl Write,
-    e: &crate::detect::AttackEvent,
+    e: &crate::analysis::detect::AttackEvent,
     format: Format,
 ) -> io::Result<()> {
     match format {
@@ -65,7 +57,7 @@ pub fn emit_event(
     }
 }
 
-pub fn render_table(r: &Report) -> String {
+pub(crate) fn render_table(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(

@@ -4,6 +4,7 @@
 //! removes expired entries each interval, and the XDP program already
 //! ignores them once their deadline passes.
 
+use crate::units::monotonic_ns;
 use std::{
     borrow::{Borrow, BorrowMut},
     fmt,
@@ -23,18 +24,18 @@ use aya::{
 use drop_common::{BlockEntry, MAX_BLOCKS};
 use serde::Serialize;
 
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dropscope";
+pub(crate) const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dropscope";
 const V4: &str = drop_common::flood_maps::BLOCK_V4;
 const V6: &str = drop_common::flood_maps::BLOCK_V6;
 const FILTER: &str = drop_common::flood_maps::BLOCK_FILTER;
 /// Reported as its own drop reason row.
-pub const REASON_NAME: &str = "DROPSCOPE_BLOCKLIST";
-pub const REASON_CODE: u32 = 0xffff_0001;
+pub(crate) const REASON_NAME: &str = "DROPSCOPE_BLOCKLIST";
+pub(crate) const REASON_CODE: u32 = 0xffff_0001;
 
 /// An address prefix with its host bits cleared: `203.0.113.0/24`,
 /// `2001:db8::/32`, or a plain address (a /32 or /128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     pub addr: IpAddr,
     pub len: u8,
 }
@@ -93,7 +94,7 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
 
 /// One entry as `dropscope blocks` shows it.
 #[derive(Serialize, Debug, Clone)]
-pub struct BlockRow {
+pub(crate) struct BlockRow {
     pub prefix: String,
     /// Seconds left; None never expires.
     pub expires_in_s: Option<f64>,
@@ -103,29 +104,11 @@ pub struct BlockRow {
     pub bytes: u64,
 }
 
-/// CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns compares against.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The two tries and their prefilter, owned (opened from pins) or
 /// borrowed from the loader. Every edit holds the edit lock, so the
 /// filter, rebuilt from the tries, never misses an entry another process
 /// is adding.
-pub struct Blocklist<T> {
+pub(crate) struct Blocklist<T> {
     v4: LpmTrie<T, [u8; 4], BlockEntry>,
     v6: LpmTrie<T, [u8; 16], BlockEntry>,
     filter: Array<T, u64>,
@@ -153,7 +136,7 @@ fn filter_words(prefixes: impl IntoIterator<Item = Prefix>) -> Vec<u64> {
 
 impl Blocklist<MapData> {
     /// Opens the running instance's pinned tries.
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         if !instance_running(dir) {
             bail!(
                 "no dropscope with --enforce is running (nothing holds {}): start one with `dropscope run --enforce`",
@@ -177,7 +160,7 @@ impl Blocklist<MapData> {
 
 impl<'a> Blocklist<&'a mut MapData> {
     /// The loaded program's tries, pinned (or to be pinned) under `dir`.
-    pub fn of(ebpf: &'a mut Ebpf, dir: &Path) -> Result<Self> {
+    pub(crate) fn of(ebpf: &'a mut Ebpf, dir: &Path) -> Result<Self> {
         let mut v4 = None;
         let mut v6 = None;
         let mut filter = None;
@@ -200,10 +183,10 @@ impl<'a> Blocklist<&'a mut MapData> {
 
 impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
     /// Adds (or renews) a prefix; `ttl` None never expires.
-    pub fn add(&mut self, p: Prefix, ttl: Option<Duration>) -> Result<()> {
+    pub(crate) fn add(&mut self, p: Prefix, ttl: Option<Duration>) -> Result<()> {
         let entry = BlockEntry {
             expires_ns: ttl.map_or(0, |t| monotonic_ns() + t.as_nanos() as u64),
-            added_unix: unix_now(),
+            added_unix: crate::units::unix_now() as u64,
             ..Default::default()
         };
         let _edit = self.edit_lock()?;
@@ -275,7 +258,7 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
     }
 
     /// Removes a prefix; false when it was not there.
-    pub fn remove(&mut self, p: Prefix) -> Result<bool> {
+    pub(crate) fn remove(&mut self, p: Prefix) -> Result<bool> {
         let _edit = self.edit_lock()?;
         let removed = self.delete(p)?;
         if removed {
@@ -302,11 +285,11 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
     }
 
     /// Every entry, most packets first.
-    pub fn list(&self) -> Vec<(Prefix, BlockEntry)> {
+    pub(crate) fn list(&self) -> Vec<(Prefix, BlockEntry)> {
         entries(&self.v4, &self.v6)
     }
 
-    pub fn rows(&self) -> Vec<BlockRow> {
+    pub(crate) fn rows(&self) -> Vec<BlockRow> {
         let now = monotonic_ns();
         self.list()
             .into_iter()
@@ -323,7 +306,7 @@ impl<T: Borrow<MapData> + BorrowMut<MapData>> Blocklist<T> {
     }
 
     /// Deletes expired entries; returns them and how many entries are left.
-    pub fn sweep(&mut self) -> Result<(Vec<(Prefix, BlockEntry)>, usize)> {
+    pub(crate) fn sweep(&mut self) -> Result<(Vec<(Prefix, BlockEntry)>, usize)> {
         let now = monotonic_ns();
         let is_expired = |e: &BlockEntry| e.expires_ns != 0 && e.expires_ns <= now;
         if !self.list().iter().any(|(_, e)| is_expired(e)) {
@@ -370,7 +353,7 @@ fn entries<T: Borrow<MapData>>(
 
 /// Held by the instance running with `--enforce`: an flock on a file in
 /// /run, and the tries pinned under the bpffs directory.
-pub struct Pins {
+pub(crate) struct Pins {
     dir: PathBuf,
     _lock: File,
 }
@@ -396,7 +379,7 @@ fn instance_running(dir: &Path) -> bool {
 /// Pins the loaded tries under `dir`. Entries pinned by an instance that
 /// died without cleaning up (SIGKILL) are carried over, so blocks survive
 /// a restart.
-pub fn pin(ebpf: &mut Ebpf, dir: &Path) -> Result<(Pins, usize)> {
+pub(crate) fn pin(ebpf: &mut Ebpf, dir: &Path) -> Result<(Pins, usize)> {
     let lock_file = lock_path(dir);
     let lock = std::fs::OpenOptions::new()
         .create(true)

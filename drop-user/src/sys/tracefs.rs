@@ -10,7 +10,7 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 /// Finds a mounted tracefs, mounting it at /sys/kernel/tracing if none is.
 /// `DROPSCOPE_TRACEFS` names the directory instead (no mounting): tests use
 /// it to stand in for kernels without tracefs or without the reason field.
-pub fn find_or_mount() -> Result<PathBuf> {
+pub(crate) fn find_or_mount() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("DROPSCOPE_TRACEFS") {
         let dir = PathBuf::from(dir);
         if dir.join("events").is_dir() {
@@ -23,7 +23,7 @@ pub fn find_or_mount() -> Result<PathBuf> {
 
 /// The kernel's own tracefs, mounted if it is not: attaching a tracepoint
 /// reads its id there, whatever `DROPSCOPE_TRACEFS` says of its format.
-pub fn system() -> Result<PathBuf> {
+pub(crate) fn system() -> Result<PathBuf> {
     for c in CANDIDATES {
         if Path::new(c).join("events").is_dir() {
             return Ok(PathBuf::from(c));
@@ -45,7 +45,7 @@ pub fn system() -> Result<PathBuf> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     pub name: String,
     pub offset: u32,
     pub size: u32,
@@ -53,18 +53,18 @@ pub struct Field {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Format {
+pub(crate) struct Format {
     pub fields: Vec<Field>,
     pub print_fmt: String,
 }
 
 impl Format {
-    pub fn field(&self, name: &str) -> Option<&Field> {
+    pub(crate) fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 
     /// `{ value, "NAME" }` pairs of the first `__print_symbolic` over `field`.
-    pub fn symbols(&self, field: &str) -> Vec<(String, u32)> {
+    pub(crate) fn symbols(&self, field: &str) -> Vec<(String, u32)> {
         let needle = format!("__print_symbolic(REC->{field},");
         let Some(start) = self.print_fmt.find(&needle) else {
             return Vec::new();
@@ -100,7 +100,7 @@ impl Format {
 }
 
 /// Parses a tracefs `format` file.
-pub fn parse_format(text: &str) -> Result<Format> {
+pub(crate) fn parse_format(text: &str) -> Result<Format> {
     let mut f = Format::default();
     for line in text.lines() {
         let line = line.trim();
@@ -151,7 +151,7 @@ pub fn parse_format(text: &str) -> Result<Format> {
     Ok(f)
 }
 
-pub fn read_format(tracefs: &Path, category: &str, event: &str) -> Result<Format> {
+pub(crate) fn read_format(tracefs: &Path, category: &str, event: &str) -> Result<Format> {
     let p = tracefs
         .join("events")
         .join(category)

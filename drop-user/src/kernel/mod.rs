@@ -1,0 +1,14 @@
+//! The kernel side from user space: load and attach the programs with
+//! settings probed from the running kernel, then read their maps into a
+//! [`Snapshot`] each interval, and drain the trigger and sample rings.
+//! What is `pub` here is what the integration tests and benchmarks load.
+
+mod batch;
+mod load;
+mod snapshot;
+
+pub(crate) use load::{DropHook, REFLECTOR_PORTS_HIGH, reattach, xdp_can_copy_packets};
+pub use load::{
+    EBPF_OBJECT, KfreeChoice, LoadOptions, Probes, XdpChoice, default_xdp_config, load, prepare_xdp,
+};
+pub(crate) use snapshot::{EpochSample, Maps, Snapshot};
