@@ -25,3 +25,7 @@ mod watch;
 mod fuzz;
 
 pub use cli::main;
+
+// The card names aya-log; forwarding the kernel side's rare-condition logs
+// (EbpfLogger) is not wired yet (issue #13), so it is declared but unused.
+use aya_log as _;
