@@ -41,6 +41,25 @@ pub mod maps {
     pub const UDP_SRC_PORTS: &str = "UDP_SRC_PORTS";
     /// LRU per-CPU hash: source address -> packets and bytes.
     pub const SOURCES: &str = "SOURCES";
+    /// Every name above: user space looks each one up.
+    pub const ALL: [&str; 16] = [
+        REASON_COUNTS,
+        DROPS_BY_REASON,
+        DROPS_BY_IFACE,
+        DROP_EVENTS,
+        EVENT_SWITCH,
+        DROP_LOCATIONS,
+        DROP_SOURCES,
+        DROP_PORTS,
+        ATTR_STATE,
+        KFREE_HEALTH,
+        IFACE_SLOT_ARRAY,
+        IFACE_SLOTS,
+        IFACE_STATS,
+        PORT_BUCKETS,
+        UDP_SRC_PORTS,
+        SOURCES,
+    ];
 }
 
 /// Flood-detection maps (XDP side).
@@ -64,13 +83,44 @@ pub mod flood_maps {
     /// address bits any blocklist prefix covers (IPv4 half, then IPv6), so
     /// most packets skip the trie.
     pub const BLOCK_FILTER: &str = "BLOCK_FILTER";
+    /// Every name above: user space looks each one up.
+    pub const ALL: [&str; 9] = [
+        EPOCH,
+        SRC_SKETCH,
+        EPOCH_STATE,
+        HEAVY_PORTS,
+        TRIGGERS,
+        SAMPLES,
+        BLOCK_V4,
+        BLOCK_V6,
+        BLOCK_FILTER,
+    ];
 }
 
 /// Global variable names in the eBPF object, set by user space at load time.
 pub mod globals {
     pub const KFREE_CONFIG: &str = "KFREE_CONFIG";
     pub const XDP_CONFIG: &str = "XDP_CONFIG";
+    /// The production object's globals.
+    pub const ALL: [&str; 2] = [KFREE_CONFIG, XDP_CONFIG];
+    /// In the test object (drop-ebpf-test) only.
     pub const GEN_CONFIG: &str = "GEN_CONFIG";
+}
+
+/// Program names (the functions' names in the eBPF objects).
+pub mod programs {
+    /// tp_btf/kfree_skb: typed arguments, direct field loads.
+    pub const KFREE_SKB_BTF: &str = "kfree_skb_btf";
+    /// The classic skb:kfree_skb tracepoint (offsets from tracefs).
+    pub const KFREE_SKB_TP: &str = "kfree_skb_tp";
+    /// The XDP observer (and --enforce blocklist).
+    pub const XDP: &str = "dropscope_xdp";
+    /// The production object's programs.
+    pub const ALL: [&str; 3] = [KFREE_SKB_BTF, KFREE_SKB_TP, XDP];
+    /// In the test object only: the live-frames traffic generator.
+    pub const GENERATOR: &str = "dropscope_gen";
+    /// In the test object only: the benchmarks' empty XDP floor.
+    pub const PASS: &str = "dropscope_pass";
 }
 
 /// Count-min sketch geometry: estimates exceed the truth by at most

@@ -81,7 +81,8 @@ static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_heal
 
 #[inline(always)]
 fn config() -> KfreeConfig {
-    // Volatile: the value is patched into .rodata at load time.
+    // SAFETY: a plain aligned read of a static; volatile because user
+    // space patches .rodata at load time and LLVM must not fold the zeros.
     unsafe { core::ptr::read_volatile(&raw const KFREE_CONFIG) }
 }
 
@@ -101,15 +102,20 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
 #[tracepoint(category = "skb", name = "kfree_skb")]
 pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
     let cfg = config();
+    // SAFETY: the offsets and sizes come from this kernel's tracefs format
+    // of skb:kfree_skb; read_at is a bounded probe read of the context.
     let skb: u64 = unsafe { ctx.read_at(cfg.tp_skbaddr as usize) }.unwrap_or(0);
+    // SAFETY: as above.
     let location: u64 = unsafe { ctx.read_at(cfg.tp_location as usize) }.unwrap_or(0);
     let reason: u32 = if cfg.tp_reason_size == 0 {
         // Before 5.17 kfree_skb is only called for drops (consume_skb for
         // the rest): each event is a drop the kernel gave no reason for.
         cfg.reason_not_specified
     } else if cfg.tp_reason_size == 2 {
+        // SAFETY: as above.
         unsafe { ctx.read_at::<u16>(cfg.tp_reason as usize) }.unwrap_or(0) as u32
     } else {
+        // SAFETY: as above.
         unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
     };
     record_drop::<false>(&cfg, skb, location, reason);
@@ -119,6 +125,7 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn bump_health(slot: u32) {
     if let Some(p) = KFREE_HEALTH.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU array value, valid and ours for this run.
         unsafe { *p += 1 };
     }
 }
@@ -131,8 +138,11 @@ fn read<T, const DIRECT: bool>(base: u64, offset: u32) -> Option<T> {
     if DIRECT {
         // The offset is a read-only constant, so the verifier knows exactly
         // which BTF field this is; a fault (freed memory) reads as zero.
+        // SAFETY: base is a BTF-typed kernel pointer and offset a field of
+        // its type from BTF; the verifier checks the load (BPF_PROBE_MEM).
         return Some(unsafe { core::ptr::read_volatile((base + offset as u64) as *const T) });
     }
+    // SAFETY: a probe read: any address is allowed, faults return Err.
     match unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) } {
         Ok(v) => Some(v),
         Err(_) => {
@@ -179,6 +189,7 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
     let by_reason = if reason < MAX_REASONS {
         match REASON_COUNTS.get_ptr_mut(reason) {
             Some(p) => {
+                // SAFETY: a per-CPU array value, valid and ours for this run.
                 unsafe { *p += 1 };
                 true
             }
@@ -208,6 +219,7 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
     }
     if EVENT_SWITCH.get(0).copied().unwrap_or(0) != 0 {
         let ev = DropEvent {
+            // SAFETY: a helper with no arguments.
             ts_ns: unsafe { bpf_ktime_get_ns() },
             location,
             reason,
@@ -225,6 +237,7 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
 #[inline(always)]
 fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
     if let Some(p) = map.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of a per-CPU hash entry.
         unsafe { *p += 1 };
         return true;
     }
@@ -233,6 +246,7 @@ fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
         // Another CPU created it first: count on the existing entry.
         Err(_) => match map.get_ptr_mut(key) {
             Some(p) => {
+                // SAFETY: as above.
                 unsafe { *p += 1 };
                 true
             }
@@ -252,6 +266,7 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
     let Some(st) = ATTR_STATE.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: a per-CPU array slot, valid and ours for this run.
     let st = unsafe { &mut *st };
     let Some(weight) = st.sampler.take() else {
         return;
@@ -264,10 +279,10 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         st.new_ports = 0;
     }
     st.drops = st.drops.wrapping_add(weight);
+    // SAFETY: a helper with no arguments.
+    let random = || unsafe { bpf_get_prandom_u32() };
     st.sampler
-        .next(st.drops >= cfg.attr_exact, cfg.attr_every, || unsafe {
-            bpf_get_prandom_u32()
-        });
+        .next(st.drops >= cfg.attr_exact, cfg.attr_every, random);
 
     let head: u64 = read::<_, DIRECT>(skb, cfg.skb_head).unwrap_or(0);
     let nh: u16 = read::<_, DIRECT>(skb, cfg.skb_network_header).unwrap_or(0xffff);
@@ -289,6 +304,7 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         ETH_P_IP => {
             // 24 bytes: with a plain 20-byte header the ports come along,
             // saving a second read.
+            // SAFETY: a probe read: any address is allowed, faults return Err.
             let Ok(h) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 24]) }) else {
                 return;
             };
@@ -311,6 +327,7 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
             (if later { 0 } else { h[9] }, l4)
         }
         ETH_P_IPV6 => {
+            // SAFETY: a probe read: any address is allowed, faults return Err.
             let Ok(h) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 24]) }) else {
                 return;
             };
@@ -340,6 +357,7 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
     );
     if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
         let dport = dport.or_else(|| {
+            // SAFETY: a probe read, as above.
             unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) }
                 .ok()
                 .map(u16::from_be_bytes)
@@ -376,6 +394,7 @@ fn count_weighted<K>(
     budget: u32,
 ) -> bool {
     if let Some(p) = map.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of an LRU per-CPU hash entry.
         unsafe { *p += w as u64 };
         return true;
     }

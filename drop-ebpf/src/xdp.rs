@@ -1,9 +1,11 @@
 //! XDP observer: packet shapes per interface and packets/bytes per source.
 //! Every read is bounds checked against data_end; the verdict is always PASS.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_map_lookup_elem},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
@@ -16,6 +18,16 @@ use drop_common::{
     parse::{Bytes, Opt, Shape, parse},
     sketch_index, trigger_kind,
 };
+
+/// One field of [`XDP_CONFIG`], the only way it is read.
+macro_rules! xdp_config {
+    ($field:ident) => {
+        // SAFETY: a plain aligned read of a static; volatile because user
+        // space patches .rodata at load time and LLVM must not fold the
+        // zero it sees here.
+        unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.$field) }
+    };
+}
 
 /// Filled in by user space before load: budgets and trigger counts.
 #[unsafe(no_mangle)]
@@ -117,6 +129,8 @@ impl Bytes for Frame {
         let mut out = [0u8; N];
         let mut i = 0;
         while i < N {
+            // SAFETY: p + N <= end was checked above, so every byte read
+            // lies inside the packet (and the verifier sees the check).
             out[i] = unsafe { *src.add(i) };
             i += 1;
         }
@@ -147,6 +161,8 @@ fn observe(ctx: &XdpContext) -> u32 {
             _ => return xdp_action::XDP_PASS,
         }
     } else {
+        // SAFETY: the value is copied out at once; user space only inserts
+        // and removes whole entries, never writes one in place.
         match unsafe { IFACE_SLOTS.get(&ifindex) }.copied() {
             Some(s) => s,
             None => return xdp_action::XDP_PASS,
@@ -155,6 +171,8 @@ fn observe(ctx: &XdpContext) -> u32 {
     let Some(stats) = IFACE_STATS.get_ptr_mut(slot) else {
         return xdp_action::XDP_PASS;
     };
+    // SAFETY: a per-CPU array slot: valid for the program's run and
+    // written by no one else (XDP is not preempted on its CPU).
     let stats = unsafe { &mut *stats };
     let frame = Frame {
         start: ctx.data(),
@@ -163,7 +181,7 @@ fn observe(ctx: &XdpContext) -> u32 {
     let len = (frame.end - frame.start) as u64;
     // PCAP samples need no parse: taken before any, the verifier checks
     // this path once instead of once per parse outcome.
-    let sample_every = cfg_u32(&raw const XDP_CONFIG.sample_every);
+    let sample_every = xdp_config!(sample_every);
     if sample_every != 0 {
         sample(ctx, ifindex, len as u32, sample_every);
     }
@@ -172,10 +190,11 @@ fn observe(ctx: &XdpContext) -> u32 {
         // of the counting parse alive through this path.
         let shape = parse(&frame);
         let mut source = shape.source(&frame);
-        let n = cfg_u32(&raw const XDP_CONFIG.bench_random_sources);
+        let n = xdp_config!(bench_random_sources);
         if n != 0
             && let Some((4, mut a)) = source.get()
         {
+            // SAFETY: a helper with no arguments.
             let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n)
                 .to_be_bytes();
             a[..4].copy_from_slice(&r);
@@ -184,8 +203,9 @@ fn observe(ctx: &XdpContext) -> u32 {
         count_udp_source_port(slot, &shape, weight);
         let epoch_packets = flood(ifindex, len, &shape, source, weight);
         stats.sampler.next(
-            epoch_packets >= cfg_u32(&raw const XDP_CONFIG.exact_packets),
-            cfg_u32(&raw const XDP_CONFIG.flood_sample_every),
+            epoch_packets >= xdp_config!(exact_packets),
+            xdp_config!(flood_sample_every),
+            // SAFETY: a helper with no arguments.
             || unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() },
         );
     }
@@ -196,7 +216,7 @@ fn observe(ctx: &XdpContext) -> u32 {
     // multiplied past the 1M-instruction limit.
     let shape = parse(&frame);
     stats.count(&shape, len);
-    let enforce = cfg_u32(&raw const XDP_CONFIG.enforce);
+    let enforce = xdp_config!(enforce);
     if enforce != 0
         && maybe_blocked(&frame, &shape)
         && let Some((family, addr)) = shape.source(&frame).get()
@@ -207,12 +227,6 @@ fn observe(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
-}
-
-/// A load-time constant (volatile: patched into .rodata by user space).
-#[inline(always)]
-fn cfg_u32(p: *const u32) -> u32 {
-    unsafe { core::ptr::read_volatile(p) }
 }
 
 /// UDP source-port buckets (reflection), `weight` packets at a time.
@@ -227,6 +241,7 @@ fn count_udp_source_port(slot: u32, shape: &Shape, weight: u32) {
             v - 1
         };
         if let Some(c) = UDP_SRC_PORTS.get_ptr_mut(slot * UDP_PORT_BUCKETS + bucket) {
+            // SAFETY: a per-CPU array value, valid and ours for this run.
             unsafe { *c += weight as u64 };
         }
     }
@@ -257,26 +272,46 @@ fn maybe_blocked(frame: &Frame, shape: &Shape) -> bool {
 /// on the entry.
 #[inline(always)]
 fn blocked(family: u8, addr: &[u8; 16], len: u64) -> bool {
-    let entry = if family == 4 {
+    let e = if family == 4 {
         let a = [addr[0], addr[1], addr[2], addr[3]];
-        BLOCK_V4.get(Key::new(32, a))
+        block_entry(&BLOCK_V4, &Key::new(32, a))
     } else {
-        BLOCK_V6.get(Key::new(128, *addr))
+        block_entry(&BLOCK_V6, &Key::new(128, *addr))
     };
-    let Some(e) = entry else {
+    if e.is_null() {
         return false;
-    };
-    if e.expires_ns != 0 && unsafe { bpf_ktime_get_ns() } > e.expires_ns {
+    }
+    // SAFETY: a non-null lookup result points at the entry's value, valid
+    // for this run; user space replaces entries whole, never in place.
+    let expires_ns = unsafe { (*e).expires_ns };
+    // SAFETY: a helper with no arguments.
+    if expires_ns != 0 && unsafe { bpf_ktime_get_ns() } > expires_ns {
         return false;
     }
     // Per-entry hits are plain adds (two CPUs may race and lose one);
     // the exact blocked count is the per-CPU interface counter.
-    let e = e as *const BlockEntry as *mut BlockEntry;
+    // SAFETY: as above; written through the raw pointer the kernel gave,
+    // never through a shared reference.
     unsafe {
         (*e).packets += 1;
         (*e).bytes += len;
     }
     true
+}
+
+/// The blocklist value for `key`, or null: a raw pointer, because its hit
+/// counters are written in place and `LpmTrie::get` hands out `&V`.
+#[inline(always)]
+fn block_entry<K>(map: &LpmTrie<K, BlockEntry>, key: &Key<K>) -> *mut BlockEntry {
+    // SAFETY: LpmTrie is #[repr(transparent)] over its map definition, so
+    // its address is the map pointer the helper takes (as aya's own `get`
+    // passes it); the key lives on this stack for the call.
+    unsafe {
+        bpf_map_lookup_elem(
+            map as *const LpmTrie<K, BlockEntry> as *mut c_void,
+            key as *const Key<K> as *const c_void,
+        ) as *mut BlockEntry
+    }
 }
 
 /// Sends 1 in `every` packets (per CPU) to the sample ring, cut to the
@@ -286,12 +321,14 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
     let Some(c) = SAMPLE_COUNT.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: a per-CPU array value, valid and ours for this run.
     let n = unsafe { *c }.wrapping_add(1);
+    // SAFETY: as above.
     unsafe { *c = if n >= every { 0 } else { n } };
     if n < every {
         return;
     }
-    let snap = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.snaplen) };
+    let snap = xdp_config!(snaplen);
     // black_box: LLVM would fold these checks away (it knows the minimum
     // is at least 1 after a `want == 0` test), and the verifier then
     // rejects a possibly zero-sized read.
@@ -306,6 +343,8 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
         return;
     };
     let p = entry.as_mut_ptr();
+    // SAFETY: p is the reserved ring record, ours until submit or discard;
+    // caplen is within 1..=SAMPLE_SNAP_MAX, the size of its data array.
     let ok = unsafe {
         (*p).ts_ns = bpf_ktime_get_ns();
         (*p).ifindex = ifindex;
@@ -330,18 +369,18 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
 /// epoch's packets on this CPU so far.
 #[inline(always)]
 fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, weight: u32) -> u32 {
-    let cfg = unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG) };
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     let parity = epoch & 1;
     let Some(st) = EPOCH_STATE.get_ptr_mut(parity) else {
         return 0;
     };
+    // SAFETY: a per-CPU array slot, valid and ours for this run.
     let st = unsafe { &mut *st };
     let w = weight;
     st.samples = st.samples.wrapping_add(1);
     st.packets = st.packets.wrapping_add(w);
     st.bytes += len * w as u64;
-    if crossed(st.packets, w, cfg.trigger_packets) {
+    if crossed(st.packets, w, xdp_config!(trigger_packets)) {
         emit(
             trigger_kind::PACKETS,
             ifindex,
@@ -355,7 +394,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
         && flags & 0x12 == 0x02
     {
         st.syn = st.syn.wrapping_add(w);
-        if crossed(st.syn, w, cfg.trigger_syn) {
+        if crossed(st.syn, w, xdp_config!(trigger_syn)) {
             emit(trigger_kind::SYN, ifindex, epoch, 0, st.syn as u64, None);
         }
     }
@@ -367,7 +406,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
             st.hll_dport[reg] = rank;
         }
         let est = sketch_count(&mut st.port_sketch, ph, w);
-        if crossed(est, w, cfg.trigger_port) {
+        if crossed(est, w, xdp_config!(trigger_port)) {
             emit(
                 trigger_kind::PORT,
                 ifindex,
@@ -381,8 +420,8 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
         // counter): under a random-port flood nothing does. A heavy port is
         // counted in steps of 64 so its table costs one hash per 64 packets.
         let steps = (est / PORT_SAMPLE).wrapping_sub(est.wrapping_sub(w) / PORT_SAMPLE);
-        if est >= cfg.promote_port_packets
-            && est >= 2 * (st.packets >> 10) + cfg.promote_port_packets
+        if est >= xdp_config!(promote_port_packets)
+            && est >= 2 * (st.packets >> 10) + xdp_config!(promote_port_packets)
             && steps > 0
         {
             let key = PortKey {
@@ -391,9 +430,10 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
                 port,
             };
             match HEAVY_PORTS.get_ptr_mut(&key) {
+                // SAFETY: this CPU's value of an LRU per-CPU hash entry.
                 Some(v) => unsafe { *v += (steps * PORT_SAMPLE) as u64 },
                 None => {
-                    if st.new_ports < cfg.port_budget {
+                    if st.new_ports < xdp_config!(port_budget) {
                         st.new_ports += 1;
                         let _ = HEAVY_PORTS.insert(&key, &(est as u64), BPF_NOEXIST as u64);
                     }
@@ -414,9 +454,10 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
     let Some(sk) = SRC_SKETCH.get_ptr_mut(parity) else {
         return packets;
     };
+    // SAFETY: a per-CPU array slot, valid and ours for this run.
     let sk = unsafe { &mut *sk };
     let est = sketch_count(&mut sk.pkts, h, w);
-    if crossed(est, w, cfg.trigger_source) {
+    if crossed(est, w, xdp_config!(trigger_source)) {
         emit(
             trigger_kind::SOURCE,
             ifindex,
@@ -429,9 +470,10 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
 
     // Past the budget, only sources well above the sketch's noise (its
     // average counter) are hashed: random spoofed sources never are.
-    let flood_mode = st.new_sources >= cfg.source_budget;
+    let flood_mode = st.new_sources >= xdp_config!(source_budget);
     if flood_mode
-        && (est < cfg.promote_packets || est < 2 * (st.packets >> 10) + cfg.promote_packets)
+        && (est < xdp_config!(promote_packets)
+            || est < 2 * (st.packets >> 10) + xdp_config!(promote_packets))
     {
         return packets;
     }
@@ -443,6 +485,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
     };
     let bytes = len * w as u64;
     match SOURCES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of a per-CPU hash entry.
         Some(v) => unsafe {
             (*v).packets += w as u64;
             (*v).bytes += bytes;
@@ -457,6 +500,7 @@ fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, wei
             if SOURCES.insert(&key, &v, BPF_NOEXIST as u64).is_err()
                 && let Some(v) = SOURCES.get_ptr_mut(&key)
             {
+                // SAFETY: as above.
                 unsafe {
                     (*v).packets += w as u64;
                     (*v).bytes += bytes;
@@ -496,6 +540,7 @@ fn sketch_count<const D: usize>(rows: &mut [[u32; SKETCH_WIDTH]; D], h: u32, w: 
 fn emit(kind: u32, ifindex: u32, epoch: u32, port: u32, value: u64, src: Option<(u8, [u8; 16])>) {
     let (family, addr) = src.unwrap_or((0, [0; 16]));
     let t = Trigger {
+        // SAFETY: a helper with no arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         kind,
         ifindex,

@@ -42,10 +42,10 @@ impl Lab {
             };
             let mut ebpf = EbpfLoader::new()
                 .override_global(globals::GEN_CONFIG, &cfg, true)
-                .load(dropscope::kernel::EBPF_OBJECT)
+                .load(dropscope::kernel::TEST_OBJECT)
                 .expect("load the eBPF object");
             let prog: &mut Xdp = ebpf
-                .program_mut("dropscope_gen")
+                .program_mut(drop_common::programs::GENERATOR)
                 .expect("generator program")
                 .try_into()
                 .unwrap();

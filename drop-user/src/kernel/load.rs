@@ -12,12 +12,20 @@ use aya::{
 };
 use drop_common::{
     KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS,
-    XdpConfig, globals, maps,
+    XdpConfig, globals, maps, programs,
 };
 
 use crate::{kernel::Maps, sys::btf::KernelBtf, sys::reasons::ReasonTable, sys::tracefs};
 
+/// The production object: the kfree_skb and XDP programs dropscope loads.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf"));
+
+/// The test-only object (traffic generator, empty XDP floor) for the
+/// integration tests and benchmarks; the dropscope binary never loads it,
+/// so the linker leaves it out.
+#[doc(hidden)]
+pub static TEST_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf-test"));
 
 /// UDP source ports above 1023 that get their own counter (well-known
 /// reflection/amplification sources); 0-1023 always do.
@@ -208,7 +216,7 @@ fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig) -> Result<Ebpf> {
 fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
     let btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
     let prog: &mut BtfTracePoint = ebpf
-        .program_mut("kfree_skb_btf")
+        .program_mut(programs::KFREE_SKB_BTF)
         .ok_or_else(|| anyhow!("kfree_skb_btf missing from the object"))?
         .try_into()?;
     prog.load("kfree_skb", &btf)
@@ -219,7 +227,7 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
 
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
     let prog: &mut TracePoint = ebpf
-        .program_mut("kfree_skb_tp")
+        .program_mut(programs::KFREE_SKB_TP)
         .ok_or_else(|| anyhow!("kfree_skb_tp missing from the object"))?
         .try_into()?;
     prog.load().context("loading tracepoint skb:kfree_skb")?;
@@ -390,7 +398,7 @@ fn attach_xdp(
     }
     prepare_xdp(ebpf, &opts.ifaces)?;
     let prog: &mut Xdp = ebpf
-        .program_mut("dropscope_xdp")
+        .program_mut(programs::XDP)
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
     attach_prepared(prog, opts, notes)
@@ -436,7 +444,7 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
         }
     }
     let prog: &mut Xdp = ebpf
-        .program_mut("dropscope_xdp")
+        .program_mut(programs::XDP)
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
     prog.load().context("loading the XDP program")?;
@@ -553,8 +561,49 @@ pub(crate) fn reattach(
         slots.insert(new, slot as u32, 0)?;
     }
     let prog: &mut Xdp = ebpf
-        .program_mut("dropscope_xdp")
+        .program_mut(programs::XDP)
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
     attach_one(prog, name, new, choice).map(|(mode, _)| mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSymbol};
+
+    use super::{EBPF_OBJECT, TEST_OBJECT};
+
+    fn symbols(elf: &[u8]) -> Vec<String> {
+        let f = object::File::parse(elf).expect("the built eBPF object parses as ELF");
+        f.symbols()
+            .filter_map(|s| s.name().ok().map(str::to_string))
+            .collect()
+    }
+
+    /// Every map, program and global the user side looks up by name is in
+    /// the object it loads (no root needed: the ELF is only parsed), and
+    /// the test-only programs are not in the production object.
+    #[test]
+    fn every_name_user_space_looks_up_is_in_the_object() {
+        use drop_common::{flood_maps, globals, maps, programs};
+        let prod = symbols(EBPF_OBJECT);
+        for name in maps::ALL
+            .iter()
+            .chain(&flood_maps::ALL)
+            .chain(&globals::ALL)
+            .chain(&programs::ALL)
+        {
+            assert!(
+                prod.iter().any(|s| s == name),
+                "{name} missing from drop-ebpf"
+            );
+        }
+        for name in [programs::GENERATOR, programs::PASS, globals::GEN_CONFIG] {
+            assert!(!prod.iter().any(|s| s == name), "{name} ships in drop-ebpf");
+            assert!(
+                symbols(TEST_OBJECT).iter().any(|s| s == name),
+                "{name} missing from drop-ebpf-test"
+            );
+        }
+    }
 }

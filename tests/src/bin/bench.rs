@@ -131,10 +131,10 @@ fn send(lab: &Lab, frame: Vec<u8>, count: u32, sources: u32, base: Ipv4Addr) -> 
 fn attach_floor(lab: &Lab) -> aya::Ebpf {
     lab.in_ns(&lab.b, || {
         let mut ebpf = EbpfLoader::new()
-            .load(dropscope::kernel::EBPF_OBJECT)
+            .load(dropscope::kernel::TEST_OBJECT)
             .expect("load object");
         let p: &mut Xdp = ebpf
-            .program_mut("dropscope_pass")
+            .program_mut(drop_common::programs::PASS)
             .unwrap()
             .try_into()
             .unwrap();
@@ -349,10 +349,10 @@ fn main() {
                 r.duration.as_nanos() as f64
             };
             let mut floor_obj = EbpfLoader::new()
-                .load(dropscope::kernel::EBPF_OBJECT)
+                .load(dropscope::kernel::TEST_OBJECT)
                 .unwrap();
             let floor: &mut Xdp = floor_obj
-                .program_mut("dropscope_pass")
+                .program_mut(drop_common::programs::PASS)
                 .unwrap()
                 .try_into()
                 .unwrap();
@@ -377,7 +377,7 @@ fn main() {
             let on = |p: &mut dropscope::kernel::Probes, frame: &[u8]| {
                 let x: &mut Xdp = p
                     .ebpf
-                    .program_mut("dropscope_xdp")
+                    .program_mut(drop_common::programs::XDP)
                     .unwrap()
                     .try_into()
                     .unwrap();
@@ -435,7 +435,7 @@ fn main() {
         let base = Ipv4Addr::new(198, 18, 0, 1);
         let floor = {
             let _floor = attach_floor(&lab);
-            ns_per_run("dropscope_pass", || {
+            ns_per_run(drop_common::programs::PASS, || {
                 send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
             })
         };
@@ -450,10 +450,10 @@ fn main() {
             "--interval",
             "1s",
         ]);
-        let one = ns_per_run("dropscope_xdp", || {
+        let one = ns_per_run(drop_common::programs::XDP, || {
             send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
         });
-        let random = ns_per_run("dropscope_xdp", || {
+        let random = ns_per_run(drop_common::programs::XDP, || {
             send(
                 &lab,
                 v4_frame(&lab, base, vec![]),
@@ -462,13 +462,13 @@ fn main() {
                 Ipv4Addr::new(100, 64, 0, 0),
             );
         });
-        let v6 = ns_per_run("dropscope_xdp", || {
+        let v6 = ns_per_run(drop_common::programs::XDP, || {
             let src = "fd99::1".parse().unwrap();
             let dst = lab.v6(2).parse().unwrap();
             let f = eth(&lab, vec![]).frame(0x86dd, &ipv6(src, dst, 17, &[], &udp(4000, 9, 0)));
             send(&lab, f, n, 1, base);
         });
-        let vlan = ns_per_run("dropscope_xdp", || {
+        let vlan = ns_per_run(drop_common::programs::XDP, || {
             send(
                 &lab,
                 v4_frame(&lab, base, vec![(TPID_8021Q, 100)]),

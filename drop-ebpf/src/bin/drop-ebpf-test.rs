@@ -1,6 +1,13 @@
-//! Test traffic generator, run only through BPF_PROG_TEST_RUN in live-frames
-//! mode by the tests and benchmarks (never attached): each run rewrites the
-//! template frame's IPv4 source (and TTL) and transmits it.
+//! Test-only programs, built into their own object (`drop-ebpf-test`) so
+//! none of them ships in the production one that dropscope loads:
+//!
+//! * `dropscope_gen`: the test traffic generator, run only through
+//!   BPF_PROG_TEST_RUN in live-frames mode by the tests and benchmarks
+//!   (never attached): each run rewrites the template frame's IPv4 source
+//!   (and TTL) and transmits it.
+//! * `dropscope_pass`: the benchmarks' floor, an XDP program that only passes.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -20,6 +27,8 @@ static GEN_CONFIG: GenConfig = GenConfig {
 
 #[xdp]
 pub fn dropscope_gen(ctx: XdpContext) -> u32 {
+    // SAFETY: a plain aligned read of a static; volatile because user
+    // space patches .rodata at load time.
     let cfg = unsafe { core::ptr::read_volatile(&raw const GEN_CONFIG) };
     let start = ctx.data();
     if start + 34 > ctx.data_end() {
@@ -27,10 +36,13 @@ pub fn dropscope_gen(ctx: XdpContext) -> u32 {
     }
     // Only untagged IPv4 frames are rewritten; others go out as they are.
     let eth = start as *const u8;
+    // SAFETY: start + 34 <= data_end was checked above.
     if unsafe { *eth.add(12) != 0x08 || *eth.add(13) != 0x00 } {
         return transmit(&cfg);
     }
     let ip = (start + 14) as *mut u8;
+    // SAFETY: every byte written lies in ip[0..20], inside the 34 bytes
+    // checked above; the frame is ours to rewrite in XDP.
     unsafe {
         if cfg.sources > 1 {
             let a = cfg.base.wrapping_add(bpf_get_prandom_u32() % cfg.sources);
@@ -64,6 +76,7 @@ pub fn dropscope_gen(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn transmit(cfg: &GenConfig) -> u32 {
     if cfg.ifindex != 0 {
+        // SAFETY: a helper taking plain integers.
         unsafe { bpf_redirect(cfg.ifindex, 0) as u32 }
     } else {
         xdp_action::XDP_TX
@@ -74,4 +87,14 @@ fn transmit(cfg: &GenConfig) -> u32 {
 #[xdp]
 pub fn dropscope_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
 }
