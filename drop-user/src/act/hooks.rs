@@ -22,7 +22,11 @@ use tokio::{
     sync::{Semaphore, mpsc},
 };
 
-use crate::{analysis::detect::AttackEvent, report::Report, units::parse_duration};
+use crate::{
+    analysis::detect::AttackEvent,
+    report::{Report, taxonomy::Phase},
+    units::parse_duration,
+};
 
 /// Hook runs waiting to start; more are dropped (and counted).
 pub(crate) const QUEUE: usize = 64;
@@ -173,9 +177,9 @@ impl Hooks {
         let now = Instant::now();
         for e in events {
             let kind = match e.phase {
-                "start" => "attack_start",
-                "end" => "attack_end",
-                _ => "attack_update",
+                Phase::Start => "attack_start",
+                Phase::End => "attack_end",
+                Phase::Update => "attack_update",
             };
             let json = match serde_json::to_string(e) {
                 Ok(j) => j,
@@ -297,7 +301,7 @@ fn attack_env(kind: &'static str, e: &AttackEvent) -> Vec<(&'static str, String)
     vec![
         ("DROPSCOPE_EVENT", kind.to_string()),
         ("DROPSCOPE_ATTACK_ID", e.id.to_string()),
-        ("DROPSCOPE_CLASS", safe(e.class)),
+        ("DROPSCOPE_CLASS", safe(e.class.as_str())),
         ("DROPSCOPE_CONFIDENCE", e.confidence.to_string()),
         ("DROPSCOPE_IFACE", safe(&e.iface)),
         ("DROPSCOPE_TARGET", safe(&target_addr(&e.iface))),

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     kernel::EpochSample,
-    report::{IfaceReport, Report, Shape},
+    report::{
+        IfaceReport, Report, Shape,
+        taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
+    },
 };
 
 pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
@@ -161,21 +164,11 @@ pub(crate) fn reflector_protocol(port: u16) -> Option<&'static str> {
 }
 
 /// Every attack class, as events and metrics name them.
-pub(crate) const CLASSES: [&str; 7] = [
-    "syn-flood",
-    "ack-rst-flood",
-    "udp-flood",
-    "udp-reflection",
-    "icmp-flood",
-    "fragment-flood",
-    "volumetric",
-];
-
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub(crate) struct Vector {
     /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
     /// fragment-flood, volumetric.
-    pub class: &'static str,
+    pub class: AttackClass,
     pub confidence: u8,
     /// The reflected protocol (DNS, NTP, memcached...) for udp-reflection.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,7 +190,7 @@ pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) ->
     let syn = share(d.tcp_syn, p);
     let ack_after_syn = share(d.tcp_ack_only, d.tcp_syn.max(1));
     v.push(Vector {
-        class: "syn-flood",
+        class: AttackClass::SynFlood,
         confidence: conf((syn / 0.5).min(1.0) * if ack_after_syn < 0.2 { 1.0 } else { 0.5 }),
         protocol: None,
     });
@@ -207,7 +200,7 @@ pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) ->
         (d.tcp_ack_only + d.tcp_rst).max(1),
     );
     v.push(Vector {
-        class: "ack-rst-flood",
+        class: AttackClass::AckRstFlood,
         confidence: conf((ackrst / 0.5).min(1.0) * if handshakes < 0.05 { 1.0 } else { 0.4 }),
         protocol: None,
     });
@@ -227,14 +220,14 @@ pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) ->
     let refl_conf =
         (share(refl_pkts, p) / 0.5).min(1.0) * (0.5 + 0.5 * ((large + frag) / 0.5).min(1.0));
     v.push(Vector {
-        class: "udp-reflection",
+        class: AttackClass::UdpReflection,
         confidence: conf(refl_conf),
         protocol: if refl_conf >= 0.4 { top_refl } else { None },
     });
     let small = share(size("le_00064") + size("le_00128"), p);
     let udp = share(udp_pkts, p);
     v.push(Vector {
-        class: "udp-flood",
+        class: AttackClass::UdpFlood,
         confidence: conf(
             (udp / 0.6).min(1.0)
                 * if small >= 0.5 || distinct_dports >= 32.0 {
@@ -247,20 +240,24 @@ pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) ->
         protocol: None,
     });
     v.push(Vector {
-        class: "icmp-flood",
+        class: AttackClass::IcmpFlood,
         confidence: conf((share(g("icmp") + g("icmpv6"), p) / 0.5).min(1.0)),
         protocol: None,
     });
     v.push(Vector {
-        class: "fragment-flood",
+        class: AttackClass::FragmentFlood,
         confidence: conf((frag / 0.5).min(1.0) * (1.0 - 0.6 * refl_conf)),
         protocol: None,
     });
     v.retain(|x| x.confidence >= 40);
-    v.sort_by(|a, b| b.confidence.cmp(&a.confidence).then(a.class.cmp(b.class)));
+    v.sort_by(|a, b| {
+        b.confidence
+            .cmp(&a.confidence)
+            .then(a.class.as_str().cmp(b.class.as_str()))
+    });
     if v.is_empty() {
         v.push(Vector {
-            class: "volumetric",
+            class: AttackClass::Volumetric,
             confidence: 50,
             protocol: None,
         });
@@ -270,8 +267,7 @@ pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) ->
 
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct Spoofing {
-    /// "spoofed", "real", or "unclear".
-    pub verdict: &'static str,
+    pub verdict: SpoofVerdict,
     /// TTL values that carry at least 0.5% of packets.
     pub distinct_ttls: usize,
     /// Share of packets in the three most common TTLs.
@@ -315,11 +311,11 @@ pub(crate) fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoo
         || (total >= 100 && implausible >= 0.2)
         || (distinct_sources >= 1000.0 && pps < 3.0)
     {
-        "spoofed"
+        SpoofVerdict::Spoofed
     } else if top3 >= 0.9 && pps >= 5.0 {
-        "real"
+        SpoofVerdict::Real
     } else {
-        "unclear"
+        SpoofVerdict::Unclear
     };
     Spoofing {
         verdict,
@@ -373,10 +369,9 @@ pub(crate) struct SketchBound {
 pub(crate) struct AttackEvent {
     pub schema: &'static str,
     pub id: u64,
-    /// "start", "update" or "end".
-    pub phase: &'static str,
+    pub phase: Phase,
     pub iface: String,
-    pub class: &'static str,
+    pub class: AttackClass,
     pub confidence: u8,
     pub vectors: Vec<Vector>,
     /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
@@ -389,8 +384,7 @@ pub(crate) struct AttackEvent {
     pub peak_pps: f64,
     pub peak_bps: f64,
     pub distinct_sources: f64,
-    /// "few" or "many".
-    pub sources: &'static str,
+    pub sources: SourceSpread,
     pub top_source_share: f64,
     pub spoofing: Spoofing,
     pub top_sources: Vec<SourceShare>,
@@ -506,9 +500,9 @@ impl Detector {
         e.top_source_share = e.top_sources.first().map(|s| s.share).unwrap_or(0.0);
         let top5: f64 = e.top_sources.iter().take(5).map(|s| s.share).sum();
         e.sources = if e.distinct_sources < 50.0 || top5 >= 0.8 {
-            "few"
+            SourceSpread::Few
         } else {
-            "many"
+            SourceSpread::Many
         };
     }
 
@@ -578,7 +572,7 @@ impl Detector {
             };
             let shaped = vectors
                 .iter()
-                .any(|v| v.class != "volumetric" && v.confidence >= 50);
+                .any(|v| v.class != AttackClass::Volumetric && v.confidence >= 50);
             for (name, floor) in METRICS {
                 let v = metric(i, secs, name);
                 let b = self.baselines.entry((i.iface.clone(), name)).or_default();
@@ -604,7 +598,7 @@ impl Detector {
                     }
                 }
                 let ended = now.duration_since(a.last_trigger).as_secs_f64() >= ad.end_after_s;
-                let phase = if ended { "end" } else { "update" };
+                let phase = if ended { Phase::End } else { Phase::Update };
                 let ev = self.event(phase, i, report, sample, &vectors, port_rates);
                 events.push(ev);
                 if ended {
@@ -632,7 +626,7 @@ impl Detector {
                         drops,
                     },
                 );
-                events.push(self.event("start", i, report, sample, &vectors, port_rates));
+                events.push(self.event(Phase::Start, i, report, sample, &vectors, port_rates));
             }
         }
 
@@ -701,7 +695,7 @@ impl Detector {
 
     fn event(
         &self,
-        phase: &'static str,
+        phase: Phase,
         i: &IfaceReport,
         report: &Report,
         sample: &EpochSample,
@@ -746,7 +740,11 @@ impl Detector {
             peak_pps: a.peak_pps.max(i.pps),
             peak_bps: a.peak_bps.max(i.bps),
             distinct_sources: distinct.round(),
-            sources: if few { "few" } else { "many" },
+            sources: if few {
+                SourceSpread::Few
+            } else {
+                SourceSpread::Many
+            },
             top_source_share: top_share,
             spoofing: spoofing(&i.delta.ttl, i.delta.packets, distinct),
             top_sources,
@@ -790,7 +788,7 @@ mod tests {
             s.tcp_syn = 990;
             s.protocols.insert("tcp", 1000);
         });
-        assert_eq!(classify(&syn, &[], 1.0)[0].class, "syn-flood");
+        assert_eq!(classify(&syn, &[], 1.0)[0].class, AttackClass::SynFlood);
         let refl = shape(|s| {
             s.packets = 1000;
             s.protocols.insert("udp", 1000);
@@ -798,13 +796,13 @@ mod tests {
             s.fragments = 300;
         });
         let v = classify(&refl, &[(123, 1000)], 1.0);
-        assert_eq!(v[0].class, "udp-reflection");
+        assert_eq!(v[0].class, AttackClass::UdpReflection);
         assert_eq!(v[0].protocol, Some("NTP"));
         let icmp = shape(|s| {
             s.packets = 500;
             s.protocols.insert("icmp", 480);
         });
-        assert_eq!(classify(&icmp, &[], 1.0)[0].class, "icmp-flood");
+        assert_eq!(classify(&icmp, &[], 1.0)[0].class, AttackClass::IcmpFlood);
         let udp = shape(|s| {
             s.packets = 1000;
             s.protocols.insert("udp", 1000);
@@ -812,7 +810,7 @@ mod tests {
         });
         assert_eq!(
             classify(&udp, &[(40000, 1000)], 900.0)[0].class,
-            "udp-flood"
+            AttackClass::UdpFlood
         );
         let benign = shape(|s| {
             s.packets = 1000;
@@ -820,7 +818,10 @@ mod tests {
             s.tcp_syn = 1;
             s.sizes.insert("le_01518".into(), 1000);
         });
-        assert_eq!(classify(&benign, &[], 1.0)[0].class, "volumetric");
+        assert_eq!(
+            classify(&benign, &[], 1.0)[0].class,
+            AttackClass::Volumetric
+        );
     }
 
     #[test]
@@ -834,7 +835,7 @@ mod tests {
         let v = classify(&mixed, &[], 1.0);
         let classes: Vec<_> = v.iter().map(|x| x.class).collect();
         assert!(
-            classes.contains(&"syn-flood") && classes.contains(&"icmp-flood"),
+            classes.contains(&AttackClass::SynFlood) && classes.contains(&AttackClass::IcmpFlood),
             "{v:?}"
         );
     }
@@ -845,19 +846,25 @@ mod tests {
         for (i, c) in spread.iter_mut().enumerate().skip(20).take(200) {
             *c = 10 + i as u64 % 3;
         }
-        assert_eq!(spoofing(&spread, 2000, 1900.0).verdict, "spoofed");
+        assert_eq!(
+            spoofing(&spread, 2000, 1900.0).verdict,
+            SpoofVerdict::Spoofed
+        );
         // Uniform over 16..240 as the generator spoofs: each TTL under 0.5%,
         // few packets per source yet (a flood's first interval).
         let mut uniform = [0u64; 256];
         for c in uniform.iter_mut().skip(16).take(224) {
             *c = 20;
         }
-        assert_eq!(spoofing(&uniform, 85_000, 13_456.0).verdict, "spoofed");
+        assert_eq!(
+            spoofing(&uniform, 85_000, 13_456.0).verdict,
+            SpoofVerdict::Spoofed
+        );
         let mut botnet = [0u64; 256];
         botnet[52] = 700;
         botnet[115] = 250;
         botnet[60] = 50;
-        assert_eq!(spoofing(&botnet, 1000, 20.0).verdict, "real");
+        assert_eq!(spoofing(&botnet, 1000, 20.0).verdict, SpoofVerdict::Real);
     }
 
     #[test]

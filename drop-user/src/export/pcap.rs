@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use drop_common::PacketSample;
 
-use crate::{analysis::detect::AttackEvent, config::PcapSpec};
+use crate::{analysis::detect::AttackEvent, config::PcapSpec, report::taxonomy::Phase};
 
 const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -95,7 +95,7 @@ impl Recorder {
     /// Opens, continues or closes the capture of each event, and names the
     /// file in it.
     pub(crate) fn on_event(&mut self, e: &mut AttackEvent, ifindex: u32) {
-        if e.phase == "start" && !self.captures.contains_key(&e.id) {
+        if e.phase == Phase::Start && !self.captures.contains_key(&e.id) {
             match self.open(e, ifindex) {
                 Ok(path) => e.pcap = Some(path.display().to_string()),
                 Err(err) => eprintln!("pcap: {err:#}"),
@@ -108,7 +108,7 @@ impl Recorder {
             .map(|c| c.path.clone())
             .or_else(|| self.done.get(&e.id).cloned());
         e.pcap = path.map(|p| p.display().to_string());
-        if e.phase == "end" {
+        if e.phase == Phase::End {
             self.close(e.id);
             self.done.remove(&e.id);
         }

@@ -15,7 +15,7 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use crate::{analysis::detect::CLASSES, report::Report};
+use crate::report::{Report, taxonomy::AttackClass};
 
 /// Drop series kept; the rest are summed into iface="other".
 const MAX_DROP_SERIES: usize = 512;
@@ -383,7 +383,7 @@ pub(crate) fn render(r: &Report, extra: &Extra) -> String {
         "1 while an attack of this class is in progress on the interface.",
     );
     for i in &r.interfaces {
-        for class in CLASSES {
+        for &class in AttackClass::ALL {
             let on = r
                 .attacks
                 .iter()

@@ -3,7 +3,7 @@
 use crate::units::human;
 use std::io::{self, Write};
 
-use crate::report::Report;
+use crate::report::{Report, taxonomy::Phase};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
@@ -46,7 +46,7 @@ pub(crate) fn emit_event(
             out.flush()
         }
         Format::Table => {
-            if e.phase != "update" {
+            if e.phase != Phase::Update {
                 eprintln!(
                     "attack {} {}: {} on {} ({}% confidence, {:.0} pps, {} sources, {})",
                     e.id, e.phase, e.class, e.iface, e.confidence, e.pps, e.sources, e.trigger

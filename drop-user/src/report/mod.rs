@@ -17,6 +17,8 @@ use crate::{
     sys::reasons::ReasonTable,
 };
 
+pub(crate) mod taxonomy;
+
 pub(crate) const SCHEMA: &str = "dropscope.watch/1";
 
 #[derive(Serialize, Debug, Clone)]

@@ -28,7 +28,7 @@ use crate::{
     export::top,
     kernel::Maps,
     kernel::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
-    report::{SourcesEstimate, TopPort, Tracker},
+    report::{SourcesEstimate, TopPort, Tracker, taxonomy::Phase},
     sys::iface,
     sys::nic,
 };
@@ -360,12 +360,12 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
         let (mut events, loss) = detector.update(&report, &sample, &ports);
         // An attack starting on stale source rates: read the table now so
         // its start event names the sources it has now.
-        if !with_sources && events.iter().any(|e| e.phase == "start") {
+        if !with_sources && events.iter().any(|e| e.phase == Phase::Start) {
             let fresh = probes.maps.read_sources()?;
             report.top_sources = tracker.refresh_sources(fresh, std::time::Instant::now());
             report.top_sources_fresh = true;
             last_sources = Some(Instant::now());
-            for e in events.iter_mut().filter(|e| e.phase == "start") {
+            for e in events.iter_mut().filter(|e| e.phase == Phase::Start) {
                 detector.restate(e, &report);
             }
         }
@@ -396,7 +396,7 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
         }
         report.attacks = events
             .iter()
-            .filter(|e| e.phase != "end")
+            .filter(|e| e.phase != Phase::End)
             .cloned()
             .collect();
         if opts.enforce {
