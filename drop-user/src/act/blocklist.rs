@@ -28,9 +28,6 @@ pub(crate) const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dropscope";
 const V4: &str = drop_common::flood_maps::BLOCK_V4;
 const V6: &str = drop_common::flood_maps::BLOCK_V6;
 const FILTER: &str = drop_common::flood_maps::BLOCK_FILTER;
-/// Reported as its own drop reason row.
-pub(crate) const REASON_NAME: &str = "DROPSCOPE_BLOCKLIST";
-pub(crate) const REASON_CODE: u32 = 0xffff_0001;
 
 /// An address prefix with its host bits cleared: `203.0.113.0/24`,
 /// `2001:db8::/32`, or a plain address (a /32 or /128).

@@ -23,8 +23,7 @@ use tokio::{
 };
 
 use crate::{
-    analysis::detect::AttackEvent,
-    report::{Report, taxonomy::Phase},
+    report::{AttackEvent, Report, taxonomy::Phase},
     units::parse_duration,
 };
 
@@ -231,7 +230,7 @@ impl Hooks {
                     event: "drop_rate",
                     ts: report.ts,
                     reason: row.reason.clone(),
-                    category: row.category,
+                    category: row.category.as_str(),
                     iface: row.iface.clone(),
                     rate: row.rate,
                     threshold: rate,

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     kernel::EpochSample,
     report::{
-        IfaceReport, Report, Shape,
+        AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ReasonCount, Shape, SketchBound,
+        SourceShare, Spoofing, Vector,
         taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
     },
 };
@@ -59,7 +60,7 @@ impl Default for Adaptive {
 }
 
 /// Detection settings: the config file's `[thresholds]` and `[detection]`
-/// (read by [`crate::config::Config`]).
+/// (read from the config file by `config`).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub(crate) struct DetectConfig {
     pub thresholds: Thresholds,
@@ -163,18 +164,6 @@ pub(crate) fn reflector_protocol(port: u16) -> Option<&'static str> {
     })
 }
 
-/// Every attack class, as events and metrics name them.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub(crate) struct Vector {
-    /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
-    /// fragment-flood, volumetric.
-    pub class: AttackClass,
-    pub confidence: u8,
-    /// The reflected protocol (DNS, NTP, memcached...) for udp-reflection.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'static str>,
-}
-
 fn share(n: u64, d: u64) -> f64 {
     if d == 0 { 0.0 } else { n as f64 / d as f64 }
 }
@@ -265,20 +254,6 @@ pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) ->
     v
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Spoofing {
-    pub verdict: SpoofVerdict,
-    /// TTL values that carry at least 0.5% of packets.
-    pub distinct_ttls: usize,
-    /// Share of packets in the three most common TTLs.
-    pub top3_ttl_share: f64,
-    /// Share of packets whose TTL no real host sends from within 32 hops
-    /// (initial TTLs are 32, 64, 128 or 255): random spoofed TTLs land
-    /// there about half the time, real traffic almost never.
-    pub implausible_ttl_share: f64,
-    pub packets_per_source: f64,
-}
-
 /// TTLs reachable from a common initial TTL (32, 64, 128, 255) within 32
 /// hops; anything else is unlikely to come from a real stack.
 fn plausible_ttl(ttl: usize) -> bool {
@@ -324,84 +299,6 @@ pub(crate) fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoo
         implausible_ttl_share: implausible,
         packets_per_source: pps,
     }
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct SourceShare {
-    pub address: String,
-    pub pps: f64,
-    pub share: f64,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct PortRate {
-    pub proto: &'static str,
-    pub port: u16,
-    pub pps: f64,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct ReasonCount {
-    pub reason: String,
-    pub packets: u64,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct SketchBound {
-    pub width: usize,
-    pub depth: usize,
-    /// A per-source estimate exceeds the truth by at most epsilon * packets
-    /// of the interval, with probability 1 - delta.
-    pub epsilon: f64,
-    pub delta: f64,
-    pub packets_bound: f64,
-    /// Mean packets per sampled packet (1: none sampled out). Sampling adds
-    /// at most 4 * sqrt(2 * n * sample_every) to the error of a source that
-    /// sent n packets (4 standard deviations).
-    pub sample_every: f64,
-    /// Sources tracked exactly (false: a spoofed flood exhausted the budget,
-    /// sources below the promotion threshold are estimated only, or packets
-    /// were sampled).
-    pub exact: bool,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct AttackEvent {
-    pub schema: &'static str,
-    pub id: u64,
-    pub phase: Phase,
-    pub iface: String,
-    pub class: AttackClass,
-    pub confidence: u8,
-    pub vectors: Vec<Vector>,
-    /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
-    pub trigger: String,
-    pub started_at: f64,
-    pub ts: f64,
-    pub duration_s: f64,
-    pub pps: f64,
-    pub bps: f64,
-    pub peak_pps: f64,
-    pub peak_bps: f64,
-    pub distinct_sources: f64,
-    pub sources: SourceSpread,
-    pub top_source_share: f64,
-    pub spoofing: Spoofing,
-    pub top_sources: Vec<SourceShare>,
-    pub top_ports: Vec<PortRate>,
-    /// Drops by reason since the attack started.
-    pub drops: Vec<ReasonCount>,
-    pub estimate: SketchBound,
-    /// PCAP file with the onset and a sample of the attack (`--pcap-dir`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pcap: Option<String>,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct LossVerdict {
-    /// "ddos", "congestion", or "none".
-    pub verdict: &'static str,
-    pub evidence: Vec<String>,
 }
 
 struct Active {
@@ -481,7 +378,7 @@ impl Detector {
 
     /// Re-derives an event's source fields from a report whose top sources
     /// were read after the event was built.
-    pub(crate) fn restate(&self, e: &mut AttackEvent, report: &Report) {
+    pub(crate) fn restate(&self, e: &mut AttackEvent, report: &Measured) {
         let Some(i) = report.interfaces.iter().find(|i| i.iface == e.iface) else {
             return;
         };
@@ -513,7 +410,7 @@ impl Detector {
     /// Feeds one interval; returns the attack events it causes and the loss verdict.
     pub(crate) fn update(
         &mut self,
-        report: &Report,
+        report: &Measured,
         sample: &EpochSample,
         heavy_ports: &[(drop_common::PortKey, u64)],
     ) -> (Vec<AttackEvent>, LossVerdict) {
@@ -697,7 +594,7 @@ impl Detector {
         &self,
         phase: Phase,
         i: &IfaceReport,
-        report: &Report,
+        report: &Measured,
         sample: &EpochSample,
         vectors: &[Vector],
         top_ports: Vec<PortRate>,
@@ -877,21 +774,5 @@ mod tests {
         assert!(b.spike(5000.0, &a, 1000.0));
         assert!(!b.spike(300.0, &a, 1000.0), "below the floor");
         assert!(!b.spike(1100.0, &a, 100.0) || 1100.0 > 5.0 * b.mean);
-    }
-
-    #[test]
-    fn config_file() {
-        let c = crate::config::Config::parse(
-            "[thresholds]\nsource_pps = 5000\nsyn_pps = 20000\n[detection]\nend_after_s = 2\n",
-        )
-        .unwrap()
-        .detect();
-        assert_eq!(c.thresholds.source_pps, 5000.0);
-        assert_eq!(c.detection.end_after_s, 2.0);
-        assert_eq!(c.detection.k_sigma, 4.0);
-        assert!(crate::config::Config::parse("[thresholds]\nbogus = 1\n").is_err());
-        let x = c.kernel_triggers(0.5, XdpConfig::default());
-        assert_eq!(x.trigger_source, 2500);
-        assert_eq!(x.trigger_port, 0);
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     analysis::patterns::{Pattern, PatternCollector},
     kernel::Snapshot,
     kernel::{self, KfreeChoice, LoadOptions, XdpChoice},
-    report::{Report, Tracker},
+    report::{Analysis, Hint, Report, Tracker},
     sys::host::{self, Rule, UdpSocket},
     sys::iface,
     sys::kallsyms::Symbols,
@@ -183,20 +183,31 @@ pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
     let reasons = probes.reasons.clone();
     drop(probes);
 
-    let mut report = tracker.update(snap.clone(), after.nic.clone());
+    let mut measured = tracker.measure(snap.clone(), after.nic.clone(), None);
+    // The live hints see every namespace's drops, as in watch.
+    let diagnosis = hints(&measured.drops);
     let secs = start.elapsed().as_secs_f64();
     let patterns = collector.analyse(t0, t1);
     // The evidence (sockets, sysctls, firewall) is this namespace's: drops in
     // other namespaces are named with the command to diagnose them there.
     let mut elsewhere = Vec::new();
     if opts.own_netns_only {
-        let (own, other): (Vec<_>, Vec<_>) =
-            report.drops.drain(..).partition(|r| !r.iface.contains('@'));
-        report.drops = own;
-        report.drops_total = report.drops.iter().map(|r| r.total).sum();
-        report.drops_delta = report.drops.iter().map(|r| r.delta).sum();
+        let (own, other): (Vec<_>, Vec<_>) = measured
+            .drops
+            .drain(..)
+            .partition(|r| !r.iface.contains('@'));
+        measured.drops = own;
+        measured.drops_total = measured.drops.iter().map(|r| r.total).sum();
+        measured.drops_delta = measured.drops.iter().map(|r| r.delta).sum();
         elsewhere = other;
     }
+    let report = Report::build(
+        measured,
+        Analysis {
+            diagnosis,
+            ..Analysis::default()
+        },
+    );
     let mut dx = diagnose(
         &reasons, &snap, &report, &before, &after, patterns, secs, &ifaces,
     );
@@ -927,16 +938,6 @@ pub(crate) fn diagnose(
     }
 }
 
-/// One line of the live diagnosis panel in `watch`.
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Hint {
-    pub cause: &'static str,
-    pub reason: String,
-    pub iface: String,
-    pub rate: f64,
-    pub hint: &'static str,
-}
-
 /// Cheap, per-interval diagnosis from the drop rows alone (doctor reads the
 /// deeper evidence): what each drop this interval most likely means.
 pub(crate) fn hints(rows: &[crate::report::DropRow]) -> Vec<Hint> {
@@ -955,7 +956,7 @@ pub(crate) fn hints(rows: &[crate::report::DropRow]) -> Vec<Hint> {
         .collect()
 }
 
-fn hint_for(category: &str, reason: &str) -> (&'static str, &'static str) {
+fn hint_for(category: Category, reason: &str) -> (&'static str, &'static str) {
     match (category, reason) {
         (_, "CPU_BACKLOG") => (
             "backlog",
@@ -976,39 +977,39 @@ fn hint_for(category: &str, reason: &str) -> (&'static str, &'static str) {
             "ip-martian",
             "martian addresses: log_martians=1, filter spoofed sources",
         ),
-        ("netfilter", _) => (
+        (Category::Netfilter, _) => (
             "netfilter",
             "a firewall rule drops: iptables -L -v -n -x / nft list ruleset",
         ),
-        ("socket-buffer", _) => (
+        (Category::SocketBuffer, _) => (
             "socket-buffer",
             "app reads too slowly: larger SO_RCVBUF, net.core.rmem_max",
         ),
-        ("no-socket", _) => (
+        (Category::NoSocket, _) => (
             "no-socket",
             "nothing listens on the port: scans or a closed-port flood",
         ),
-        ("qdisc-tx", _) => (
+        (Category::QdiscTx, _) => (
             "qdisc",
             "egress queue full or shaped: tc -s qdisc show dev <iface>",
         ),
-        ("ip", r) if r.contains("CSUM") => (
+        (Category::Ip, r) if r.contains("CSUM") => (
             "ip-checksum",
             "bad checksums: cable, NIC or offload (ethtool -k)",
         ),
-        ("ip", r) if r.starts_with("FRAG") => (
+        (Category::Ip, r) if r.starts_with("FRAG") => (
             "ip-fragments",
             "fragment reassembly fails: ipfrag_high_thresh, path MTU",
         ),
-        ("ip", _) => (
+        (Category::Ip, _) => (
             "ip-header",
             "the IP layer rejects malformed or unroutable packets",
         ),
-        ("tcp", _) => (
+        (Category::Tcp, _) => (
             "tcp",
             "TCP state checks: usually stale or out-of-window segments",
         ),
-        ("xdp", _) => ("xdp", "an XDP program drops"),
+        (Category::Xdp, _) => ("xdp", "an XDP program drops"),
         _ => ("unspecified", "see dropscope doctor: where in the kernel"),
     }
 }

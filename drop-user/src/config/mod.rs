@@ -127,6 +127,22 @@ every = 8
 "#;
 
     #[test]
+    fn config_file() {
+        let c = Config::parse(
+            "[thresholds]\nsource_pps = 5000\nsyn_pps = 20000\n[detection]\nend_after_s = 2\n",
+        )
+        .unwrap()
+        .detect();
+        assert_eq!(c.thresholds.source_pps, 5000.0);
+        assert_eq!(c.detection.end_after_s, 2.0);
+        assert_eq!(c.detection.k_sigma, 4.0);
+        assert!(Config::parse("[thresholds]\nbogus = 1\n").is_err());
+        let x = c.kernel_triggers(0.5, drop_common::XdpConfig::default());
+        assert_eq!(x.trigger_source, 2500);
+        assert_eq!(x.trigger_port, 0);
+    }
+
+    #[test]
     fn full_config() {
         let c = Config::parse(SAMPLE).unwrap();
         assert_eq!(c.hooks.len(), 2);

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{analysis::detect::AttackEvent, report::Report};
+use crate::report::{AttackEvent, Report};
 
 pub(crate) struct EventStream {
     out: Box<dyn Write + Send>,

@@ -14,7 +14,10 @@ use std::{
 use anyhow::{Context, Result};
 use drop_common::PacketSample;
 
-use crate::{analysis::detect::AttackEvent, config::PcapSpec, report::taxonomy::Phase};
+use crate::{
+    config::PcapSpec,
+    report::{AttackEvent, taxonomy::Phase},
+};
 
 const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
 const LINKTYPE_ETHERNET: u32 = 1;

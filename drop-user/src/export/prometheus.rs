@@ -275,7 +275,9 @@ pub(crate) fn render(r: &Report, extra: &Extra) -> String {
                 d.total
             );
         } else {
-            *other.entry((d.reason.as_str(), d.category)).or_default() += d.total;
+            *other
+                .entry((d.reason.as_str(), d.category.as_str()))
+                .or_default() += d.total;
         }
     }
     for ((reason, cat), v) in other {

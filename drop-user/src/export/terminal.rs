@@ -36,7 +36,7 @@ pub(crate) fn emit(
 /// Writes one attack event: a JSON line, or a line on stderr for the table.
 pub(crate) fn emit_event(
     out: &mut impl Write,
-    e: &crate::analysis::detect::AttackEvent,
+    e: &crate::report::AttackEvent,
     format: Format,
 ) -> io::Result<()> {
     match format {

@@ -221,7 +221,11 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
     let mut rows: Vec<_> = r
         .drops
         .iter()
-        .filter(|d| v.category.as_deref().is_none_or(|c| c == d.category))
+        .filter(|d| {
+            v.category
+                .as_deref()
+                .is_none_or(|c| c == d.category.as_str())
+        })
         .filter(|d| v.iface.as_deref().is_none_or(|i| i == d.iface))
         .collect();
     match v.sort {

@@ -4,22 +4,37 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use drop_common::{
-    IfaceStats, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET, kfree_health, proto,
+    IfaceStats, PortKey, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET,
+    kfree_health, proto,
 };
 use serde::Serialize;
 
 use crate::{
-    kernel::REFLECTOR_PORTS_HIGH, kernel::Snapshot, sys::iface, sys::nic::Counters,
-    sys::reasons::ReasonTable,
+    kernel::{EpochSample, REFLECTOR_PORTS_HIGH, Snapshot},
+    sys::{
+        iface,
+        nic::Counters,
+        reasons::{Category, ReasonTable},
+    },
 };
 
+mod attack;
 pub(crate) mod taxonomy;
 
+pub(crate) use attack::{
+    AttackEvent, LossVerdict, PortRate, ReasonCount, SketchBound, SourceShare, Spoofing, Vector,
+};
+
 pub(crate) const SCHEMA: &str = "dropscope.watch/1";
+
+/// The `--enforce` blocklist's drops are reported as a reason of their own,
+/// outside the kernel's numbering.
+pub(crate) const BLOCKLIST_REASON: &str = "DROPSCOPE_BLOCKLIST";
+pub(crate) const BLOCKLIST_REASON_CODE: u32 = 0xffff_0001;
 
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct Report {
@@ -49,24 +64,83 @@ pub(crate) struct Report {
     pub drop_sources: Vec<DropSourceRow>,
     pub drop_ports: Vec<DropPortRow>,
     /// Attacks in progress (the latest event of each).
-    pub attacks: Vec<crate::analysis::detect::AttackEvent>,
+    pub attacks: Vec<AttackEvent>,
     /// DDoS-induced loss or congestion, with the evidence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss: Option<crate::analysis::detect::LossVerdict>,
+    pub loss: Option<LossVerdict>,
     /// Distinct sources this interval (HyperLogLog), and whether a spoofed
     /// flood pushed per-source tracking into sketch-only mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources_estimate: Option<SourcesEstimate>,
     /// Live diagnosis: what this interval's drops most likely mean.
-    pub diagnosis: Vec<crate::analysis::doctor::Hint>,
+    pub diagnosis: Vec<Hint>,
     pub health: Health,
+}
+
+/// What the tracker measured over one interval: every report field but
+/// the analysis' (attacks, loss verdict, hints). Detection reads this.
+pub(crate) struct Measured {
+    pub ts: f64,
+    pub interval_s: f64,
+    pub elapsed_s: f64,
+    pub drops_delta: u64,
+    pub drops_total: u64,
+    pub drops: Vec<DropRow>,
+    pub interfaces: Vec<IfaceReport>,
+    pub counters: Vec<CounterRow>,
+    pub top_sources: Vec<SourceRow>,
+    pub top_ports: Vec<TopPort>,
+    pub top_sources_fresh: bool,
+    pub locations: Vec<LocationRow>,
+    pub drop_sources: Vec<DropSourceRow>,
+    pub drop_ports: Vec<DropPortRow>,
+    pub sources_estimate: Option<SourcesEstimate>,
+    pub health: Health,
+}
+
+/// What the analysis stage concluded about an interval.
+#[derive(Default)]
+pub(crate) struct Analysis {
+    /// Attacks in progress (the latest event of each; no `end` events).
+    pub attacks: Vec<AttackEvent>,
+    pub loss: Option<LossVerdict>,
+    pub diagnosis: Vec<Hint>,
+}
+
+impl Report {
+    /// The one place a report is made: an interval's measurements and what
+    /// the analysis made of them. Nothing changes a report afterwards.
+    pub(crate) fn build(m: Measured, a: Analysis) -> Report {
+        Report {
+            schema: SCHEMA,
+            ts: m.ts,
+            interval_s: m.interval_s,
+            elapsed_s: m.elapsed_s,
+            drops_delta: m.drops_delta,
+            drops_total: m.drops_total,
+            drops: m.drops,
+            interfaces: m.interfaces,
+            counters: m.counters,
+            top_sources: m.top_sources,
+            top_ports: m.top_ports,
+            top_sources_fresh: m.top_sources_fresh,
+            locations: m.locations,
+            drop_sources: m.drop_sources,
+            drop_ports: m.drop_ports,
+            attacks: a.attacks,
+            loss: a.loss,
+            sources_estimate: m.sources_estimate,
+            diagnosis: a.diagnosis,
+            health: m.health,
+        }
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct DropRow {
     pub reason: String,
     pub reason_code: u32,
-    pub category: &'static str,
+    pub category: Category,
     pub iface: String,
     pub ifindex: u32,
     pub delta: u64,
@@ -226,6 +300,16 @@ pub(crate) struct IfaceReport {
     pub udp_src_ports: Vec<PortRow>,
 }
 
+/// One line of the live diagnosis panel in `watch`.
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct Hint {
+    pub cause: &'static str,
+    pub reason: String,
+    pub iface: String,
+    pub rate: f64,
+    pub hint: &'static str,
+}
+
 #[derive(Serialize, Debug, Clone, Default)]
 pub(crate) struct Health {
     pub drop_events: u64,
@@ -265,6 +349,8 @@ pub(crate) struct Tracker {
     last_sources_at: Instant,
     last_top: Vec<SourceRow>,
     sources_tracked: usize,
+    /// New sources the kernel inserted since start (the epochs' sum).
+    sources_inserted: u64,
     /// Loaded on the first reasonless drop; None inside if unreadable.
     symbols: Option<Option<crate::sys::kallsyms::Symbols>>,
 }
@@ -337,6 +423,7 @@ impl Tracker {
             last_sources_at: now,
             last_top: Vec::new(),
             sources_tracked: 0,
+            sources_inserted: 0,
         }
     }
 
@@ -422,8 +509,16 @@ impl Tracker {
         }
     }
 
-    /// Builds the report for the interval that ends now.
-    pub(crate) fn update(&mut self, mut snap: Snapshot, nic: BTreeMap<String, Counters>) -> Report {
+    /// Measures the interval that ends now: `snap` and `nic` are the
+    /// kernel's and the interfaces' counters read at its end; `flood` is
+    /// the epoch's sample and the heavy ports' deltas (None in doctor,
+    /// which runs no flood accounting).
+    pub(crate) fn measure(
+        &mut self,
+        mut snap: Snapshot,
+        nic: BTreeMap<String, Counters>,
+        flood: Option<(&EpochSample, &[(PortKey, u64)])>,
+    ) -> Measured {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
@@ -455,7 +550,7 @@ impl Tracker {
             drops.push(DropRow {
                 reason: self.reasons.name(reason),
                 reason_code: reason,
-                category: self.reasons.category(reason).as_str(),
+                category: self.reasons.category(reason),
                 iface,
                 ifindex,
                 delta,
@@ -474,9 +569,9 @@ impl Tracker {
             drops_delta += delta;
             drops_total += total;
             drops.push(DropRow {
-                reason: crate::act::blocklist::REASON_NAME.into(),
-                reason_code: crate::act::blocklist::REASON_CODE,
-                category: "blocklist",
+                reason: BLOCKLIST_REASON.into(),
+                reason_code: BLOCKLIST_REASON_CODE,
+                category: Category::Blocklist,
                 iface: name.clone(),
                 ifindex: *ifindex,
                 delta,
@@ -628,7 +723,7 @@ impl Tracker {
             },
         );
 
-        let health = Health {
+        let mut health = Health {
             unattributed: snap.health[kfree_health::UNATTRIBUTED as usize],
             drop_rows: snap.by_iface.len()
                 + snap.locations.len()
@@ -642,27 +737,34 @@ impl Tracker {
             sources_tracked: self.sources_tracked,
             ..Default::default()
         };
+        let (mut top_ports, mut sources_estimate) = (Vec::new(), None);
+        if let Some((sample, ports)) = flood {
+            self.sources_inserted += sample.new_sources;
+            health.sources_inserted = self.sources_inserted;
+            health.sources_evicted = self
+                .sources_inserted
+                .saturating_sub(health.sources_tracked as u64);
+            sources_estimate = Some(SourcesEstimate {
+                distinct_sources: sample.distinct_sources.round(),
+                distinct_dports: sample.distinct_dports.round(),
+                flood_mode: sample.flood_mode,
+                sample_every: (sample.sample_every() * 100.0).round() / 100.0,
+            });
+            top_ports = self.top_ports(ports, secs);
+        }
 
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         let top_sources_fresh = snap.sources_fresh;
         self.prev = snap;
         self.nic_prev = nic;
-        Report {
-            schema: SCHEMA,
-            ts,
+        Measured {
+            ts: crate::units::unix_now(),
             interval_s: secs,
             elapsed_s: now.duration_since(self.start).as_secs_f64(),
             drops_delta,
             drops_total,
-            diagnosis: crate::analysis::doctor::hints(&drops),
             top_sources_fresh,
-            attacks: Vec::new(),
-            top_ports: Vec::new(),
-            loss: None,
-            sources_estimate: None,
+            top_ports,
+            sources_estimate,
             locations,
             drop_sources,
             drop_ports,
@@ -672,5 +774,24 @@ impl Tracker {
             top_sources,
             health,
         }
+    }
+    /// The heavy destination ports' rates, busiest first.
+    fn top_ports(&self, ports: &[(PortKey, u64)], secs: f64) -> Vec<TopPort> {
+        let mut out: Vec<TopPort> = ports
+            .iter()
+            .map(|(k, d)| TopPort {
+                iface: self
+                    .ifaces
+                    .iter()
+                    .find(|(_, i)| *i == k.ifindex)
+                    .map_or_else(|| k.ifindex.to_string(), |(n, _)| n.clone()),
+                proto: if k.proto == 6 { "tcp" } else { "udp" },
+                port: k.port,
+                pps: *d as f64 / secs.max(1e-3),
+            })
+            .collect();
+        out.sort_by(|a, b| b.pps.total_cmp(&a.pps));
+        out.truncate(self.top_n);
+        out
     }
 }

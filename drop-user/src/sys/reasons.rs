@@ -29,6 +29,8 @@ pub(crate) enum Category {
     QdiscTx,
     Xdp,
     Other,
+    /// dropscope's own `--enforce` blocklist (not a kernel reason).
+    Blocklist,
 }
 
 impl Category {
@@ -43,7 +45,14 @@ impl Category {
             Category::QdiscTx => "qdisc-tx",
             Category::Xdp => "xdp",
             Category::Other => "other",
+            Category::Blocklist => "blocklist",
         }
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -19,7 +19,10 @@ use tokio::{
 use crate::{
     act::blocklist::{self, Blocklist},
     act::hooks::{HookSpec, Hooks},
-    analysis::detect::{DetectConfig, Detector},
+    analysis::{
+        detect::{DetectConfig, Detector},
+        doctor,
+    },
     config::PcapSpec,
     export::events::EventStream,
     export::pcap::Recorder,
@@ -28,7 +31,7 @@ use crate::{
     export::top,
     kernel::Maps,
     kernel::{self, DropHook, KfreeChoice, LoadOptions, XdpChoice},
-    report::{SourcesEstimate, TopPort, Tracker, taxonomy::Phase},
+    report::{Analysis, Report, Tracker, taxonomy::Phase},
     sys::iface,
     sys::nic,
 };
@@ -226,7 +229,6 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
     // Start the first epoch clean.
     probes.maps.sample_epoch(xdp_config.source_budget)?;
     let mut prev_ports = HashMap::new();
-    let mut sources_inserted = 0u64;
 
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
@@ -355,32 +357,20 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
         let sample = probes.maps.sample_epoch(xdp_config.source_budget)?;
         let ports = port_deltas(&mut prev_ports, probes.maps.heavy_ports());
         let counters = nic::read_all(&ifaces).unwrap_or_default();
-        let mut report = tracker.update(snap, counters);
+        let mut measured = tracker.measure(snap, counters, Some((&sample, &ports)));
         last_sample = Instant::now();
-        let (mut events, loss) = detector.update(&report, &sample, &ports);
+        let (mut events, loss) = detector.update(&measured, &sample, &ports);
         // An attack starting on stale source rates: read the table now so
         // its start event names the sources it has now.
         if !with_sources && events.iter().any(|e| e.phase == Phase::Start) {
             let fresh = probes.maps.read_sources()?;
-            report.top_sources = tracker.refresh_sources(fresh, std::time::Instant::now());
-            report.top_sources_fresh = true;
+            measured.top_sources = tracker.refresh_sources(fresh, std::time::Instant::now());
+            measured.top_sources_fresh = true;
             last_sources = Some(Instant::now());
             for e in events.iter_mut().filter(|e| e.phase == Phase::Start) {
-                detector.restate(e, &report);
+                detector.restate(e, &measured);
             }
         }
-        sources_inserted += sample.new_sources;
-        report.health.sources_inserted = sources_inserted;
-        report.health.sources_evicted =
-            sources_inserted.saturating_sub(report.health.sources_tracked as u64);
-        report.loss = Some(loss);
-        report.sources_estimate = Some(SourcesEstimate {
-            distinct_sources: sample.distinct_sources.round(),
-            distinct_dports: sample.distinct_dports.round(),
-            flood_mode: sample.flood_mode,
-            sample_every: (sample.sample_every() * 100.0).round() / 100.0,
-        });
-        report.top_ports = top_ports(&ports, &ifaces, report.interval_s, opts.top);
         if let Some(rec) = recorder.as_mut() {
             if let Some(rb) = samples.as_mut() {
                 Maps::drain_samples(rb.get_mut(), |s| rec.push(s));
@@ -394,11 +384,19 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
             }
             rec.flush();
         }
-        report.attacks = events
-            .iter()
-            .filter(|e| e.phase != Phase::End)
-            .cloned()
-            .collect();
+        let diagnosis = doctor::hints(&measured.drops);
+        let report = Report::build(
+            measured,
+            Analysis {
+                attacks: events
+                    .iter()
+                    .filter(|e| e.phase != Phase::End)
+                    .cloned()
+                    .collect(),
+                loss: Some(loss),
+                diagnosis,
+            },
+        );
         if opts.enforce {
             let (expired, kept) = Blocklist::of(&mut probes.ebpf, &opts.pin_dir)?.sweep()?;
             for (p, _) in expired {
@@ -452,28 +450,4 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
     drop(triggers);
     drop(probes);
     Ok(())
-}
-
-/// The heavy destination ports' rates, busiest first.
-fn top_ports(
-    ports: &[(PortKey, u64)],
-    ifaces: &[(String, u32)],
-    secs: f64,
-    n: usize,
-) -> Vec<TopPort> {
-    let mut out: Vec<TopPort> = ports
-        .iter()
-        .map(|(k, d)| TopPort {
-            iface: ifaces
-                .iter()
-                .find(|(_, i)| *i == k.ifindex)
-                .map_or_else(|| k.ifindex.to_string(), |(n, _)| n.clone()),
-            proto: if k.proto == 6 { "tcp" } else { "udp" },
-            port: k.port,
-            pps: *d as f64 / secs.max(1e-3),
-        })
-        .collect();
-    out.sort_by(|a, b| b.pps.total_cmp(&a.pps));
-    out.truncate(n);
-    out
 }

@@ -1,0 +1,111 @@
+//! Attack events and the loss verdict: what `analysis::detect` finds,
+//! as the report and the event stream carry it (schema
+//! `dropscope.attack/1`).
+
+use serde::Serialize;
+
+use super::taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict};
+
+/// Every attack class, as events and metrics name them.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub(crate) struct Vector {
+    /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
+    /// fragment-flood, volumetric.
+    pub class: AttackClass,
+    pub confidence: u8,
+    /// The reflected protocol (DNS, NTP, memcached...) for udp-reflection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct Spoofing {
+    pub verdict: SpoofVerdict,
+    /// TTL values that carry at least 0.5% of packets.
+    pub distinct_ttls: usize,
+    /// Share of packets in the three most common TTLs.
+    pub top3_ttl_share: f64,
+    /// Share of packets whose TTL no real host sends from within 32 hops
+    /// (initial TTLs are 32, 64, 128 or 255): random spoofed TTLs land
+    /// there about half the time, real traffic almost never.
+    pub implausible_ttl_share: f64,
+    pub packets_per_source: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct SourceShare {
+    pub address: String,
+    pub pps: f64,
+    pub share: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct PortRate {
+    pub proto: &'static str,
+    pub port: u16,
+    pub pps: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct ReasonCount {
+    pub reason: String,
+    pub packets: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct SketchBound {
+    pub width: usize,
+    pub depth: usize,
+    /// A per-source estimate exceeds the truth by at most epsilon * packets
+    /// of the interval, with probability 1 - delta.
+    pub epsilon: f64,
+    pub delta: f64,
+    pub packets_bound: f64,
+    /// Mean packets per sampled packet (1: none sampled out). Sampling adds
+    /// at most 4 * sqrt(2 * n * sample_every) to the error of a source that
+    /// sent n packets (4 standard deviations).
+    pub sample_every: f64,
+    /// Sources tracked exactly (false: a spoofed flood exhausted the budget,
+    /// sources below the promotion threshold are estimated only, or packets
+    /// were sampled).
+    pub exact: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct AttackEvent {
+    pub schema: &'static str,
+    pub id: u64,
+    pub phase: Phase,
+    pub iface: String,
+    pub class: AttackClass,
+    pub confidence: u8,
+    pub vectors: Vec<Vector>,
+    /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
+    pub trigger: String,
+    pub started_at: f64,
+    pub ts: f64,
+    pub duration_s: f64,
+    pub pps: f64,
+    pub bps: f64,
+    pub peak_pps: f64,
+    pub peak_bps: f64,
+    pub distinct_sources: f64,
+    pub sources: SourceSpread,
+    pub top_source_share: f64,
+    pub spoofing: Spoofing,
+    pub top_sources: Vec<SourceShare>,
+    pub top_ports: Vec<PortRate>,
+    /// Drops by reason since the attack started.
+    pub drops: Vec<ReasonCount>,
+    pub estimate: SketchBound,
+    /// PCAP file with the onset and a sample of the attack (`--pcap-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct LossVerdict {
+    /// "ddos", "congestion", or "none".
+    pub verdict: &'static str,
+    pub evidence: Vec<String>,
+}
