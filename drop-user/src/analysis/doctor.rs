@@ -374,6 +374,36 @@ fn hook_of(chain: &str) -> &str {
     }
 }
 
+/// Everything one doctor window saw, for the rules to read.
+struct Window<'a> {
+    reasons: &'a ReasonTable,
+    report: &'a Report,
+    before: &'a Evidence,
+    after: &'a Evidence,
+    t: DropTotals,
+    names: Vec<&'a str>,
+    secs: f64,
+}
+
+/// The rules, in the order their findings are listed (before ranking by
+/// severity): each reads the window and names the causes it finds.
+const RULES: [fn(&Window) -> Vec<Finding>; 14] = [
+    nic_ring,
+    backlog,
+    socket_buffers,
+    netfilter,
+    rp_filter,
+    martians,
+    no_route,
+    checksums,
+    bad_headers,
+    fragments,
+    physical,
+    qdisc,
+    no_socket,
+    upstream,
+];
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn diagnose(
     reasons: &ReasonTable,
@@ -385,12 +415,53 @@ pub(crate) fn diagnose(
     secs: f64,
     ifaces: &[(String, u32)],
 ) -> Diagnosis {
-    let t = totals(report, reasons);
-    let mut findings = Vec::new();
-    let names: Vec<&str> = ifaces.iter().map(|(n, _)| n.as_str()).collect();
+    let w = Window {
+        reasons,
+        report,
+        before,
+        after,
+        t: totals(report, reasons),
+        names: ifaces.iter().map(|(n, _)| n.as_str()).collect(),
+        secs,
+    };
+    let mut findings: Vec<Finding> = RULES.iter().flat_map(|rule| rule(&w)).collect();
+    let locations = kernel_locations(reasons, snap);
+    findings.extend(unspecified(&w, &locations));
+    let patterns = patterns
+        .into_iter()
+        .map(|p| {
+            let name = reasons.name(p.reason);
+            PatternRow {
+                queue_drop: queue_drop(&name),
+                reason: name,
+                pattern: p,
+            }
+        })
+        .collect();
 
-    // NIC ring / FIFO overflow.
-    for name in &names {
+    let rank = |s: &str| match s {
+        "critical" => 0,
+        "warning" => 1,
+        _ => 2,
+    };
+    findings.sort_by_key(|f| rank(f.severity));
+    Diagnosis {
+        schema: SCHEMA,
+        window_s: secs,
+        interfaces: w.names.iter().map(|s| s.to_string()).collect(),
+        findings,
+        patterns,
+        locations,
+        sysctl_audit: sysctl_audit(),
+        report: report.clone(),
+    }
+}
+
+/// The NIC ring or FIFO overflowed.
+fn nic_ring(w: &Window) -> Vec<Finding> {
+    let (report, t, names, secs) = (w.report, &w.t, &w.names, w.secs);
+    let mut findings = Vec::new();
+    for name in names.iter() {
         let ring = counter_total(report, name, |c| {
             matches!(c, "rx_fifo" | "rx_missed_errors" | "rx_over_errors")
                 || (c.starts_with("ethtool:")
@@ -406,7 +477,7 @@ pub(crate) fn diagnose(
             .iter()
             .map(|(c, v)| format!("{name} {c} +{v}"))
             .collect();
-        evidence.extend(reason_evidence(&t, &["FULL_RING"], secs));
+        evidence.extend(reason_evidence(t, &["FULL_RING"], secs));
         let mut fix = Vec::new();
         match ethtool::ring(name) {
             Ok((rx_max, rx, _, _)) => {
@@ -441,8 +512,13 @@ pub(crate) fn diagnose(
             fix,
         });
     }
+    findings
+}
 
-    // Per-CPU backlog.
+/// The per-CPU input backlog overflowed.
+fn backlog(w: &Window) -> Vec<Finding> {
+    let (report, t, names, secs) = (w.report, &w.t, &w.names, w.secs);
+    let mut findings = Vec::new();
     let backlog_nic = report
         .counters
         .iter()
@@ -458,7 +534,7 @@ pub(crate) fn diagnose(
     let cpu_backlog = t.by_reason.get("CPU_BACKLOG").copied().unwrap_or(0);
     if backlog_nic > 0 || cpu_backlog > 0 {
         let cur = host::sysctl_u64("net.core.netdev_max_backlog").unwrap_or(0);
-        let mut evidence = reason_evidence(&t, &["CPU_BACKLOG"], secs);
+        let mut evidence = reason_evidence(t, &["CPU_BACKLOG"], secs);
         evidence.push(format!(
             "softnet backlog_dropped +{backlog_nic}, time_squeeze +{squeeze}"
         ));
@@ -467,7 +543,7 @@ pub(crate) fn diagnose(
             "sysctl -w net.core.netdev_max_backlog={}",
             (cur * 4).max(250_000)
         )];
-        for name in &names {
+        for name in names.iter() {
             if let Some(on) = host::rps_enabled(name) {
                 evidence.push(format!("{name} RPS {}", if on { "on" } else { "off" }));
                 if !on {
@@ -498,13 +574,18 @@ pub(crate) fn diagnose(
             fix,
         });
     }
+    findings
+}
 
-    // Socket receive buffers.
-    let (sockbuf, sock_reasons) = sum_reasons(&t, |n| {
+/// Socket receive buffers (and protocol memory, listen queues) overflowed.
+fn socket_buffers(w: &Window) -> Vec<Finding> {
+    let (reasons, before, after, t, secs) = (w.reasons, w.before, w.after, &w.t, w.secs);
+    let mut findings = Vec::new();
+    let (sockbuf, sock_reasons) = sum_reasons(t, |n| {
         reasons_category(reasons, n) == Category::SocketBuffer
     });
     if sockbuf > 0 {
-        let mut evidence = reason_evidence(&t, &sock_reasons, secs);
+        let mut evidence = reason_evidence(t, &sock_reasons, secs);
         let rmem_max = host::sysctl_u64("net.core.rmem_max").unwrap_or(0);
         let rmem_default = host::sysctl_u64("net.core.rmem_default").unwrap_or(0);
         let dropping: Vec<(&UdpSocket, u64)> = after
@@ -584,10 +665,15 @@ pub(crate) fn diagnose(
             fix,
         });
     }
+    findings
+}
 
-    // Netfilter.
+/// A firewall rule dropped.
+fn netfilter(w: &Window) -> Vec<Finding> {
+    let (before, after, t, secs) = (w.before, w.after, &w.t, w.secs);
+    let mut findings = Vec::new();
     if let Some(n) = t.by_reason.get("NETFILTER_DROP").copied() {
-        let mut evidence = reason_evidence(&t, &["NETFILTER_DROP"], secs);
+        let mut evidence = reason_evidence(t, &["NETFILTER_DROP"], secs);
         let grown = rule_deltas(&before.rules, &after.rules);
         let dropping: Vec<_> = grown
             .iter()
@@ -626,11 +712,16 @@ pub(crate) fn diagnose(
             ],
         });
     }
+    findings
+}
 
-    // IP layer.
+/// Reverse-path filtering dropped.
+fn rp_filter(w: &Window) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
     let rp = t.by_reason.get("IP_RPFILTER").copied().unwrap_or(0);
     if rp > 0 {
-        let mut evidence = reason_evidence(&t, &["IP_RPFILTER"], secs);
+        let mut evidence = reason_evidence(t, &["IP_RPFILTER"], secs);
         let mut fix = vec!["sysctl -w net.ipv4.conf.all.rp_filter=2".to_string()];
         evidence.push(format!(
             "net.ipv4.conf.all.rp_filter = {}",
@@ -657,15 +748,22 @@ pub(crate) fn diagnose(
             fix,
         });
     }
+    findings
+}
+
+/// Martian sources or destinations.
+fn martians(w: &Window) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
     let martian_names = [
         "IP_INVALID_SOURCE",
         "IP_LOCAL_SOURCE",
         "IP_LOCALNET",
         "IP_INVALID_DEST",
     ];
-    let (martian, m_names) = sum_reasons(&t, |n| martian_names.contains(&n));
+    let (martian, m_names) = sum_reasons(t, |n| martian_names.contains(&n));
     if martian > 0 {
-        let mut evidence = reason_evidence(&t, &m_names, secs);
+        let mut evidence = reason_evidence(t, &m_names, secs);
         evidence.push(format!(
             "net.ipv4.conf.all.log_martians = {}",
             host::sysctl("net.ipv4.conf.all.log_martians").unwrap_or_default()
@@ -681,11 +779,18 @@ pub(crate) fn diagnose(
             ],
         });
     }
-    let (noroute, nr_names) = sum_reasons(&t, |n| {
+    findings
+}
+
+/// No route to the destination.
+fn no_route(w: &Window) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
+    let (noroute, nr_names) = sum_reasons(t, |n| {
         matches!(n, "IP_INNOROUTES" | "IP_OUTNOROUTES" | "IP_INADDRERRORS")
     });
     if noroute > 0 {
-        let mut evidence = reason_evidence(&t, &nr_names, secs);
+        let mut evidence = reason_evidence(t, &nr_names, secs);
         let defaults = iface::default_route_ifaces();
         evidence.push(if defaults.is_empty() {
             "no default route".into()
@@ -709,10 +814,17 @@ pub(crate) fn diagnose(
             ],
         });
     }
-    let (csum, c_names) = sum_reasons(&t, |n| n.contains("CSUM"));
+    findings
+}
+
+/// Bad checksums.
+fn checksums(w: &Window) -> Vec<Finding> {
+    let (report, t, names, secs) = (w.report, &w.t, &w.names, w.secs);
+    let mut findings = Vec::new();
+    let (csum, c_names) = sum_reasons(t, |n| n.contains("CSUM"));
     if csum > 0 {
-        let mut evidence = reason_evidence(&t, &c_names, secs);
-        for name in &names {
+        let mut evidence = reason_evidence(t, &c_names, secs);
+        for name in names.iter() {
             for (c, v) in counter_total(report, name, |c| c == "rx_crc_errors") {
                 evidence.push(format!("{name} {c} +{v}"));
             }
@@ -728,7 +840,14 @@ pub(crate) fn diagnose(
                 .collect(),
         });
     }
-    let (hdr, h_names) = sum_reasons(&t, |n| {
+    findings
+}
+
+/// Malformed or unsupported headers.
+fn bad_headers(w: &Window) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
+    let (hdr, h_names) = sum_reasons(t, |n| {
         matches!(
             n,
             "IP_INHDR"
@@ -745,13 +864,20 @@ pub(crate) fn diagnose(
             cause: "ip-header",
             severity: severity(hdr, secs),
             summary: "malformed or unsupported packets: bad headers, unknown protocols".into(),
-            evidence: reason_evidence(&t, &h_names, secs),
+            evidence: reason_evidence(t, &h_names, secs),
             fix: vec!["find the senders (dropscope watch top sources) and filter malformed traffic at the edge".into()],
         });
     }
-    let (frag, f_names) = sum_reasons(&t, |n| n.starts_with("FRAG") || n == "DUP_FRAG");
+    findings
+}
+
+/// Fragment reassembly failed.
+fn fragments(w: &Window) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
+    let (frag, f_names) = sum_reasons(t, |n| n.starts_with("FRAG") || n == "DUP_FRAG");
     if frag > 0 {
-        let mut evidence = reason_evidence(&t, &f_names, secs);
+        let mut evidence = reason_evidence(t, &f_names, secs);
         evidence.push(format!(
             "net.ipv4.ipfrag_high_thresh = {}, net.ipv4.ipfrag_time = {}",
             host::sysctl("net.ipv4.ipfrag_high_thresh").unwrap_or_default(),
@@ -765,9 +891,14 @@ pub(crate) fn diagnose(
             fix: vec!["sysctl -w net.ipv4.ipfrag_high_thresh=8388608 if legitimate traffic fragments; avoid fragmentation (path MTU)".into()],
         });
     }
+    findings
+}
 
-    // Physical layer.
-    for name in &names {
+/// Frames damaged on the wire.
+fn physical(w: &Window) -> Vec<Finding> {
+    let (report, names, secs) = (w.report, &w.names, w.secs);
+    let mut findings = Vec::new();
+    for name in names.iter() {
         let phys = counter_total(report, name, |c| {
             matches!(c, "rx_crc_errors" | "rx_frame" | "rx_length_errors")
         });
@@ -809,11 +940,16 @@ pub(crate) fn diagnose(
             fix,
         });
     }
+    findings
+}
 
-    // Queueing disciplines.
-    let (qd, q_names) = sum_reasons(&t, |n| reasons_category(reasons, n) == Category::QdiscTx);
+/// A queueing discipline dropped on transmit.
+fn qdisc(w: &Window) -> Vec<Finding> {
+    let (reasons, report, t, names, secs) = (w.reasons, w.report, &w.t, &w.names, w.secs);
+    let mut findings = Vec::new();
+    let (qd, q_names) = sum_reasons(t, |n| reasons_category(reasons, n) == Category::QdiscTx);
     if qd > 0 {
-        let mut evidence = reason_evidence(&t, &q_names, secs);
+        let mut evidence = reason_evidence(t, &q_names, secs);
         let kinds: Vec<String> = q_names
             .iter()
             .filter_map(|n| queue_drop(n).map(|k| format!("{n}: {k}")))
@@ -822,7 +958,7 @@ pub(crate) fn diagnose(
             evidence.push(kinds.join(", "));
         }
         let mut fix = Vec::new();
-        for name in &names {
+        for name in names.iter() {
             for (c, v) in counter_total(report, name, |c| c == "tx_dropped") {
                 evidence.push(format!("{name} {c} +{v}"));
             }
@@ -839,19 +975,29 @@ pub(crate) fn diagnose(
             fix,
         });
     }
+    findings
+}
 
-    // Nobody listening.
+/// Nobody listens on the port.
+fn no_socket(w: &Window) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
     if let Some(n) = t.by_reason.get("NO_SOCKET").copied() {
         findings.push(Finding {
             cause: "no-socket",
             severity: if n as f64 / secs >= 1000.0 { "critical" } else { "info" },
             summary: "packets for ports nobody listens on (scans, stale clients, or a flood at closed ports)".into(),
-            evidence: reason_evidence(&t, &["NO_SOCKET"], secs),
+            evidence: reason_evidence(t, &["NO_SOCKET"], secs),
             fix: vec!["start the expected service, or drop the traffic before the stack (firewall, dropscope top sources)".into()],
         });
     }
+    findings
+}
 
-    // A full link drops upstream, where the host can't see it.
+/// A full link drops upstream, where the host can't see it.
+fn upstream(w: &Window) -> Vec<Finding> {
+    let (report, t, secs) = (w.report, &w.t, w.secs);
+    let mut findings = Vec::new();
     let host_drops: u64 = t.by_reason.values().sum();
     for i in &report.interfaces {
         if let Ok((Some(speed), _)) = ethtool::link(&i.iface) {
@@ -872,8 +1018,11 @@ pub(crate) fn diagnose(
             }
         }
     }
+    findings
+}
 
-    // Where reasonless drops happen.
+/// Where reasonless drops happen, busiest first.
+fn kernel_locations(reasons: &ReasonTable, snap: &Snapshot) -> Vec<LocationRow> {
     let symbols = Symbols::load().ok();
     // Summed over interfaces: the doctor names places, not ports.
     let mut by_place: std::collections::HashMap<(u32, u64), u64> = Default::default();
@@ -894,6 +1043,13 @@ pub(crate) fn diagnose(
         .collect();
     locations.sort_by(|a, b| b.drops.cmp(&a.drops).then(a.location.cmp(&b.location)));
     locations.truncate(20);
+    locations
+}
+
+/// Drops the kernel gave no reason for: where they happen.
+fn unspecified(w: &Window, locations: &[LocationRow]) -> Vec<Finding> {
+    let (t, secs) = (&w.t, w.secs);
+    let mut findings = Vec::new();
     if let Some(n) = t.by_reason.get("NOT_SPECIFIED").copied() {
         findings.push(Finding {
             cause: "unspecified",
@@ -907,35 +1063,7 @@ pub(crate) fn diagnose(
             fix: vec!["perf or bpftrace on the named function shows the path; dropscope doctor again after changes".into()],
         });
     }
-
-    let patterns = patterns
-        .into_iter()
-        .map(|p| {
-            let name = reasons.name(p.reason);
-            PatternRow {
-                queue_drop: queue_drop(&name),
-                reason: name,
-                pattern: p,
-            }
-        })
-        .collect();
-
-    let rank = |s: &str| match s {
-        "critical" => 0,
-        "warning" => 1,
-        _ => 2,
-    };
-    findings.sort_by_key(|f| rank(f.severity));
-    Diagnosis {
-        schema: SCHEMA,
-        window_s: secs,
-        interfaces: names.iter().map(|s| s.to_string()).collect(),
-        findings,
-        patterns,
-        locations,
-        sysctl_audit: sysctl_audit(),
-        report: report.clone(),
-    }
+    findings
 }
 
 /// Cheap, per-interval diagnosis from the drop rows alone (doctor reads the
