@@ -4,7 +4,6 @@
 //! removes expired entries each interval, and the XDP program already
 //! ignores them once their deadline passes.
 
-use crate::units::monotonic_ns;
 use std::{
     borrow::{Borrow, BorrowMut},
     fmt,
@@ -23,6 +22,8 @@ use aya::{
 };
 use drop_common::{BlockEntry, MAX_BLOCKS};
 use serde::Serialize;
+
+use crate::units::monotonic_ns;
 
 pub(crate) const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dropscope";
 const V4: &str = drop_common::flood_maps::BLOCK_V4;

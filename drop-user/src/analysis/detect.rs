@@ -415,119 +415,165 @@ impl Detector {
         heavy_ports: &[(drop_common::PortKey, u64)],
     ) -> (Vec<AttackEvent>, LossVerdict) {
         let secs = report.interval_s.max(1e-3);
-        let th = self.config.thresholds.clone();
-        let ad = self.config.detection.clone();
         let mut events = Vec::new();
         for i in &report.interfaces {
             let mut triggers: Vec<String> = Vec::new();
             if let Some(k) = self.pending.remove(&i.ifindex) {
                 triggers.push(k);
             }
-            // Absolute thresholds.
-            let top = report
-                .top_sources
-                .iter()
-                .filter(|s| s.iface == i.iface)
-                .max_by(|a, b| a.pps.total_cmp(&b.pps));
-            if th.iface_pps > 0.0 && i.pps >= th.iface_pps {
-                triggers.push("threshold:iface_pps".into());
-            }
-            if th.iface_bps > 0.0 && i.bps >= th.iface_bps {
-                triggers.push("threshold:iface_bps".into());
-            }
-            if th.syn_pps > 0.0 && i.delta.tcp_syn as f64 / secs >= th.syn_pps {
-                triggers.push("threshold:syn_pps".into());
-            }
-            // Per-source rates are only as fresh as the last read of the
-            // source table: between reads its verdict stands.
-            if report.top_sources_fresh {
-                let mut over = Vec::new();
-                if let Some(t) = top {
-                    if th.source_pps > 0.0 && t.pps >= th.source_pps {
-                        over.push("threshold:source_pps".to_string());
-                    }
-                    if th.source_bps > 0.0 && t.bps >= th.source_bps {
-                        over.push("threshold:source_bps".to_string());
-                    }
-                }
-                self.source_over.insert(i.iface.clone(), over);
-            }
-            triggers.extend(self.source_over.get(&i.iface).cloned().unwrap_or_default());
-            let port_rates: Vec<PortRate> = self.port_rates(heavy_ports, i.ifindex, secs);
-            if th.port_pps > 0.0 && port_rates.first().is_some_and(|p| p.pps >= th.port_pps) {
-                triggers.push("threshold:port_pps".into());
-            }
-            // Adaptive spikes on attack-shaped metrics.
-            let attacking = self.active.contains_key(&i.iface);
-            let vectors = {
-                let ports: Vec<(u16, u64)> = i
-                    .udp_src_ports
-                    .iter()
-                    .filter_map(|p| p.port.parse::<u16>().ok().map(|n| (n, p.packets)))
-                    .collect();
-                classify(&i.delta, &ports, sample.distinct_dports)
-            };
-            let shaped = vectors
-                .iter()
-                .any(|v| v.class != AttackClass::Volumetric && v.confidence >= 50);
-            for (name, floor) in METRICS {
-                let v = metric(i, secs, name);
-                let b = self.baselines.entry((i.iface.clone(), name)).or_default();
-                if floor.is_finite() && shaped && b.spike(v, &ad, floor) {
-                    triggers.push(format!("spike:{name}"));
-                }
-                // Baselines learn only from peacetime.
-                if !attacking && triggers.is_empty() {
-                    b.update(v);
-                }
-            }
+            let port_rates = self.thresholds(i, report, heavy_ports, secs, &mut triggers);
+            let vectors = self.spikes(i, sample, secs, &mut triggers);
+            events.extend(self.advance(i, report, sample, triggers, &vectors, port_rates));
+        }
+        let loss = self.loss(report, secs);
+        (events, loss)
+    }
 
-            let now = Instant::now();
-            if let Some(a) = self.active.get_mut(&i.iface) {
-                if !triggers.is_empty() {
-                    a.last_trigger = now;
+    /// The absolute thresholds `i` crosses this interval (per-source ones
+    /// as of the last fresh read of the source table), and the busiest
+    /// destination ports' rates.
+    fn thresholds(
+        &mut self,
+        i: &IfaceReport,
+        report: &Measured,
+        heavy_ports: &[(drop_common::PortKey, u64)],
+        secs: f64,
+        triggers: &mut Vec<String>,
+    ) -> Vec<PortRate> {
+        let th = &self.config.thresholds;
+        let top = report
+            .top_sources
+            .iter()
+            .filter(|s| s.iface == i.iface)
+            .max_by(|a, b| a.pps.total_cmp(&b.pps));
+        if th.iface_pps > 0.0 && i.pps >= th.iface_pps {
+            triggers.push("threshold:iface_pps".into());
+        }
+        if th.iface_bps > 0.0 && i.bps >= th.iface_bps {
+            triggers.push("threshold:iface_bps".into());
+        }
+        if th.syn_pps > 0.0 && i.delta.tcp_syn as f64 / secs >= th.syn_pps {
+            triggers.push("threshold:syn_pps".into());
+        }
+        // Per-source rates are only as fresh as the last read of the
+        // source table: between reads its verdict stands.
+        if report.top_sources_fresh {
+            let mut over = Vec::new();
+            if let Some(t) = top {
+                if th.source_pps > 0.0 && t.pps >= th.source_pps {
+                    over.push("threshold:source_pps".to_string());
                 }
-                a.peak_pps = a.peak_pps.max(i.pps);
-                a.peak_bps = a.peak_bps.max(i.bps);
-                for d in &report.drops {
-                    if d.delta > 0 {
-                        *a.drops.entry(d.reason.clone()).or_default() += d.delta;
-                    }
+                if th.source_bps > 0.0 && t.bps >= th.source_bps {
+                    over.push("threshold:source_bps".to_string());
                 }
-                let ended = now.duration_since(a.last_trigger).as_secs_f64() >= ad.end_after_s;
-                let phase = if ended { Phase::End } else { Phase::Update };
-                let ev = self.event(phase, i, report, sample, &vectors, port_rates);
-                events.push(ev);
-                if ended {
-                    self.active.remove(&i.iface);
-                }
-            } else if !triggers.is_empty() {
-                let id = self.next_id;
-                self.next_id += 1;
-                let mut drops = BTreeMap::new();
-                for d in &report.drops {
-                    if d.delta > 0 {
-                        *drops.entry(d.reason.clone()).or_default() += d.delta;
-                    }
-                }
-                self.active.insert(
-                    i.iface.clone(),
-                    Active {
-                        id,
-                        started: now,
-                        started_at: crate::units::unix_now(),
-                        last_trigger: now,
-                        trigger: triggers[0].clone(),
-                        peak_pps: i.pps,
-                        peak_bps: i.bps,
-                        drops,
-                    },
-                );
-                events.push(self.event(Phase::Start, i, report, sample, &vectors, port_rates));
+            }
+            self.source_over.insert(i.iface.clone(), over);
+        }
+        triggers.extend(self.source_over.get(&i.iface).cloned().unwrap_or_default());
+        let port_rates: Vec<PortRate> = self.port_rates(heavy_ports, i.ifindex, secs);
+        if th.port_pps > 0.0 && port_rates.first().is_some_and(|p| p.pps >= th.port_pps) {
+            triggers.push("threshold:port_pps".into());
+        }
+        port_rates
+    }
+
+    /// This interval's attack vectors on `i`, and the adaptive spikes on
+    /// attack-shaped metrics (the baselines learn only from peacetime).
+    fn spikes(
+        &mut self,
+        i: &IfaceReport,
+        sample: &EpochSample,
+        secs: f64,
+        triggers: &mut Vec<String>,
+    ) -> Vec<Vector> {
+        let ad = &self.config.detection;
+        let attacking = self.active.contains_key(&i.iface);
+        let vectors = {
+            let ports: Vec<(u16, u64)> = i
+                .udp_src_ports
+                .iter()
+                .filter_map(|p| p.port.parse::<u16>().ok().map(|n| (n, p.packets)))
+                .collect();
+            classify(&i.delta, &ports, sample.distinct_dports)
+        };
+        let shaped = vectors
+            .iter()
+            .any(|v| v.class != AttackClass::Volumetric && v.confidence >= 50);
+        for (name, floor) in METRICS {
+            let v = metric(i, secs, name);
+            let b = self.baselines.entry((i.iface.clone(), name)).or_default();
+            if floor.is_finite() && shaped && b.spike(v, ad, floor) {
+                triggers.push(format!("spike:{name}"));
+            }
+            // Baselines learn only from peacetime.
+            if !attacking && triggers.is_empty() {
+                b.update(v);
             }
         }
 
-        // DDoS-induced loss vs congestion.
+        vectors
+    }
+
+    /// Moves the attack on `i` on: an update (or its end, once no trigger
+    /// fired for `end_after_s`), or a start when a trigger fired.
+    fn advance(
+        &mut self,
+        i: &IfaceReport,
+        report: &Measured,
+        sample: &EpochSample,
+        triggers: Vec<String>,
+        vectors: &[Vector],
+        port_rates: Vec<PortRate>,
+    ) -> Option<AttackEvent> {
+        let end_after_s = self.config.detection.end_after_s;
+        let now = Instant::now();
+        if let Some(a) = self.active.get_mut(&i.iface) {
+            if !triggers.is_empty() {
+                a.last_trigger = now;
+            }
+            a.peak_pps = a.peak_pps.max(i.pps);
+            a.peak_bps = a.peak_bps.max(i.bps);
+            for d in &report.drops {
+                if d.delta > 0 {
+                    *a.drops.entry(d.reason.clone()).or_default() += d.delta;
+                }
+            }
+            let ended = now.duration_since(a.last_trigger).as_secs_f64() >= end_after_s;
+            let phase = if ended { Phase::End } else { Phase::Update };
+            let ev = self.event(phase, i, report, sample, vectors, port_rates);
+            if ended {
+                self.active.remove(&i.iface);
+            }
+            return Some(ev);
+        } else if !triggers.is_empty() {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut drops = BTreeMap::new();
+            for d in &report.drops {
+                if d.delta > 0 {
+                    *drops.entry(d.reason.clone()).or_default() += d.delta;
+                }
+            }
+            self.active.insert(
+                i.iface.clone(),
+                Active {
+                    id,
+                    started: now,
+                    started_at: crate::units::unix_now(),
+                    last_trigger: now,
+                    trigger: triggers[0].clone(),
+                    peak_pps: i.pps,
+                    peak_bps: i.bps,
+                    drops,
+                },
+            );
+            return Some(self.event(Phase::Start, i, report, sample, vectors, port_rates));
+        }
+        None
+    }
+
+    /// DDoS-induced loss vs congestion.
+    fn loss(&mut self, report: &Measured, secs: f64) -> LossVerdict {
         let drop_rate = report.drops_delta as f64 / secs;
         let loss = if report.drops_delta == 0 {
             LossVerdict {
@@ -566,7 +612,7 @@ impl Detector {
         if self.active.is_empty() {
             self.drop_baseline.update(drop_rate);
         }
-        (events, loss)
+        loss
     }
 
     /// Packets per second of the heavy ports of one interface this interval.

@@ -2,7 +2,6 @@
 //! way a kernel network engineer would and say what is wrong and what to run.
 //! Read-only: it prints commands, it never changes the system.
 
-use crate::units::monotonic_ns;
 use std::{
     collections::{BTreeMap, HashMap},
     io::Write,
@@ -26,6 +25,7 @@ use crate::{
     sys::kallsyms::Symbols,
     sys::nic::{self, Counters, ethtool},
     sys::reasons::{Category, ReasonTable},
+    units::monotonic_ns,
 };
 
 pub(crate) const SCHEMA: &str = "dropscope.doctor/1";

@@ -1,9 +1,14 @@
 //! Shows a report: a terminal table or one JSON object per line.
 
-use crate::units::human;
-use std::io::{self, Write};
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+};
 
-use crate::report::{Report, taxonomy::Phase};
+use crate::{
+    report::{Report, taxonomy::Phase},
+    units::human,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
@@ -58,7 +63,6 @@ pub(crate) fn emit_event(
 }
 
 pub(crate) fn render_table(r: &Report) -> String {
-    use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -68,6 +72,16 @@ pub(crate) fn render_table(r: &Report) -> String {
         human(r.drops_delta as f64 / r.interval_s),
         r.drops_total
     );
+    drops_section(&mut s, r);
+    attribution_section(&mut s, r);
+    xdp_section(&mut s, r);
+    counters_section(&mut s, r);
+    sources_section(&mut s, r);
+    s
+}
+
+/// The drop rows, attacks and the loss verdict.
+fn drops_section(s: &mut String, r: &Report) {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -118,6 +132,10 @@ pub(crate) fn render_table(r: &Report) -> String {
     {
         let _ = writeln!(s, "\nLOSS: {} ({})", l.verdict, l.evidence.join("; "));
     }
+}
+
+/// Attributed drops, kernel locations and hints.
+fn attribution_section(s: &mut String, r: &Report) {
     // (title, rows of (reason, from/to, rate, total)).
     type Attributed<'a> = (&'static str, Vec<(&'a str, String, f64, u64)>);
     let attributed: [Attributed; 2] = [
@@ -172,6 +190,10 @@ pub(crate) fn render_table(r: &Report) -> String {
             );
         }
     }
+}
+
+/// What XDP saw per interface.
+fn xdp_section(s: &mut String, r: &Report) {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -196,6 +218,10 @@ pub(crate) fn render_table(r: &Report) -> String {
             g("malformed")
         );
     }
+}
+
+/// NIC and softnet counters that moved.
+fn counters_section(s: &mut String, r: &Report) {
     let changed: Vec<_> = r.counters.iter().filter(|c| c.total > 0).collect();
     let _ = writeln!(s);
     let _ = writeln!(
@@ -213,6 +239,10 @@ pub(crate) fn render_table(r: &Report) -> String {
             c.iface, c.counter, c.delta, c.total
         );
     }
+}
+
+/// Top sources and the health lines.
+fn sources_section(s: &mut String, r: &Report) {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -252,5 +282,4 @@ pub(crate) fn render_table(r: &Report) -> String {
             r.health.map_full, r.health.read_errors
         );
     }
-    s
 }

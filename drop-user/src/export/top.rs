@@ -5,7 +5,6 @@
 //! Keys: q/Esc quit, p or space pause, s cycle the sort (rate, total,
 //! reason), c cycle a category filter, i cycle an interface filter.
 
-use crate::units::human;
 use std::{
     sync::mpsc,
     thread::JoinHandle,
@@ -21,7 +20,7 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Row, Table},
 };
 
-use crate::report::Report;
+use crate::{report::Report, units::human};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Sort {

@@ -532,122 +532,11 @@ impl Tracker {
             snap.drop_ports = self.prev.drop_ports.clone();
         }
 
-        // Drops per (reason, interface).
-        let mut drops = Vec::new();
-        let mut drops_delta = 0;
-        let mut drops_total = 0;
-        let mut merged: HashMap<(u32, String), (u32, u64, u64)> = HashMap::new();
-        for (k, total) in &snap.by_iface {
-            let prev = self.prev.by_iface.get(k).copied().unwrap_or(0);
-            let name = self.iface_name(k.ifindex, k.netns);
-            let e = merged.entry((k.reason, name)).or_insert((k.ifindex, 0, 0));
-            e.1 += total.saturating_sub(prev);
-            e.2 += total;
-        }
-        for ((reason, iface), (ifindex, delta, total)) in merged {
-            drops_delta += delta;
-            drops_total += total;
-            drops.push(DropRow {
-                reason: self.reasons.name(reason),
-                reason_code: reason,
-                category: self.reasons.category(reason),
-                iface,
-                ifindex,
-                delta,
-                rate: delta as f64 / secs,
-                total,
-            });
-        }
-        // The --enforce blocklist's drops, per interface, as their own reason.
-        for (slot, (name, ifindex)) in self.ifaces.iter().enumerate() {
-            let total = snap.ifaces.get(slot).map_or(0, |s| s.blocked);
-            if total == 0 {
-                continue;
-            }
-            let prev = self.prev.ifaces.get(slot).map_or(0, |s| s.blocked);
-            let delta = total.saturating_sub(prev);
-            drops_delta += delta;
-            drops_total += total;
-            drops.push(DropRow {
-                reason: BLOCKLIST_REASON.into(),
-                reason_code: BLOCKLIST_REASON_CODE,
-                category: Category::Blocklist,
-                iface: name.clone(),
-                ifindex: *ifindex,
-                delta,
-                rate: delta as f64 / secs,
-                total,
-            });
-        }
-        drops.sort_by(|a, b| {
-            b.delta
-                .cmp(&a.delta)
-                .then(b.total.cmp(&a.total))
-                .then(a.reason.cmp(&b.reason))
-                .then(a.iface.cmp(&b.iface))
-        });
+        let (drops, drops_delta, drops_total) = self.drop_rows(&snap, secs);
 
-        // XDP view per interface.
-        let mut interfaces = Vec::new();
-        for (slot, (name, ifindex)) in self.ifaces.iter().enumerate() {
-            let zero = IfaceStats::default();
-            let cur = snap.ifaces.get(slot).unwrap_or(&zero);
-            let prev = self.prev.ifaces.get(slot).unwrap_or(&zero);
-            let d = cur.since(prev);
-            let mut ports: Vec<PortRow> = snap
-                .udp_ports
-                .iter()
-                .filter(|((s, _), _)| *s == slot as u32)
-                .map(|((_, b), total)| {
-                    let p = self
-                        .prev
-                        .udp_ports
-                        .get(&(slot as u32, *b))
-                        .copied()
-                        .unwrap_or(0);
-                    PortRow {
-                        port: port_label(*b),
-                        packets: total.saturating_sub(p),
-                        total: *total,
-                    }
-                })
-                .collect();
-            ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(b.total.cmp(&a.total)));
-            ports.truncate(self.top_n);
-            interfaces.push(IfaceReport {
-                iface: name.clone(),
-                ifindex: *ifindex,
-                xdp_mode: self
-                    .xdp_modes
-                    .get(name)
-                    .copied()
-                    .unwrap_or("off")
-                    .to_string(),
-                present: iface::index_of(name) == Some(*ifindex),
-                link_up: iface::link_state(name) == Some((true, true)),
-                pps: d.packets as f64 / secs,
-                bps: d.bytes as f64 * 8.0 / secs,
-                delta: Shape::from_stats(&d),
-                total: Shape::from_stats(cur),
-                udp_src_ports: ports,
-            });
-        }
+        let interfaces = self.iface_rows(&snap, secs);
 
-        // NIC and softnet counters.
-        let mut counters = Vec::new();
-        for (iface, c) in &nic {
-            for (name, value) in c {
-                let prev = self.nic_prev.get(iface).and_then(|p| p.get(name)).copied();
-                let start = self.nic_start.get(iface).and_then(|p| p.get(name)).copied();
-                counters.push(CounterRow {
-                    iface: iface.clone(),
-                    counter: name.clone(),
-                    delta: value.saturating_sub(prev.unwrap_or(*value)),
-                    total: value.saturating_sub(start.unwrap_or(*value)),
-                    value: *value,
-                });
-            }
-        }
+        let counters = self.counter_rows(&nic);
 
         // Top sources by packets since the last read of the source table
         // (every interval, or once a second at shorter intervals).
@@ -662,33 +551,7 @@ impl Tracker {
         }
         let top_sources = self.last_top.clone();
 
-        let mut locations = Vec::new();
-        if !snap.locations.is_empty() {
-            if self.symbols.is_none() {
-                self.symbols = Some(crate::sys::kallsyms::Symbols::load().ok());
-            }
-            for (k, total) in &snap.locations {
-                let prev = self.prev.locations.get(k).copied().unwrap_or(0);
-                let iface = self.iface_name(k.ifindex, k.netns);
-                let symbols = self.symbols.as_ref().and_then(|s| s.as_ref());
-                locations.push(LocationRow {
-                    reason: self.reasons.name(k.reason),
-                    iface,
-                    location: symbols
-                        .and_then(|s| s.resolve(k.location))
-                        .unwrap_or_else(|| format!("{:#x}", k.location)),
-                    delta: total.saturating_sub(prev),
-                    total: *total,
-                });
-            }
-            locations.sort_by(|a, b| {
-                b.delta
-                    .cmp(&a.delta)
-                    .then(b.total.cmp(&a.total))
-                    .then(a.location.cmp(&b.location))
-            });
-            locations.truncate(self.top_n);
-        }
+        let locations = self.location_rows(&snap);
 
         let drop_sources = top_by_delta(
             &snap.drop_sources,
@@ -775,6 +638,174 @@ impl Tracker {
             health,
         }
     }
+    /// Drops per (reason, interface) since the last interval and in total,
+    /// busiest first, with the blocklist's drops as a reason of their own;
+    /// and the sums over every row.
+    fn drop_rows(&mut self, snap: &Snapshot, secs: f64) -> (Vec<DropRow>, u64, u64) {
+        // Drops per (reason, interface).
+        let mut drops = Vec::new();
+        let mut drops_delta = 0;
+        let mut drops_total = 0;
+        let mut merged: HashMap<(u32, String), (u32, u64, u64)> = HashMap::new();
+        for (k, total) in &snap.by_iface {
+            let prev = self.prev.by_iface.get(k).copied().unwrap_or(0);
+            let name = self.iface_name(k.ifindex, k.netns);
+            let e = merged.entry((k.reason, name)).or_insert((k.ifindex, 0, 0));
+            e.1 += total.saturating_sub(prev);
+            e.2 += total;
+        }
+        for ((reason, iface), (ifindex, delta, total)) in merged {
+            drops_delta += delta;
+            drops_total += total;
+            drops.push(DropRow {
+                reason: self.reasons.name(reason),
+                reason_code: reason,
+                category: self.reasons.category(reason),
+                iface,
+                ifindex,
+                delta,
+                rate: delta as f64 / secs,
+                total,
+            });
+        }
+        // The --enforce blocklist's drops, per interface, as their own reason.
+        for (slot, (name, ifindex)) in self.ifaces.iter().enumerate() {
+            let total = snap.ifaces.get(slot).map_or(0, |s| s.blocked);
+            if total == 0 {
+                continue;
+            }
+            let prev = self.prev.ifaces.get(slot).map_or(0, |s| s.blocked);
+            let delta = total.saturating_sub(prev);
+            drops_delta += delta;
+            drops_total += total;
+            drops.push(DropRow {
+                reason: BLOCKLIST_REASON.into(),
+                reason_code: BLOCKLIST_REASON_CODE,
+                category: Category::Blocklist,
+                iface: name.clone(),
+                ifindex: *ifindex,
+                delta,
+                rate: delta as f64 / secs,
+                total,
+            });
+        }
+        drops.sort_by(|a, b| {
+            b.delta
+                .cmp(&a.delta)
+                .then(b.total.cmp(&a.total))
+                .then(a.reason.cmp(&b.reason))
+                .then(a.iface.cmp(&b.iface))
+        });
+
+        (drops, drops_delta, drops_total)
+    }
+
+    /// What XDP saw per watched interface.
+    fn iface_rows(&self, snap: &Snapshot, secs: f64) -> Vec<IfaceReport> {
+        // XDP view per interface.
+        let mut interfaces = Vec::new();
+        for (slot, (name, ifindex)) in self.ifaces.iter().enumerate() {
+            let zero = IfaceStats::default();
+            let cur = snap.ifaces.get(slot).unwrap_or(&zero);
+            let prev = self.prev.ifaces.get(slot).unwrap_or(&zero);
+            let d = cur.since(prev);
+            let mut ports: Vec<PortRow> = snap
+                .udp_ports
+                .iter()
+                .filter(|((s, _), _)| *s == slot as u32)
+                .map(|((_, b), total)| {
+                    let p = self
+                        .prev
+                        .udp_ports
+                        .get(&(slot as u32, *b))
+                        .copied()
+                        .unwrap_or(0);
+                    PortRow {
+                        port: port_label(*b),
+                        packets: total.saturating_sub(p),
+                        total: *total,
+                    }
+                })
+                .collect();
+            ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(b.total.cmp(&a.total)));
+            ports.truncate(self.top_n);
+            interfaces.push(IfaceReport {
+                iface: name.clone(),
+                ifindex: *ifindex,
+                xdp_mode: self
+                    .xdp_modes
+                    .get(name)
+                    .copied()
+                    .unwrap_or("off")
+                    .to_string(),
+                present: iface::index_of(name) == Some(*ifindex),
+                link_up: iface::link_state(name) == Some((true, true)),
+                pps: d.packets as f64 / secs,
+                bps: d.bytes as f64 * 8.0 / secs,
+                delta: Shape::from_stats(&d),
+                total: Shape::from_stats(cur),
+                udp_src_ports: ports,
+            });
+        }
+
+        interfaces
+    }
+
+    /// NIC and softnet counters: since the last interval, since start, and
+    /// the kernel's own value.
+    fn counter_rows(&self, nic: &BTreeMap<String, Counters>) -> Vec<CounterRow> {
+        // NIC and softnet counters.
+        let mut counters = Vec::new();
+        for (iface, c) in nic {
+            for (name, value) in c {
+                let prev = self.nic_prev.get(iface).and_then(|p| p.get(name)).copied();
+                let start = self.nic_start.get(iface).and_then(|p| p.get(name)).copied();
+                counters.push(CounterRow {
+                    iface: iface.clone(),
+                    counter: name.clone(),
+                    delta: value.saturating_sub(prev.unwrap_or(*value)),
+                    total: value.saturating_sub(start.unwrap_or(*value)),
+                    value: *value,
+                });
+            }
+        }
+
+        counters
+    }
+
+    /// Reasonless (NOT_SPECIFIED) drops by kernel location, busiest first.
+    fn location_rows(&mut self, snap: &Snapshot) -> Vec<LocationRow> {
+        let mut locations = Vec::new();
+        if !snap.locations.is_empty() {
+            if self.symbols.is_none() {
+                self.symbols = Some(crate::sys::kallsyms::Symbols::load().ok());
+            }
+            for (k, total) in &snap.locations {
+                let prev = self.prev.locations.get(k).copied().unwrap_or(0);
+                let iface = self.iface_name(k.ifindex, k.netns);
+                let symbols = self.symbols.as_ref().and_then(|s| s.as_ref());
+                locations.push(LocationRow {
+                    reason: self.reasons.name(k.reason),
+                    iface,
+                    location: symbols
+                        .and_then(|s| s.resolve(k.location))
+                        .unwrap_or_else(|| format!("{:#x}", k.location)),
+                    delta: total.saturating_sub(prev),
+                    total: *total,
+                });
+            }
+            locations.sort_by(|a, b| {
+                b.delta
+                    .cmp(&a.delta)
+                    .then(b.total.cmp(&a.total))
+                    .then(a.location.cmp(&b.location))
+            });
+            locations.truncate(self.top_n);
+        }
+
+        locations
+    }
+
     /// The heavy destination ports' rates, busiest first.
     fn top_ports(&self, ports: &[(PortKey, u64)], secs: f64) -> Vec<TopPort> {
         let mut out: Vec<TopPort> = ports
