@@ -11,8 +11,8 @@ use aya::{
 use drop_common::{
     DropEvent, DropKey, DropPortKey, DropSourceKey, EpochState, HLL_REGISTERS, IfaceStats,
     LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES,
-    PacketSample, PortKey, SKETCH_DEPTH, SKETCH_WIDTH, SourceKey, SourceStats, SrcSketch, Trigger,
-    UDP_PORT_BUCKETS, flood_maps, kfree_health, maps, proto,
+    PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS,
+    flood_maps, kfree_health, maps, proto,
 };
 
 pub(crate) struct Maps {
@@ -55,8 +55,6 @@ pub(crate) struct EpochSample {
     /// Packets that fed the sketches themselves (the rest were sampled
     /// out, see `drop_common::Sampler`); equal to `packets` when exact.
     pub samples: u64,
-    /// Largest sketch counter: an upper bound for the heaviest source.
-    pub sketch_max: u64,
 }
 
 impl EpochSample {
@@ -117,6 +115,8 @@ pub(super) fn hll_estimate(regs: &[u8]) -> f64 {
 /// Totals since load, as the kernel holds them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
+    /// Drops per reason over every interface: what a full (reason,
+    /// interface) table could not give a row still counts here.
     pub by_reason: HashMap<u32, u64>,
     pub by_iface: HashMap<DropKey, u64>,
     pub health: [u64; kfree_health::COUNT as usize],
@@ -199,7 +199,6 @@ impl Maps {
         }
         self.cache.epoch_packets = Some(self.cache.packets);
         let states = self.epoch_state.get(&parity, 0)?;
-        let sketches = self.src_sketch.get(&parity, 0)?;
         let mut s = EpochSample::default();
         let mut hll_src = [0u8; HLL_REGISTERS];
         let mut hll_port = [0u8; HLL_REGISTERS];
@@ -215,20 +214,6 @@ impl Maps {
                 hll_port[i] = hll_port[i].max(st.hll_dport[i]);
             }
         }
-        let mut merged = vec![[0u64; SKETCH_WIDTH]; SKETCH_DEPTH];
-        for sk in sketches.iter() {
-            for (r, row) in merged.iter_mut().enumerate() {
-                for (c, cell) in row.iter_mut().enumerate() {
-                    *cell += sk.pkts[r][c] as u64;
-                }
-            }
-        }
-        // The heaviest source is at most the smallest row maximum.
-        s.sketch_max = merged
-            .iter()
-            .map(|row| row.iter().copied().max().unwrap_or(0))
-            .min()
-            .unwrap_or(0);
         s.distinct_sources = if s.packets == 0 {
             0.0
         } else {

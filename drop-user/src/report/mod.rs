@@ -8,7 +8,7 @@ use std::{
 };
 
 use drop_common::{
-    IfaceStats, PortKey, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET,
+    DropKey, IfaceStats, PortKey, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET,
     kfree_health, proto,
 };
 use serde::Serialize;
@@ -654,6 +654,30 @@ impl Tracker {
             e.1 += total.saturating_sub(prev);
             e.2 += total;
         }
+        // A full (reason, interface) table loses rows, not counts: the
+        // per-reason totals cover what found no row, shown as iface "other".
+        if snap.health[kfree_health::MAP_FULL as usize] > 0 {
+            let unrowed = |by_reason: &HashMap<u32, u64>, by_iface: &HashMap<DropKey, u64>| {
+                let mut left = by_reason.clone();
+                for (k, n) in by_iface {
+                    if let Some(v) = left.get_mut(&k.reason) {
+                        *v = v.saturating_sub(*n);
+                    }
+                }
+                left
+            };
+            let prev = unrowed(&self.prev.by_reason, &self.prev.by_iface);
+            for (reason, total) in unrowed(&snap.by_reason, &snap.by_iface) {
+                if total > 0 {
+                    let p = prev.get(&reason).copied().unwrap_or(0);
+                    let e = merged
+                        .entry((reason, "other".to_string()))
+                        .or_insert((0, 0, 0));
+                    e.1 += total.saturating_sub(p);
+                    e.2 += total;
+                }
+            }
+        }
         for ((reason, iface), (ifindex, delta, total)) in merged {
             drops_delta += delta;
             drops_total += total;
@@ -824,5 +848,61 @@ impl Tracker {
         out.sort_by(|a, b| b.pps.total_cmp(&a.pps));
         out.truncate(self.top_n);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker() -> Tracker {
+        let reasons = ReasonTable::from_pairs([
+            ("SKB_DROP_REASON_NOT_SPECIFIED".to_string(), 2),
+            ("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 9),
+        ]);
+        Tracker::new(reasons, Vec::new(), &[], 1, 10, BTreeMap::new())
+    }
+
+    fn key(reason: u32, ifindex: u32) -> DropKey {
+        DropKey {
+            reason,
+            ifindex,
+            netns: 1,
+            _pad: 0,
+        }
+    }
+
+    /// A full (reason, interface) table: the drops that found no row still
+    /// show, as iface "other", and the totals equal the per-reason counts.
+    #[test]
+    fn drops_without_a_row_count_as_other() {
+        let mut t = tracker();
+        let mut snap = Snapshot::default();
+        snap.by_reason.insert(9, 100);
+        snap.by_iface.insert(key(9, 0), 70);
+        snap.health[kfree_health::MAP_FULL as usize] = 30;
+        let m = t.measure(snap.clone(), BTreeMap::new(), None);
+        assert_eq!(m.drops_total, 100);
+        let other = m.drops.iter().find(|d| d.iface == "other").unwrap();
+        assert_eq!((other.reason.as_str(), other.total), ("NETFILTER_DROP", 30));
+        // Next interval: 20 more without a row, 5 more with one.
+        snap.by_reason.insert(9, 125);
+        snap.by_iface.insert(key(9, 0), 75);
+        let m = t.measure(snap, BTreeMap::new(), None);
+        let other = m.drops.iter().find(|d| d.iface == "other").unwrap();
+        assert_eq!((other.delta, other.total), (20, 50));
+        assert_eq!(m.drops_delta, 25);
+    }
+
+    /// With no map full, rows are the kernel's rows only.
+    #[test]
+    fn no_other_row_while_no_map_is_full() {
+        let mut t = tracker();
+        let mut snap = Snapshot::default();
+        snap.by_reason.insert(9, 100);
+        snap.by_iface.insert(key(9, 0), 99);
+        let m = t.measure(snap, BTreeMap::new(), None);
+        assert!(m.drops.iter().all(|d| d.iface != "other"));
+        assert_eq!(m.drops_total, 99);
     }
 }
