@@ -1,0 +1,190 @@
+//! Flood accounting in XDP: per-epoch sketches and HyperLogLog
+//! registers, the exact per-source table, heavy destination ports, and
+//! in-kernel threshold triggers (maps: `flood_maps::{EPOCH, SRC_SKETCH,
+//! EPOCH_STATE, HEAVY_PORTS, TRIGGERS}`, `maps::SOURCES`).
+
+/// Count-min sketch geometry: estimates exceed the truth by at most
+/// e/WIDTH of the epoch's packets with probability 1 - e^-DEPTH.
+pub const SKETCH_DEPTH: usize = 4;
+pub const SKETCH_WIDTH: usize = 1024;
+/// HyperLogLog registers (standard error 1.04/sqrt(256) = 6.5%).
+pub const HLL_REGISTERS: usize = 256;
+pub const PORT_SKETCH_DEPTH: usize = 2;
+pub const MAX_HEAVY_PORTS: u32 = 4096;
+pub const TRIGGER_RING_BYTES: u32 = 1 << 18;
+
+/// Per-epoch, per-CPU source sketch (packets).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SrcSketch {
+    pub pkts: [[u32; SKETCH_WIDTH]; SKETCH_DEPTH],
+}
+
+/// Per-epoch, per-CPU state: zeroed by user space when an epoch is read.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EpochState {
+    pub hll_src: [u8; HLL_REGISTERS],
+    pub hll_dport: [u8; HLL_REGISTERS],
+    pub port_sketch: [[u32; SKETCH_WIDTH]; PORT_SKETCH_DEPTH],
+    /// Sources inserted into the exact table this epoch.
+    pub new_sources: u32,
+    /// Ports promoted this epoch.
+    pub new_ports: u32,
+    /// Packets (each sampled packet counts for its gap, see [`Sampler`]).
+    pub packets: u32,
+    pub syn: u32,
+    pub bytes: u64,
+    /// Packets that took the full path (== packets while nothing is sampled).
+    pub samples: u32,
+    pub _pad: u32,
+}
+
+/// Thresholds are per epoch and per CPU (user space turns rates into counts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct XdpConfig {
+    /// New sources per epoch tracked exactly before flood mode (0: never).
+    pub source_budget: u32,
+    /// In flood mode, a source joins the exact table at this many packets.
+    pub promote_packets: u32,
+    pub port_budget: u32,
+    pub promote_port_packets: u32,
+    /// Trigger counts (0 disables the trigger).
+    pub trigger_source: u32,
+    pub trigger_port: u32,
+    pub trigger_packets: u32,
+    pub trigger_syn: u32,
+    /// Benchmarks only: replace each IPv4 source with one of this many
+    /// random addresses (BPF_PROG_TEST_RUN repeats one frame). 0 in
+    /// production, where the verifier prunes the branch (read-only value).
+    pub bench_random_sources: u32,
+    /// Non-zero with `--enforce`: drop sources found in the blocklist.
+    pub enforce: u32,
+    /// Send 1 in this many packets to the sample ring (0: off).
+    pub sample_every: u32,
+    /// Bytes of each sampled packet (at most SAMPLE_SNAP_MAX).
+    pub snaplen: u32,
+    /// Per CPU and epoch, packets past this many feed the sketches 1 in
+    /// about `flood_sample_every` (a power of two; 0 or 1: never sample).
+    pub exact_packets: u32,
+    /// Mean gap between packets that take the full path once sampling is on.
+    pub flood_sample_every: u32,
+}
+
+pub mod trigger_kind {
+    pub const SOURCE: u32 = 1;
+    pub const PORT: u32 = 2;
+    pub const PACKETS: u32 = 3;
+    pub const SYN: u32 = 4;
+}
+
+/// An in-kernel threshold crossing, sent at once through a ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Trigger {
+    pub ts_ns: u64,
+    pub kind: u32,
+    pub ifindex: u32,
+    pub epoch: u32,
+    /// Destination port (PORT), with protocol in the high 16 bits.
+    pub port: u32,
+    pub value: u64,
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of the heavy destination port table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub ifindex: u32,
+    pub proto: u16,
+    pub port: u16,
+}
+
+/// 32-bit mix of an address (murmur3 finalizer over folded words; an
+/// IPv4 address is one word).
+#[inline(always)]
+pub fn hash_addr(addr: &[u8; 16], family: u8) -> u32 {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            addr[i * 4],
+            addr[i * 4 + 1],
+            addr[i * 4 + 2],
+            addr[i * 4 + 3],
+        ])
+    };
+    let mut h: u32 = 0x9747_b28c ^ family as u32;
+    let words = if family == 4 { 1 } else { 4 };
+    let mut i = 0;
+    while i < words {
+        h ^= word(i)
+            .wrapping_mul(0xcc9e_2d51)
+            .rotate_left(15)
+            .wrapping_mul(0x1b87_3593);
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        i += 1;
+    }
+    fmix(h)
+}
+
+#[inline(always)]
+pub fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// Column of row `row` for hash `h` (double hashing).
+#[inline(always)]
+pub fn sketch_index(h: u32, row: usize) -> usize {
+    let h2 = fmix(h ^ 0x5bd1_e995) | 1;
+    (h.wrapping_add((row as u32).wrapping_mul(h2)) as usize) & (SKETCH_WIDTH - 1)
+}
+
+/// HyperLogLog (register, rank) for hash `h`.
+#[inline(always)]
+pub fn hll_slot(h: u32) -> (usize, u8) {
+    let reg = (h >> 24) as usize;
+    let rest = (h << 8) | 0x80;
+    (reg, rest.leading_zeros() as u8 + 1)
+}
+
+/// Upper bound of tracked source addresses (LRU: least recently seen go first).
+pub const MAX_SOURCES: u32 = 65536;
+
+/// Key of the per-source map: an IPv4 address is stored in the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: repr(C), Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for SrcSketch {}
+    unsafe impl aya::Pod for EpochState {}
+    unsafe impl aya::Pod for XdpConfig {}
+    unsafe impl aya::Pod for Trigger {}
+    unsafe impl aya::Pod for PortKey {}
+    unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for SourceStats {}
+}
