@@ -18,11 +18,10 @@ mod export;
 pub mod kernel;
 mod report;
 mod sys;
+#[doc(hidden)]
+pub mod text_parsers;
 mod units;
 mod watch;
-
-#[cfg(test)]
-mod fuzz;
 
 pub use cli::main;
 

@@ -101,11 +101,12 @@ impl Config {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// Every section of the file; the fuzzer mutates it too.
-    pub(crate) const SAMPLE: &str = r#"
+    /// Every section of the file (tests/fixtures/text/dropscope.toml is
+    /// the same, for the mutation fuzzer).
+    const SAMPLE: &str = r#"
 [thresholds]
 syn_pps = 20000
 [detection]

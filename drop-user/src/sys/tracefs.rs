@@ -162,11 +162,11 @@ pub(crate) fn read_format(tracefs: &Path, category: &str, event: &str) -> Result
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     // As printed by a 6.18 kernel (reason list shortened).
-    pub(crate) const KFREE_618: &str = r#"name: kfree_skb
+    const KFREE_618: &str = r#"name: kfree_skb
 ID: 1544
 format:
 	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
