@@ -1,12 +1,14 @@
 //! kfree_skb programs: one drop event in, one counter up.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
+use aya_log_ebpf::warn;
 use drop_common::{
     AttrState, DROP_EVENT_RING_BYTES, DropEvent, DropKey, DropPortKey, DropSourceKey,
     KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey, MAX_DROP_PORTS,
@@ -94,7 +96,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
     // skb is a BTF-typed pointer here: its fields load directly, checked by
     // the verifier against the kernel's BTF, with no helper call.
-    record_drop::<true>(&config(), skb, location, reason);
+    record_drop::<true, _>(&ctx, &config(), skb, location, reason);
     0
 }
 
@@ -118,7 +120,7 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
         // SAFETY: as above.
         unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
     };
-    record_drop::<false>(&cfg, skb, location, reason);
+    record_drop::<false, _>(&ctx, &cfg, skb, location, reason);
     0
 }
 
@@ -127,6 +129,25 @@ fn bump_health(slot: u32) {
     if let Some(p) = KFREE_HEALTH.get_ptr_mut(slot) {
         // SAFETY: a per-CPU array value, valid and ours for this run.
         unsafe { *p += 1 };
+    }
+}
+
+/// Counts a drop that found no row in a full table. The first on each CPU
+/// is logged (aya-log; user space prints it on stderr), never another.
+#[inline(always)]
+fn map_full<C: EbpfContext>(ctx: &C) {
+    let Some(p) = KFREE_HEALTH.get_ptr_mut(kfree_health::MAP_FULL) else {
+        return;
+    };
+    // SAFETY: a per-CPU array value, valid and ours for this run.
+    let before = unsafe { *p };
+    // SAFETY: as above.
+    unsafe { *p = before + 1 };
+    if before == 0 {
+        warn!(
+            ctx,
+            "a drop table is full: drops that find no (reason, interface) or location row are counted per reason only"
+        );
     }
 }
 
@@ -153,7 +174,13 @@ fn read<T, const DIRECT: bool>(base: u64, offset: u32) -> Option<T> {
 }
 
 #[inline(always)]
-fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, reason: u32) {
+fn record_drop<const DIRECT: bool, C: EbpfContext>(
+    ctx: &C,
+    cfg: &KfreeConfig,
+    skb: u64,
+    location: u64,
+    reason: u32,
+) {
     if reason == cfg.reason_not_dropped_yet || reason == cfg.reason_consumed {
         return;
     }
@@ -199,7 +226,7 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
         bump(&DROPS_BY_REASON, &reason)
     };
     if !by_reason | !bump(&DROPS_BY_IFACE, &key) {
-        bump_health(kfree_health::MAP_FULL);
+        map_full(ctx);
     }
     // A reasonless drop is only findable by where it happened.
     if reason == cfg.reason_not_specified {
@@ -211,7 +238,7 @@ fn record_drop<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, location: u64, r
             _pad: 0,
         };
         if !bump(&DROP_LOCATIONS, &lk) {
-            bump_health(kfree_health::MAP_FULL);
+            map_full(ctx);
         }
     }
     if cfg.flags & KFREE_FLAG_PKT_OFFSETS != 0 {

@@ -22,6 +22,45 @@ use crate::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What dropscope and its eBPF programs log on stderr: off, error,
+    /// warn, info, debug or trace (default: RUST_LOG, else warn).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
+    log_level: Option<log::LevelFilter>,
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a log level (off, error, warn, info, debug, trace)"))
+}
+
+/// Log records as one line each, "warn: drop_ebpf::kfree: ...", beside
+/// dropscope's own "note:" lines.
+fn init_logging(level: Option<log::LevelFilter>) {
+    use std::io::Write;
+    let mut b = env_logger::Builder::new();
+    match level {
+        Some(l) => {
+            b.filter_level(l);
+        }
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) => {
+                b.parse_filters(&spec);
+            }
+            Err(_) => {
+                b.filter_level(log::LevelFilter::Warn);
+            }
+        },
+    }
+    b.format(|buf, r| {
+        writeln!(
+            buf,
+            "{}: {}: {}",
+            r.level().as_str().to_lowercase(),
+            r.target(),
+            r.args()
+        )
+    });
+    let _ = b.try_init();
 }
 
 #[derive(Subcommand)]
@@ -283,6 +322,7 @@ fn blocks(format: Format, pin_dir: &std::path::Path) -> Result<()> {
 #[tokio::main(flavor = "current_thread")]
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_level);
     let r = match cli.command {
         Command::Watch { live, format } => match live.options(Mode::Watch, format) {
             Ok(o) => watch::run(o).await,

@@ -24,7 +24,3 @@ mod units;
 mod watch;
 
 pub use cli::main;
-
-// The card names aya-log; forwarding the kernel side's rare-condition logs
-// (EbpfLogger) is not wired yet (issue #13), so it is declared but unused.
-use aya_log as _;

@@ -345,6 +345,11 @@ impl Dropscope {
 
     /// Starts dropscope in namespace `ns`, or in the test's own with `None`.
     pub fn start_in(ns: Option<&str>, args: &[&str]) -> Dropscope {
+        Self::start_with_env(ns, &[], args)
+    }
+
+    /// As `start_in`, with extra environment variables for dropscope.
+    pub fn start_with_env(ns: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Dropscope {
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -355,6 +360,7 @@ impl Dropscope {
         };
         let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

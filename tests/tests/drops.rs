@@ -404,3 +404,55 @@ fn drops_in_other_namespaces_are_counted_and_named() {
     );
     assert_eq!(drops(&own_last, "NO_SOCKET", &label), 0);
 }
+
+/// A full (reason, interface) table, simulated with room for one row: the
+/// kernel side logs it once through aya-log (seen on stderr), and the drops
+/// that found no row still count, per reason, as iface "other" - the
+/// totals equal nstat's exactly.
+#[test]
+fn a_full_drop_table_is_logged_and_its_drops_still_count() {
+    let lab = Lab::new();
+    let before = lab.nstat(&lab.b, "UdpNoPorts");
+    let ds = Dropscope::start_with_env(
+        Some(&lab.b),
+        &[("DROPSCOPE_DROP_ROWS", "1")],
+        &[
+            "watch",
+            "--iface",
+            "vb",
+            "--own-netns",
+            "--interval",
+            "300ms",
+            "--format",
+            "json",
+        ],
+    );
+    // Two rows' worth: closed ports on lo and on vb (one of them, or a
+    // third drop the host made first, finds the table full).
+    lab.send_udp(
+        &lab.b,
+        addr("127.0.0.1", 0),
+        addr("127.0.0.1", 6311),
+        40,
+        32,
+    );
+    lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6312), 60, 32);
+    settle();
+    thread::sleep(Duration::from_millis(400));
+    let err = ds.stderr();
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    let sent = lab.nstat(&lab.b, "UdpNoPorts") - before;
+    assert_eq!(sent, 100, "nstat saw every datagram");
+    let counted: u64 = ["lo", "vb", "other"]
+        .iter()
+        .map(|i| drops(last, "NO_SOCKET", i))
+        .sum();
+    assert_eq!(counted, sent, "{}", last["drops"]);
+    assert!(drops(last, "NO_SOCKET", "other") > 0, "{}", last["drops"]);
+    assert!(last["health"]["map_full"].as_u64().unwrap() > 0);
+    assert!(
+        err.contains("warn: drop_ebpf") && err.contains("a drop table is full"),
+        "the kernel's log line on stderr:\n{err}"
+    );
+}

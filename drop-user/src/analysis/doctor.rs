@@ -171,6 +171,7 @@ pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
                 collector.add(e.reason, e.ts_ns)
             }
         });
+        probes.flush_log();
     }
     let t1 = monotonic_ns();
     let snap = probes.maps.read(slots, true)?;
@@ -181,6 +182,7 @@ pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
     });
     let after = Evidence::collect(&ifaces);
     let reasons = probes.reasons.clone();
+    probes.flush_log();
     drop(probes);
 
     let mut measured = tracker.measure(snap.clone(), after.nic.clone(), None);

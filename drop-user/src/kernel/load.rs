@@ -102,6 +102,8 @@ pub struct Probes {
     /// Owns programs and links: dropping it detaches everything.
     pub ebpf: Ebpf,
     pub(crate) maps: Maps,
+    /// The programs' aya-log records, for `flush_log`.
+    pub(crate) logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub(crate) reasons: ReasonTable,
     pub(crate) hook: DropHook,
     /// (interface, "native" | "generic") for each XDP attachment.
@@ -112,6 +114,13 @@ pub struct Probes {
 }
 
 impl Probes {
+    /// Prints what the programs logged since the last call.
+    pub(crate) fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
     /// The XDP counters of the interface in `slot`, summed over CPUs: what
     /// the tests compare with the packets they sent.
     pub fn iface_stats(&mut self, slot: usize) -> Result<drop_common::IfaceStats> {
@@ -206,11 +215,49 @@ fn skb_offsets(btf: &KernelBtf, cfg: &mut KfreeConfig) -> Result<()> {
 }
 
 fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig) -> Result<Ebpf> {
-    EbpfLoader::new()
+    // The kernel side logs only at the levels user space would print: a
+    // disabled level costs it a comparison with this constant.
+    let level: u8 = match log::max_level() {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => aya_log::Level::Error as u8,
+        log::LevelFilter::Warn => aya_log::Level::Warn as u8,
+        log::LevelFilter::Info => aya_log::Level::Info as u8,
+        log::LevelFilter::Debug => aya_log::Level::Debug as u8,
+        log::LevelFilter::Trace => aya_log::Level::Trace as u8,
+    };
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(globals::KFREE_CONFIG, cfg, true)
         .override_global(globals::XDP_CONFIG, xdp, true)
-        .load(EBPF_OBJECT)
-        .context("loading the eBPF object")
+        .override_global(aya_log::LEVEL, &level, true);
+    // Simulates a small host's full drop table (the tests' only way to
+    // fill one): rows beyond this many are counted per reason only.
+    if let Some(rows) = std::env::var("DROPSCOPE_DROP_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| (1..=drop_common::MAX_DROP_ROWS).contains(n))
+    {
+        loader.map_max_entries(maps::DROPS_BY_IFACE, rows);
+    }
+    loader.load(EBPF_OBJECT).context("loading the eBPF object")
+}
+
+/// Forwards the programs' aya-log records to the `log` facade (stderr).
+/// The programs log only rare conditions (a table found full), never per
+/// packet; without the log ring dropscope runs on and says why.
+fn kernel_logger(
+    ebpf: &mut Ebpf,
+    notes: &mut Vec<String>,
+) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            notes.push(format!(
+                "the eBPF programs' log is not readable ({e}): their warnings are not shown"
+            ));
+            None
+        }
+    }
 }
 
 fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
@@ -377,9 +424,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
 
     let xdp_modes = attach_xdp(&mut ebpf, opts, &mut notes)?;
     let maps = Maps::take(&mut ebpf)?;
+    let logger = kernel_logger(&mut ebpf, &mut notes);
     Ok(Probes {
         ebpf,
         maps,
+        logger,
         reasons: reasons.unwrap_or_default(),
         hook,
         xdp_modes,

@@ -94,6 +94,12 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
                 guard.clear_ready();
                 continue;
             }
+            guard = async { s.logger.as_mut().unwrap().readable_mut().await }, if s.logger.is_some() => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+                continue;
+            }
             guard = s.triggers.readable_mut() => {
                 let mut guard = guard?;
                 let mut fired = false;

@@ -10,6 +10,9 @@ use drop_common::{PortKey, XdpConfig};
 use tokio::{io::unix::AsyncFd, time::Instant};
 
 use super::{Mode, WatchOptions};
+/// The programs' aya-log records, forwarded to the `log` facade.
+pub(super) type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
 use crate::{
     act::blocklist::{self, Blocklist, Pins},
     analysis::{detect::Detector, doctor},
@@ -33,6 +36,8 @@ pub(super) struct Session {
     pub(super) recorder: Option<Recorder>,
     pub(super) samples: Option<AsyncFd<RingBuf<MapData>>>,
     pub(super) triggers: AsyncFd<RingBuf<MapData>>,
+    /// The programs' aya-log ring (rare conditions only).
+    pub(super) logger: Option<AsyncFd<KernelLogger>>,
     probes: Probes,
     _pins: Option<Pins>,
     xdp: XdpChoice,
@@ -183,6 +188,22 @@ impl Session {
             (Some(_), Some(rb)) => Some(pollable(rb, "sample")?),
             _ => None,
         };
+        let logger = match probes.logger.take() {
+            // SAFETY: the AsyncFd owns the logger and with it the ring's fd.
+            Some(l) => {
+                match unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) } {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        eprintln!(
+                            "note: the eBPF programs' log cannot be polled ({}): their warnings are not shown",
+                            e.into_parts().1
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         // Start the first epoch clean.
         probes.maps.sample_epoch(xdp_config.source_budget)?;
         let now = Instant::now();
@@ -200,6 +221,7 @@ impl Session {
             tracker,
             detector: Detector::new(opts.detect.clone()),
             triggers,
+            logger,
             samples,
             recorder,
             prev_ports: HashMap::new(),
@@ -336,6 +358,11 @@ impl Session {
         } else {
             None
         };
+        // Also drained here: a record that came with the last events is
+        // printed before the session ends.
+        if let Some(l) = self.logger.as_mut() {
+            l.get_mut().flush();
+        }
         Ok(Tick {
             report,
             events,
