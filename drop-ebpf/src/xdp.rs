@@ -147,7 +147,7 @@ impl Bytes for Frame {
 /// source in the blocklist.
 ///
 /// Every frame pays only for its shape counters (exact); the per-source and
-/// per-port path ([`flood`]) runs for every frame until this CPU has seen
+/// per-port path ([`per_source`]) runs for every frame until this CPU has seen
 /// `exact_packets` in the epoch, then for about 1 in `flood_sample_every`,
 /// each sample weighted by its gap. That keeps the cost per packet near the
 /// floor whatever the traffic, and the estimates unbiased.
@@ -201,7 +201,7 @@ fn observe(ctx: &XdpContext) -> u32 {
             source = Opt::some((4, a));
         }
         count_udp_source_port(slot, &shape, weight);
-        let epoch_packets = flood(ifindex, len, &shape, source, weight);
+        let epoch_packets = per_source(ifindex, len, &shape, source, weight);
         stats.sampler.next(
             epoch_packets >= xdp_config!(exact_packets),
             xdp_config!(flood_sample_every),
@@ -368,7 +368,13 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
 /// packet counts for `weight` packets (see [`Sampler`]); returns the
 /// epoch's packets on this CPU so far.
 #[inline(always)]
-fn flood(ifindex: u32, len: u64, shape: &Shape, source: Opt<(u8, [u8; 16])>, weight: u32) -> u32 {
+fn per_source(
+    ifindex: u32,
+    len: u64,
+    shape: &Shape,
+    source: Opt<(u8, [u8; 16])>,
+    weight: u32,
+) -> u32 {
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     let parity = epoch & 1;
     let Some(st) = EPOCH_STATE.get_ptr_mut(parity) else {

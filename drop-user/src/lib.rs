@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod export;
 pub mod kernel;
+mod ports;
 mod report;
 mod sys;
 #[doc(hidden)]

@@ -12,10 +12,11 @@ use drop_common::{SKETCH_DEPTH, SKETCH_WIDTH, XdpConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    kernel::EpochSample,
+    kernel::EpochSummary,
+    ports::reflector_protocol,
     report::{
-        AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ReasonCount, Shape, SketchBound,
-        SourceShare, Spoofing, Vector,
+        AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ReasonCount, ShapeCounts,
+        SketchBound, SourceShare, Spoofing, Vector,
         taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
     },
 };
@@ -133,43 +134,12 @@ impl Baseline {
     }
 }
 
-/// Well-known reflection/amplification source ports.
-pub(crate) fn reflector_protocol(port: u16) -> Option<&'static str> {
-    Some(match port {
-        17 => "QOTD",
-        19 => "CharGEN",
-        53 => "DNS",
-        69 => "TFTP",
-        111 => "Portmap",
-        123 => "NTP",
-        137 => "NetBIOS",
-        161 => "SNMP",
-        389 => "CLDAP",
-        427 => "SLP",
-        443 => "QUIC",
-        520 => "RIP",
-        1434 => "MSSQL",
-        1900 => "SSDP",
-        3283 => "ARD",
-        3478 => "STUN",
-        3702 => "WS-Discovery",
-        5353 => "mDNS",
-        5683 => "CoAP",
-        10001 => "Ubiquiti",
-        11211 => "memcached",
-        27015 => "Steam",
-        33848 => "Jenkins",
-        37810 => "DVR",
-        _ => return None,
-    })
-}
-
 fn share(n: u64, d: u64) -> f64 {
     if d == 0 { 0.0 } else { n as f64 / d as f64 }
 }
 
 /// Attack vectors in one interval's shape, most confident first.
-pub(crate) fn classify(d: &Shape, ports: &[(u16, u64)], distinct_dports: f64) -> Vec<Vector> {
+pub(crate) fn classify(d: &ShapeCounts, ports: &[(u16, u64)], distinct_dports: f64) -> Vec<Vector> {
     let p = d.packets;
     let g = |k: &str| d.protocols.get(k).copied().unwrap_or(0);
     let size = |k: &str| d.sizes.get(k).copied().unwrap_or(0);
@@ -411,7 +381,7 @@ impl Detector {
     pub(crate) fn update(
         &mut self,
         report: &Measured,
-        sample: &EpochSample,
+        sample: &EpochSummary,
         heavy_ports: &[(drop_common::PortKey, u64)],
     ) -> (Vec<AttackEvent>, LossVerdict) {
         let secs = report.interval_s.max(1e-3);
@@ -482,7 +452,7 @@ impl Detector {
     fn spikes(
         &mut self,
         i: &IfaceReport,
-        sample: &EpochSample,
+        sample: &EpochSummary,
         secs: f64,
         triggers: &mut Vec<String>,
     ) -> Vec<Vector> {
@@ -520,7 +490,7 @@ impl Detector {
         &mut self,
         i: &IfaceReport,
         report: &Measured,
-        sample: &EpochSample,
+        sample: &EpochSummary,
         triggers: Vec<String>,
         vectors: &[Vector],
         port_rates: Vec<PortRate>,
@@ -641,7 +611,7 @@ impl Detector {
         phase: Phase,
         i: &IfaceReport,
         report: &Measured,
-        sample: &EpochSample,
+        sample: &EpochSummary,
         vectors: &[Vector],
         top_ports: Vec<PortRate>,
     ) -> AttackEvent {
@@ -718,8 +688,8 @@ impl Detector {
 mod tests {
     use super::*;
 
-    fn shape(f: impl FnOnce(&mut Shape)) -> Shape {
-        let mut s = Shape::default();
+    fn shape(f: impl FnOnce(&mut ShapeCounts)) -> ShapeCounts {
+        let mut s = ShapeCounts::default();
         f(&mut s);
         s
     }

@@ -77,7 +77,7 @@ pub(crate) struct PatternRow {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub(crate) struct LocationRow {
+pub(crate) struct PlaceRow {
     pub reason: String,
     /// `function+0xoffset`, or the raw address if it can't be named.
     pub location: String,
@@ -92,7 +92,7 @@ pub(crate) struct Diagnosis {
     pub interfaces: Vec<String>,
     pub findings: Vec<Finding>,
     pub patterns: Vec<PatternRow>,
-    pub locations: Vec<LocationRow>,
+    pub locations: Vec<PlaceRow>,
     pub sysctl_audit: Vec<AuditRow>,
     /// The interval report for the whole window (drops, counters, sources).
     pub report: Report,
@@ -1024,16 +1024,16 @@ fn upstream(w: &Window) -> Vec<Finding> {
 }
 
 /// Where reasonless drops happen, busiest first.
-fn kernel_locations(reasons: &ReasonTable, snap: &Snapshot) -> Vec<LocationRow> {
+fn kernel_locations(reasons: &ReasonTable, snap: &Snapshot) -> Vec<PlaceRow> {
     let symbols = Symbols::load().ok();
     // Summed over interfaces: the doctor names places, not ports.
     let mut by_place: std::collections::HashMap<(u32, u64), u64> = Default::default();
     for (k, v) in &snap.locations {
         *by_place.entry((k.reason, k.location)).or_default() += v;
     }
-    let mut locations: Vec<LocationRow> = by_place
+    let mut locations: Vec<PlaceRow> = by_place
         .into_iter()
-        .map(|((reason, location), drops)| LocationRow {
+        .map(|((reason, location), drops)| PlaceRow {
             reason: reasons.name(reason),
             location: symbols
                 .as_ref()
@@ -1049,7 +1049,7 @@ fn kernel_locations(reasons: &ReasonTable, snap: &Snapshot) -> Vec<LocationRow> 
 }
 
 /// Drops the kernel gave no reason for: where they happen.
-fn unspecified(w: &Window, locations: &[LocationRow]) -> Vec<Finding> {
+fn unspecified(w: &Window, locations: &[PlaceRow]) -> Vec<Finding> {
     let (t, secs) = (&w.t, w.secs);
     let mut findings = Vec::new();
     if let Some(n) = t.by_reason.get("NOT_SPECIFIED").copied() {

@@ -27,12 +27,6 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static TEST_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf-test"));
 
-/// UDP source ports above 1023 that get their own counter (well-known
-/// reflection/amplification sources); 0-1023 always do.
-pub(crate) const REFLECTOR_PORTS_HIGH: [u16; 12] = [
-    1900, 3283, 3478, 3702, 5353, 5683, 10001, 11211, 27015, 33848, 37810, 1434,
-];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpChoice {
     /// Native (driver) mode where the driver supports it, generic otherwise.
@@ -484,7 +478,7 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
         for port in 0..1024u32 {
             buckets.set(port, port + 1, 0)?;
         }
-        for (i, port) in REFLECTOR_PORTS_HIGH
+        for (i, port) in crate::ports::REFLECTOR_PORTS_HIGH
             .iter()
             .enumerate()
             .take(UDP_EXTRA_PORTS as usize)

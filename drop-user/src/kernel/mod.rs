@@ -7,9 +7,9 @@ mod batch;
 mod load;
 mod snapshot;
 
-pub(crate) use load::{DropHook, REFLECTOR_PORTS_HIGH, reattach, xdp_can_copy_packets};
+pub(crate) use load::{DropHook, reattach, xdp_can_copy_packets};
 pub use load::{
     EBPF_OBJECT, KfreeChoice, LoadOptions, Probes, TEST_OBJECT, XdpChoice, default_xdp_config,
     load, prepare_xdp,
 };
-pub(crate) use snapshot::{EpochSample, Maps, Snapshot};
+pub(crate) use snapshot::{EpochSummary, Maps, Snapshot};

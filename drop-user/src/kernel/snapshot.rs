@@ -41,7 +41,7 @@ pub(crate) struct Maps {
 
 /// What one epoch (interval) of the sketches says, all CPUs merged.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct EpochSample {
+pub(crate) struct EpochSummary {
     pub packets: u64,
     pub bytes: u64,
     pub syn: u64,
@@ -57,7 +57,7 @@ pub(crate) struct EpochSample {
     pub samples: u64,
 }
 
-impl EpochSample {
+impl EpochSummary {
     /// Mean packets per sample: 1 when every packet fed the sketches.
     pub(crate) fn sample_every(&self) -> f64 {
         if self.samples == 0 || self.samples >= self.packets {
@@ -188,18 +188,18 @@ impl Maps {
 
     /// Ends the current epoch: the XDP program moves to the other sketch;
     /// this one is read, merged over CPUs, then zeroed for its next turn.
-    pub(crate) fn sample_epoch(&mut self, source_budget: u32) -> Result<EpochSample> {
+    pub(crate) fn close_epoch(&mut self, source_budget: u32) -> Result<EpochSummary> {
         let cur = self.epoch.get(&0, 0)?;
         self.epoch.set(0, cur.wrapping_add(1), 0)?;
         let parity = cur & 1;
         // Nothing reached XDP since the last epoch (as of the last `read`):
         // the sketches are as we left them, zeroed.
         if self.cache.epoch_packets == Some(self.cache.packets) {
-            return Ok(EpochSample::default());
+            return Ok(EpochSummary::default());
         }
         self.cache.epoch_packets = Some(self.cache.packets);
         let states = self.epoch_state.get(&parity, 0)?;
-        let mut s = EpochSample::default();
+        let mut s = EpochSummary::default();
         let mut hll_src = [0u8; HLL_REGISTERS];
         let mut hll_port = [0u8; HLL_REGISTERS];
         for st in states.iter() {
@@ -270,7 +270,10 @@ impl Maps {
         }
     }
 
-    pub(crate) fn drain_samples(rb: &mut RingBuf<MapData>, mut f: impl FnMut(&PacketSample)) {
+    pub(crate) fn drain_packet_samples(
+        rb: &mut RingBuf<MapData>,
+        mut f: impl FnMut(&PacketSample),
+    ) {
         while let Some(item) = rb.next() {
             if item.len() >= std::mem::size_of::<PacketSample>() {
                 // SAFETY: PacketSample is plain old data and the slice is long enough.

@@ -14,7 +14,8 @@ use drop_common::{
 use serde::Serialize;
 
 use crate::{
-    kernel::{EpochSample, REFLECTOR_PORTS_HIGH, Snapshot},
+    kernel::{EpochSummary, Snapshot},
+    ports::REFLECTOR_PORTS_HIGH,
     sys::{
         iface,
         nic::Counters,
@@ -222,7 +223,7 @@ pub(crate) struct SourceRow {
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
-pub(crate) struct Shape {
+pub(crate) struct ShapeCounts {
     pub packets: u64,
     pub bytes: u64,
     pub protocols: BTreeMap<&'static str, u64>,
@@ -242,7 +243,7 @@ pub(crate) struct Shape {
     pub ttl: Vec<u64>,
 }
 
-impl Shape {
+impl ShapeCounts {
     fn from_stats(s: &IfaceStats) -> Self {
         let mut sizes = BTreeMap::new();
         for i in 0..SIZE_BUCKETS {
@@ -252,7 +253,7 @@ impl Shape {
             };
             sizes.insert(label, s.size_buckets[i]);
         }
-        Shape {
+        ShapeCounts {
             packets: s.packets,
             bytes: s.bytes,
             protocols: (0..proto::COUNT)
@@ -294,8 +295,8 @@ pub(crate) struct IfaceReport {
     pub link_up: bool,
     pub pps: f64,
     pub bps: f64,
-    pub delta: Shape,
-    pub total: Shape,
+    pub delta: ShapeCounts,
+    pub total: ShapeCounts,
     /// Busiest UDP source ports this interval.
     pub udp_src_ports: Vec<PortRow>,
 }
@@ -517,7 +518,7 @@ impl Tracker {
         &mut self,
         mut snap: Snapshot,
         nic: BTreeMap<String, Counters>,
-        flood: Option<(&EpochSample, &[(PortKey, u64)])>,
+        flood: Option<(&EpochSummary, &[(PortKey, u64)])>,
     ) -> Measured {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
@@ -766,8 +767,8 @@ impl Tracker {
                 link_up: iface::link_state(name) == Some((true, true)),
                 pps: d.packets as f64 / secs,
                 bps: d.bytes as f64 * 8.0 / secs,
-                delta: Shape::from_stats(&d),
-                total: Shape::from_stats(cur),
+                delta: ShapeCounts::from_stats(&d),
+                total: ShapeCounts::from_stats(cur),
                 udp_src_ports: ports,
             });
         }

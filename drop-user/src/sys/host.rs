@@ -25,18 +25,8 @@ pub(crate) fn sysctl_path(parts: &[&str]) -> Option<String> {
         return Some(v);
     }
     // Host-wide sysctls (net.core.netdev_max_backlog...) exist only in the
-    // initial network namespace: read them there, on a throwaway thread.
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open("/proc/1/ns/net").ok()?;
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        read(&p)
-    })
-    .join()
-    .ok()
-    .flatten()
+    // initial network namespace: read them there.
+    super::iface::in_netns("/proc/1/ns/net".into(), move || read(&p))
 }
 
 pub(crate) fn sysctl_u64(name: &str) -> Option<u64> {

@@ -190,22 +190,32 @@ fn find_netns(netns: u32) -> Option<(std::path::PathBuf, String)> {
     None
 }
 
+/// Runs `f` in the network namespace at `path` (an nsfs file): setns
+/// affects only the calling thread, so on a throwaway one. None if the
+/// namespace can't be entered or `f` finds nothing.
+pub(crate) fn in_netns<T: Send + 'static>(
+    path: std::path::PathBuf,
+    f: impl FnOnce() -> Option<T> + Send + 'static,
+) -> Option<T> {
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(&path).ok()?;
+        // SAFETY: setns on an open nsfs fd; it changes only this thread.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        f()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 fn foreign_label(netns: u32, ifindex: u32) -> String {
     let Some((path, ns_name)) = find_netns(netns) else {
         return format!("if{ifindex}@netns:{netns}");
     };
-    // setns affects only the calling thread: resolve on a throwaway one.
-    let name = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(&path).ok()?;
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        name_of(ifindex)
-    })
-    .join()
-    .ok()
-    .flatten();
+    let name = in_netns(path, move || name_of(ifindex));
     match name {
         Some(n) => format!("{n}@{ns_name}"),
         None => format!("if{ifindex}@{ns_name}"),

@@ -86,10 +86,10 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
             _ = sigint.recv() => last = true,
             _ = sigterm.recv() => last = true,
             Some(()) = quit_rx.recv() => last = true,
-            guard = async { s.samples.as_mut().unwrap().readable_mut().await }, if s.samples.is_some() => {
+            guard = async { s.packet_samples.as_mut().unwrap().readable_mut().await }, if s.packet_samples.is_some() => {
                 let mut guard = guard?;
                 if let Some(rec) = s.recorder.as_mut() {
-                    Maps::drain_samples(guard.get_inner_mut(), |x| rec.push(x));
+                    Maps::drain_packet_samples(guard.get_inner_mut(), |x| rec.push(x));
                 }
                 guard.clear_ready();
                 continue;

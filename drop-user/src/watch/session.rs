@@ -34,7 +34,7 @@ pub(super) struct Tick {
 /// programs are detached, the blocklist pins last.
 pub(super) struct Session {
     pub(super) recorder: Option<Recorder>,
-    pub(super) samples: Option<AsyncFd<RingBuf<MapData>>>,
+    pub(super) packet_samples: Option<AsyncFd<RingBuf<MapData>>>,
     pub(super) triggers: AsyncFd<RingBuf<MapData>>,
     /// The programs' aya-log ring (rare conditions only).
     pub(super) logger: Option<AsyncFd<KernelLogger>>,
@@ -184,7 +184,7 @@ impl Session {
             .take()
             .context("trigger ring missing")?;
         let triggers = pollable(triggers, "trigger")?;
-        let samples = match (&recorder, probes.maps.samples.take()) {
+        let packet_samples = match (&recorder, probes.maps.samples.take()) {
             (Some(_), Some(rb)) => Some(pollable(rb, "sample")?),
             _ => None,
         };
@@ -205,7 +205,7 @@ impl Session {
             None => None,
         };
         // Start the first epoch clean.
-        probes.maps.sample_epoch(xdp_config.source_budget)?;
+        probes.maps.close_epoch(xdp_config.source_budget)?;
         let now = Instant::now();
         Ok(Session {
             probes,
@@ -222,7 +222,7 @@ impl Session {
             detector: Detector::new(opts.detect.clone()),
             triggers,
             logger,
-            samples,
+            packet_samples,
             recorder,
             prev_ports: HashMap::new(),
             last_sample: now,
@@ -301,7 +301,7 @@ impl Session {
         }
         let maps = &mut self.probes.maps;
         let snap = maps.read(self.slots, with_sources)?;
-        let sample = maps.sample_epoch(self.source_budget)?;
+        let sample = maps.close_epoch(self.source_budget)?;
         let ports = port_deltas(&mut self.prev_ports, maps.heavy_ports());
         let counters = nic::read_all(&self.ifaces).unwrap_or_default();
         let mut measured = self
@@ -323,8 +323,8 @@ impl Session {
             }
         }
         if let Some(rec) = self.recorder.as_mut() {
-            if let Some(rb) = self.samples.as_mut() {
-                Maps::drain_samples(rb.get_mut(), |s| rec.push(s));
+            if let Some(rb) = self.packet_samples.as_mut() {
+                Maps::drain_packet_samples(rb.get_mut(), |s| rec.push(s));
             }
             for e in events.iter_mut() {
                 let ifindex = self
