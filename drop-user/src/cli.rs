@@ -202,23 +202,14 @@ impl Live {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
-        let mut detect = config.detect();
-        let t = &mut detect.thresholds;
-        for (flag, slot) in [
-            (self.source_pps, &mut t.source_pps),
-            (self.source_bps, &mut t.source_bps),
-            (self.port_pps, &mut t.port_pps),
-            (self.iface_pps, &mut t.iface_pps),
-            (self.iface_bps, &mut t.iface_bps),
-            (self.syn_pps, &mut t.syn_pps),
-        ] {
-            if let Some(v) = flag {
-                if !(v.is_finite() && v >= 0.0) {
-                    bail!("thresholds are rates of 0 or more (0 turns one off)");
-                }
-                *slot = v;
-            }
-        }
+        let detect = config.detect_with([
+            (self.source_pps, "source-pps"),
+            (self.source_bps, "source-bps"),
+            (self.port_pps, "port-pps"),
+            (self.iface_pps, "iface-pps"),
+            (self.iface_bps, "iface-bps"),
+            (self.syn_pps, "syn-pps"),
+        ])?;
         Ok(WatchOptions {
             mode,
             ifaces: self.iface,

@@ -72,3 +72,37 @@ fn reasons_lists_kernel_names_with_categories() {
     );
     assert!(!text.contains("CONSUMED"), "not a drop");
 }
+
+/// Thresholds are validated the same way from a flag and from the config
+/// file: one line that names where the bad value came from.
+#[test]
+fn bad_thresholds_are_refused_from_flags_and_files_alike() {
+    let (code, err) = run(&[], &["watch", "--syn-pps=-1", "--duration", "1s"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: --syn-pps: thresholds are rates of 0 or more"),
+        "{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("dropscope-thresholds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[thresholds]\nsource_pps = nan\n").unwrap();
+    let (code, err) = run(
+        &[],
+        &[
+            "watch",
+            "--config",
+            file.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("[thresholds] source_pps: thresholds are rates of 0 or more"),
+        "{err}"
+    );
+}

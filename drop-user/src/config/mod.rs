@@ -82,6 +82,28 @@ impl Config {
         if p.pre_attack > 100_000 || p.attack_samples > 1_000_000 {
             bail!("[pcap] pre_attack is at most 100000 and attack_samples at most 1000000");
         }
+        let t = &self.thresholds;
+        for (name, v) in [
+            ("source_pps", t.source_pps),
+            ("source_bps", t.source_bps),
+            ("port_pps", t.port_pps),
+            ("iface_pps", t.iface_pps),
+            ("iface_bps", t.iface_bps),
+            ("syn_pps", t.syn_pps),
+        ] {
+            threshold(v).map_err(|e| anyhow::anyhow!("[thresholds] {name}: {e}"))?;
+        }
+        let d = &self.detection;
+        for (name, v, min) in [
+            ("k_sigma", d.k_sigma, 0.0),
+            ("multiple", d.multiple, 1.0),
+            ("floor_scale", d.floor_scale, 0.0),
+            ("end_after_s", d.end_after_s, 0.1),
+        ] {
+            if !(v.is_finite() && v >= min) {
+                bail!("[detection] {name} must be a number of at least {min}, not {v}");
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for h in &self.hooks {
             h.validate()?;
@@ -92,11 +114,43 @@ impl Config {
         Ok(())
     }
 
+    /// The detection settings, with the thresholds given as flags (each
+    /// validated as the file's are) over the file's.
+    pub(crate) fn detect_with(&self, flags: [(Option<f64>, &str); 6]) -> Result<DetectConfig> {
+        let mut d = self.detect();
+        let t = &mut d.thresholds;
+        let slots = [
+            &mut t.source_pps,
+            &mut t.source_bps,
+            &mut t.port_pps,
+            &mut t.iface_pps,
+            &mut t.iface_bps,
+            &mut t.syn_pps,
+        ];
+        for ((flag, name), slot) in flags.into_iter().zip(slots) {
+            if let Some(v) = flag {
+                *slot = threshold(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))?;
+            }
+        }
+        Ok(d)
+    }
+
     pub(crate) fn detect(&self) -> DetectConfig {
         DetectConfig {
             thresholds: self.thresholds.clone(),
             detection: self.detection.clone(),
         }
+    }
+}
+
+/// A threshold is a rate of 0 or more (0 turns it off).
+fn threshold(v: f64) -> Result<f64, String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "thresholds are rates of 0 or more (0 turns one off), not {v}"
+        ))
     }
 }
 
@@ -162,6 +216,10 @@ every = 8
             "[[hooks]]\nname='a'\non=['drop_rate']\nargv=['/bin/true']",
             "[[hooks]]\nname='a'\non=['attack_start']\nargv=['relative/path']",
             "[pcap]\nsnaplen=100000",
+            "[thresholds]\nsyn_pps = -5",
+            "[thresholds]\nsource_pps = nan",
+            "[detection]\nend_after_s = inf",
+            "[detection]\nmultiple = 0.5",
             "[pcap]\nevery=0",
             "[nonsense]\nx=1",
         ] {
