@@ -86,18 +86,13 @@ enum Command {
     },
     /// Watch for a short window, then name the causes of loss and the fixes.
     Doctor {
-        /// Interface to examine (repeatable). Default: the default-route interface(s).
-        #[arg(short, long = "iface")]
-        iface: Vec<String>,
+        #[command(flatten)]
+        probe: Probe,
         /// How long to watch.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
         #[arg(long, value_enum, default_value = "text")]
         format: DoctorFormat,
-        #[arg(long, value_enum, default_value = "auto")]
-        xdp_mode: XdpChoice,
-        #[arg(long, value_enum, default_value = "auto")]
-        kfree_hook: KfreeChoice,
         /// Also count drops in other network namespaces (the evidence -
         /// sockets, sysctls, firewall - is read in dropscope's own).
         #[arg(long)]
@@ -130,24 +125,31 @@ enum Command {
     },
 }
 
-/// Options of the live commands (watch, top, run).
+/// Where and how the programs attach: shared by watch, top, run and doctor.
 #[derive(clap::Args)]
-struct Live {
-    /// Interface to watch (repeatable). Default: the default-route interface(s).
+struct Probe {
+    /// Interface to observe (repeatable). Default: the default-route interface(s).
     #[arg(short, long = "iface")]
     iface: Vec<String>,
-    /// Time between reports, e.g. 1s, 500ms.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    interval: Duration,
-    /// Stop after this long (exit 0 after the last report). Default: until Ctrl-C.
-    #[arg(long, value_parser = parse_duration)]
-    duration: Option<Duration>,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: XdpChoice,
     /// How drop events are read from the kernel.
     #[arg(long, value_enum, default_value = "auto")]
     kfree_hook: KfreeChoice,
+}
+
+/// Options of the live commands (watch, top, run).
+#[derive(clap::Args)]
+struct Live {
+    #[command(flatten)]
+    probe: Probe,
+    /// Time between reports, e.g. 1s, 500ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Stop after this long (exit 0 after the last report). Default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Count only drops in dropscope's own network namespace (default: every
     /// namespace; other namespaces' interfaces show as IFACE@NETNS).
     #[arg(long)]
@@ -212,12 +214,12 @@ impl Live {
         ])?;
         Ok(WatchOptions {
             mode,
-            ifaces: self.iface,
+            ifaces: self.probe.iface,
             interval: self.interval,
             duration: self.duration,
             format,
-            xdp: self.xdp_mode,
-            kfree: self.kfree_hook,
+            xdp: self.probe.xdp_mode,
+            kfree: self.probe.kfree_hook,
             own_netns_only: self.own_netns,
             top: self.top as usize,
             detect,
@@ -328,19 +330,17 @@ pub async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Doctor {
-            iface,
+            probe,
             duration,
             format,
-            xdp_mode,
-            kfree_hook,
             all_netns,
         } => {
             doctor::run(DoctorOptions {
-                ifaces: iface,
+                ifaces: probe.iface,
                 duration,
                 format,
-                xdp: xdp_mode,
-                kfree: kfree_hook,
+                xdp: probe.xdp_mode,
+                kfree: probe.kfree_hook,
                 own_netns_only: !all_netns,
             })
             .await
