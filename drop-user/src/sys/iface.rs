@@ -121,6 +121,46 @@ pub(crate) fn resolve(requested: &[String]) -> Result<Vec<(String, u32)>> {
     Ok(out)
 }
 
+/// An interface's first address (IPv4 preferred; IPv6 link-local never),
+/// or "" if it has none.
+pub(crate) fn first_address(iface: &str) -> String {
+    let mut out = None;
+    // SAFETY: getifaddrs/freeifaddrs pair; entries read while the list lives.
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return String::new();
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let a = &*p;
+            if !a.ifa_addr.is_null()
+                && std::ffi::CStr::from_ptr(a.ifa_name).to_bytes() == iface.as_bytes()
+            {
+                match (*a.ifa_addr).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(a.ifa_addr as *const libc::sockaddr_in);
+                        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                        out = Some(ip.to_string());
+                        break;
+                    }
+                    libc::AF_INET6 if out.is_none() => {
+                        let sin6 = &*(a.ifa_addr as *const libc::sockaddr_in6);
+                        let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                        if !ip.is_unicast_link_local() {
+                            out = Some(ip.to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            p = a.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out.unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
