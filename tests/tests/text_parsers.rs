@@ -6,23 +6,7 @@
 //! return, never panic, and its errors must stay one line.
 
 use dropscope::text_parsers as p;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use integration_tests::frames::Rng;
 
 const TOKENS: [&str; 16] = [
     "\n",
@@ -45,29 +29,34 @@ const TOKENS: [&str; 16] = [
 
 const ROUNDS: usize = 4000;
 
+/// A uniform index below `n`.
+fn rb(r: &mut Rng, n: usize) -> usize {
+    r.below(n as u64) as usize
+}
+
 /// One to eight edits: delete, duplicate, insert a token, flip a bit,
 /// truncate. The result is always valid UTF-8 (lossy).
 fn mutate(r: &mut Rng, seed: &str) -> String {
     let mut b = seed.as_bytes().to_vec();
-    for _ in 0..1 + r.below(8) {
-        let at = r.below(b.len() + 1);
-        match r.below(5) {
+    for _ in 0..1 + rb(r, 8) {
+        let at = rb(r, b.len() + 1);
+        match rb(r, 5) {
             0 if !b.is_empty() => {
-                let end = (at + r.below(16)).min(b.len());
+                let end = (at + rb(r, 16)).min(b.len());
                 b.drain(at.min(end)..end);
             }
             1 if !b.is_empty() => {
-                let end = (at + r.below(64)).min(b.len());
+                let end = (at + rb(r, 64)).min(b.len());
                 let piece = b[at.min(end)..end].to_vec();
                 b.splice(at..at, piece);
             }
             2 => {
-                let t = TOKENS[r.below(TOKENS.len())].as_bytes();
+                let t = TOKENS[rb(r, TOKENS.len())].as_bytes();
                 b.splice(at..at, t.iter().copied());
             }
             3 if !b.is_empty() => {
-                let i = r.below(b.len());
-                b[i] ^= 1 << r.below(8);
+                let i = rb(r, b.len());
+                b[i] ^= 1 << rb(r, 8);
             }
             _ => b.truncate(at),
         }
