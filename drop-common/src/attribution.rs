@@ -41,6 +41,17 @@ pub struct AttrState {
     pub new_ports: u32,
 }
 
+/// The names of the maps this concept owns (the statics' names in the
+/// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
+pub(crate) mod map_names {
+    /// LRU per-CPU hash: (reason, source address) -> drops (attribution).
+    pub const DROP_SOURCES: &str = "DROP_SOURCES";
+    /// LRU per-CPU hash: (reason, protocol, destination port) -> drops.
+    pub const DROP_PORTS: &str = "DROP_PORTS";
+    /// Per-CPU array[1]: the attribution sampler and budgets.
+    pub const ATTR_STATE: &str = "ATTR_STATE";
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;

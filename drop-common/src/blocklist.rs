@@ -22,6 +22,18 @@ pub struct BlockEntry {
     pub bytes: u64,
 }
 
+/// The names of the maps this concept owns (the statics' names in the
+/// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
+pub(crate) mod map_names {
+    /// LPM tries of the `--enforce` blocklist.
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// Array of [`crate::BLOCK_FILTER_WORDS`] bitmap words: which first 16
+    /// address bits any blocklist prefix covers (IPv4 half, then IPv6), so
+    /// most packets skip the trie.
+    pub const BLOCK_FILTER: &str = "BLOCK_FILTER";
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;

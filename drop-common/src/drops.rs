@@ -123,6 +123,25 @@ pub mod kfree_health {
     pub const COUNT: u32 = 6;
 }
 
+/// The names of the maps this concept owns (the statics' names in the
+/// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
+pub(crate) mod map_names {
+    /// Per-CPU array: reason (below MAX_REASONS) -> drops.
+    pub const REASON_COUNTS: &str = "REASON_COUNTS";
+    /// Per-CPU hash: reason (subsystem reasons, high bits set) -> drops.
+    pub const DROPS_BY_REASON: &str = "DROPS_BY_REASON";
+    /// Per-CPU hash: (reason, ifindex, netns) -> drops.
+    pub const DROPS_BY_IFACE: &str = "DROPS_BY_IFACE";
+    /// Ring buffer of [`crate::DropEvent`]s, written only while switched on.
+    pub const DROP_EVENTS: &str = "DROP_EVENTS";
+    /// Array[1]: non-zero switches the drop event stream on.
+    pub const EVENT_SWITCH: &str = "EVENT_SWITCH";
+    /// Per-CPU hash: (reason, kernel location) -> drops, for NOT_SPECIFIED.
+    pub const DROP_LOCATIONS: &str = "DROP_LOCATIONS";
+    /// Per-CPU array: kfree_skb program health counters (see [`crate::KfreeHealth`]).
+    pub const KFREE_HEALTH: &str = "KFREE_HEALTH";
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;

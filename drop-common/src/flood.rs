@@ -176,6 +176,23 @@ pub struct SourceStats {
     pub bytes: u64,
 }
 
+/// The names of the maps this concept owns (the statics' names in the
+/// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
+pub(crate) mod map_names {
+    /// LRU per-CPU hash: source address -> packets and bytes.
+    pub const SOURCES: &str = "SOURCES";
+    /// Array[1]: current epoch; its low bit picks the sketch/state pair in use.
+    pub const EPOCH: &str = "EPOCH";
+    /// Per-CPU array[2]: count-min sketch of sources, one per epoch parity.
+    pub const SRC_SKETCH: &str = "SRC_SKETCH";
+    /// Per-CPU array[2]: HyperLogLog registers, budgets, port sketch, triggers.
+    pub const EPOCH_STATE: &str = "EPOCH_STATE";
+    /// LRU per-CPU hash: destination ports past the promotion threshold.
+    pub const HEAVY_PORTS: &str = "HEAVY_PORTS";
+    /// Ring buffer of [`crate::Trigger`]s.
+    pub const TRIGGERS: &str = "TRIGGERS";
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;

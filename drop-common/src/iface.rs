@@ -194,6 +194,21 @@ pub fn size_bucket(len: u32) -> usize {
     SIZE_BUCKETS - 1
 }
 
+/// The names of the maps this concept owns (the statics' names in the
+/// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
+pub(crate) mod map_names {
+    /// Array indexed by ifindex (< SLOT_ARRAY_IFINDEXES): slot + 1, 0 = not watched.
+    pub const IFACE_SLOT_ARRAY: &str = "IFACE_SLOT_ARRAY";
+    /// Hash: ifindex -> slot, for larger ifindexes (written by user space).
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+    /// Per-CPU array indexed by slot: packet-shape counters per interface.
+    pub const IFACE_STATS: &str = "IFACE_STATS";
+    /// Array: UDP port -> bucket (written by user space).
+    pub const PORT_BUCKETS: &str = "PORT_BUCKETS";
+    /// Per-CPU array indexed by slot * UDP_PORT_BUCKETS + bucket.
+    pub const UDP_SRC_PORTS: &str = "UDP_SRC_PORTS";
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;

@@ -20,6 +20,13 @@ pub struct PacketSample {
     pub data: [u8; SAMPLE_SNAP_MAX],
 }
 
+/// The names of the maps this concept owns (the statics' names in the
+/// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
+pub(crate) mod map_names {
+    /// Ring buffer of [`crate::PacketSample`]s (PCAP sampling).
+    pub const SAMPLES: &str = "SAMPLES";
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
