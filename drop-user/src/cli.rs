@@ -205,12 +205,12 @@ impl Live {
             None => Config::default(),
         };
         let detect = config.detect_with([
-            (self.source_pps, "source-pps"),
-            (self.source_bps, "source-bps"),
-            (self.port_pps, "port-pps"),
-            (self.iface_pps, "iface-pps"),
-            (self.iface_bps, "iface-bps"),
-            (self.syn_pps, "syn-pps"),
+            self.source_pps,
+            self.source_bps,
+            self.port_pps,
+            self.iface_pps,
+            self.iface_bps,
+            self.syn_pps,
         ])?;
         Ok(WatchOptions {
             mode,

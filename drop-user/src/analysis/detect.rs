@@ -35,6 +35,21 @@ pub(crate) struct Thresholds {
     pub syn_pps: f64,
 }
 
+impl Thresholds {
+    /// Every threshold with its config key (the flag is the key with '-'),
+    /// in one order: what the config and the flags validate and set.
+    pub(crate) fn each_mut(&mut self) -> [(&'static str, &mut f64); 6] {
+        [
+            ("source_pps", &mut self.source_pps),
+            ("source_bps", &mut self.source_bps),
+            ("port_pps", &mut self.port_pps),
+            ("iface_pps", &mut self.iface_pps),
+            ("iface_bps", &mut self.iface_bps),
+            ("syn_pps", &mut self.syn_pps),
+        ]
+    }
+}
+
 /// Adaptive-baseline knobs.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -82,16 +82,8 @@ impl Config {
         if p.pre_attack > 100_000 || p.attack_samples > 1_000_000 {
             bail!("[pcap] pre_attack is at most 100000 and attack_samples at most 1000000");
         }
-        let t = &self.thresholds;
-        for (name, v) in [
-            ("source_pps", t.source_pps),
-            ("source_bps", t.source_bps),
-            ("port_pps", t.port_pps),
-            ("iface_pps", t.iface_pps),
-            ("iface_bps", t.iface_bps),
-            ("syn_pps", t.syn_pps),
-        ] {
-            threshold(v).map_err(|e| anyhow::anyhow!("[thresholds] {name}: {e}"))?;
+        for (name, v) in self.thresholds.clone().each_mut() {
+            threshold(*v).map_err(|e| anyhow::anyhow!("[thresholds] {name}: {e}"))?;
         }
         let d = &self.detection;
         for (name, v, min) in [
@@ -114,22 +106,15 @@ impl Config {
         Ok(())
     }
 
-    /// The detection settings, with the thresholds given as flags (each
-    /// validated as the file's are) over the file's.
-    pub(crate) fn detect_with(&self, flags: [(Option<f64>, &str); 6]) -> Result<DetectConfig> {
+    /// The detection settings, with the thresholds given as flags (in
+    /// `Thresholds::each_mut` order, each validated as the file's are)
+    /// over the file's.
+    pub(crate) fn detect_with(&self, flags: [Option<f64>; 6]) -> Result<DetectConfig> {
         let mut d = self.detect();
-        let t = &mut d.thresholds;
-        let slots = [
-            &mut t.source_pps,
-            &mut t.source_bps,
-            &mut t.port_pps,
-            &mut t.iface_pps,
-            &mut t.iface_bps,
-            &mut t.syn_pps,
-        ];
-        for ((flag, name), slot) in flags.into_iter().zip(slots) {
+        for (flag, (name, slot)) in flags.into_iter().zip(d.thresholds.each_mut()) {
             if let Some(v) = flag {
-                *slot = threshold(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))?;
+                *slot = threshold(v)
+                    .map_err(|e| anyhow::anyhow!("--{}: {e}", name.replace('_', "-")))?;
             }
         }
         Ok(d)
