@@ -13,6 +13,7 @@ mod drops;
 mod flood;
 mod generator;
 mod iface;
+mod observe;
 pub mod parse;
 mod pcap;
 mod sampler;
@@ -23,6 +24,7 @@ pub use drops::*;
 pub use flood::*;
 pub use generator::*;
 pub use iface::*;
+pub use observe::*;
 pub use pcap::*;
 pub use sampler::*;
 
@@ -39,8 +41,9 @@ pub mod maps {
     pub use crate::iface::map_names::{
         IFACE_SLOT_ARRAY, IFACE_SLOTS, IFACE_STATS, PORT_BUCKETS, UDP_SRC_PORTS,
     };
+    pub use crate::observe::map_names::{OBSERVE_STASH, XDP_VERDICTS};
     /// Every name here: user space looks each one up.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         REASON_COUNTS,
         DROPS_BY_REASON,
         DROPS_BY_IFACE,
@@ -57,6 +60,8 @@ pub mod maps {
         PORT_BUCKETS,
         UDP_SRC_PORTS,
         SOURCES,
+        XDP_VERDICTS,
+        OBSERVE_STASH,
     ];
 }
 
@@ -83,8 +88,9 @@ pub mod flood_maps {
 pub mod globals {
     pub const KFREE_CONFIG: &str = "KFREE_CONFIG";
     pub const XDP_CONFIG: &str = "XDP_CONFIG";
+    pub const OBSERVE_CONFIG: &str = "OBSERVE_CONFIG";
     /// The production object's globals.
-    pub const ALL: [&str; 2] = [KFREE_CONFIG, XDP_CONFIG];
+    pub const ALL: [&str; 3] = [KFREE_CONFIG, XDP_CONFIG, OBSERVE_CONFIG];
     /// In the test object (drop-ebpf-test) only.
     pub const GEN_CONFIG: &str = "GEN_CONFIG";
 }
@@ -97,8 +103,30 @@ pub mod programs {
     pub const KFREE_SKB_TP: &str = "kfree_skb_tp";
     /// The XDP observer (and --enforce blocklist).
     pub const XDP: &str = "dropscope_xdp";
-    /// The production object's programs.
-    pub const ALL: [&str; 3] = [KFREE_SKB_BTF, KFREE_SKB_TP, XDP];
+    /// Observe mode: fentry on an XDP program already attached.
+    pub const XDP_ENTRY: &str = "dropscope_xdp_entry";
+    /// Observe mode: fexit programs, one per observed program; `XDP_EXIT[s]`
+    /// counts observed slot `s`.
+    pub const XDP_EXIT: [&str; crate::MAX_OBSERVED as usize] = [
+        "dropscope_xdp_exit_0",
+        "dropscope_xdp_exit_1",
+        "dropscope_xdp_exit_2",
+        "dropscope_xdp_exit_3",
+        "dropscope_xdp_exit_4",
+        "dropscope_xdp_exit_5",
+        "dropscope_xdp_exit_6",
+        "dropscope_xdp_exit_7",
+        "dropscope_xdp_exit_8",
+        "dropscope_xdp_exit_9",
+        "dropscope_xdp_exit_10",
+        "dropscope_xdp_exit_11",
+        "dropscope_xdp_exit_12",
+        "dropscope_xdp_exit_13",
+        "dropscope_xdp_exit_14",
+        "dropscope_xdp_exit_15",
+    ];
+    /// The production object's programs (besides `XDP_EXIT`).
+    pub const ALL: [&str; 4] = [KFREE_SKB_BTF, KFREE_SKB_TP, XDP, XDP_ENTRY];
     /// In the test object only: the live-frames traffic generator.
     pub const GENERATOR: &str = "dropscope_gen";
     /// In the test object only: the benchmarks' empty XDP floor.

@@ -48,13 +48,14 @@ static KFREE_CONFIG: KfreeConfig = KfreeConfig {
 };
 
 #[map]
-static DROPS_BY_REASON: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_REASONS, 0);
+pub(crate) static DROPS_BY_REASON: PerCpuHashMap<u32, u64> =
+    PerCpuHashMap::with_max_entries(MAX_REASONS, 0);
 
 #[map]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_REASONS, 0);
 
 #[map]
-static DROPS_BY_IFACE: PerCpuHashMap<DropKey, u64> =
+pub(crate) static DROPS_BY_IFACE: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_DROP_ROWS, 0);
 
 #[map]
@@ -82,7 +83,7 @@ static ATTR_STATE: PerCpuArray<AttrState> = PerCpuArray::with_max_entries(1, 0);
 static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_health::COUNT, 0);
 
 #[inline(always)]
-fn config() -> KfreeConfig {
+pub(crate) fn config() -> KfreeConfig {
     // SAFETY: a plain aligned read of a static; volatile because user
     // space patches .rodata at load time and LLVM must not fold the zeros.
     unsafe { core::ptr::read_volatile(&raw const KFREE_CONFIG) }
@@ -125,7 +126,7 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn bump_health(slot: u32) {
+pub(crate) fn bump_health(slot: u32) {
     if let Some(p) = KFREE_HEALTH.get_ptr_mut(slot) {
         // SAFETY: a per-CPU array value, valid and ours for this run.
         unsafe { *p += 1 };
@@ -135,7 +136,7 @@ fn bump_health(slot: u32) {
 /// Counts a drop that found no row in a full table. The first on each CPU
 /// is logged (aya-log; user space prints it on stderr), never another.
 #[inline(always)]
-fn map_full<C: EbpfContext>(ctx: &C) {
+pub(crate) fn map_full<C: EbpfContext>(ctx: &C) {
     let Some(p) = KFREE_HEALTH.get_ptr_mut(kfree_health::MAP_FULL) else {
         return;
     };
@@ -184,6 +185,7 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
     if reason == cfg.reason_not_dropped_yet || reason == cfg.reason_consumed {
         return;
     }
+
     let mut key = DropKey {
         reason,
         ifindex: 0,
@@ -205,6 +207,10 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
             net = read::<_, DIRECT>(sk, cfg.sk_net).unwrap_or(0);
         }
         key.netns = read::<_, DIRECT>(net, cfg.net_inum).unwrap_or(0);
+    }
+    // An observed XDP program's drop, which its exit already counted.
+    if crate::observe::counted_by_exit(reason, cfg.reason_not_specified, key.ifindex) {
+        return;
     }
     if cfg.netns_filter != 0 && key.netns != 0 && key.netns != cfg.netns_filter {
         bump_health(kfree_health::OTHER_NETNS);
@@ -262,7 +268,7 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
 
 /// Adds one to a per-CPU counter, creating it if needed; false if the map is full.
 #[inline(always)]
-fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
+pub(crate) fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
     if let Some(p) = map.get_ptr_mut(key) {
         // SAFETY: this CPU's value of a per-CPU hash entry.
         unsafe { *p += 1 };
@@ -290,26 +296,9 @@ fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
 /// flood can't churn the tables, and what finds no row is counted.
 #[inline(always)]
 fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
-    let Some(st) = ATTR_STATE.get_ptr_mut(0) else {
+    let Some((st, weight)) = attr_weight(cfg) else {
         return;
     };
-    // SAFETY: a per-CPU array slot, valid and ours for this run.
-    let st = unsafe { &mut *st };
-    let Some(weight) = st.sampler.take() else {
-        return;
-    };
-    let epoch = EPOCH.get(0).copied().unwrap_or(0);
-    if st.epoch != epoch {
-        st.epoch = epoch;
-        st.drops = 0;
-        st.new_sources = 0;
-        st.new_ports = 0;
-    }
-    st.drops = st.drops.wrapping_add(weight);
-    // SAFETY: a helper with no arguments.
-    let random = || unsafe { bpf_get_prandom_u32() };
-    st.sampler
-        .next(st.drops >= cfg.attr_exact, cfg.attr_every, random);
 
     let head: u64 = read::<_, DIRECT>(skb, cfg.skb_head).unwrap_or(0);
     let nh: u16 = read::<_, DIRECT>(skb, cfg.skb_network_header).unwrap_or(0xffff);
@@ -375,6 +364,77 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         }
         _ => return,
     };
+    let port = if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
+        dport
+            .or_else(|| {
+                // SAFETY: a probe read, as above.
+                unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) }
+                    .ok()
+                    .map(u16::from_be_bytes)
+            })
+            .map(|p| (l4proto, p))
+    } else {
+        None
+    };
+    attr_count(cfg, st, weight, src, port);
+}
+
+/// Attribution of a drop whose source and port are already known (an
+/// observed XDP program's drop, from its entry's stash).
+#[inline(always)]
+pub(crate) fn attribute_parsed(
+    cfg: &KfreeConfig,
+    reason: u32,
+    src: Option<(u8, [u8; 16])>,
+    port: Option<(u8, u16)>,
+) {
+    let Some((family, addr)) = src else {
+        return;
+    };
+    let Some((st, weight)) = attr_weight(cfg) else {
+        return;
+    };
+    let key = DropSourceKey {
+        reason,
+        family,
+        _pad: [0; 3],
+        addr,
+    };
+    attr_count(cfg, st, weight, key, port);
+}
+
+/// This CPU's attribution state and the weight of this drop, or None when
+/// the sampler skips it.
+#[inline(always)]
+fn attr_weight(cfg: &KfreeConfig) -> Option<(&'static mut AttrState, u32)> {
+    let st = ATTR_STATE.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU array slot, valid and ours for this run.
+    let st = unsafe { &mut *st };
+    let weight = st.sampler.take()?;
+    let epoch = EPOCH.get(0).copied().unwrap_or(0);
+    if st.epoch != epoch {
+        st.epoch = epoch;
+        st.drops = 0;
+        st.new_sources = 0;
+        st.new_ports = 0;
+    }
+    st.drops = st.drops.wrapping_add(weight);
+    // SAFETY: a helper with no arguments.
+    let random = || unsafe { bpf_get_prandom_u32() };
+    st.sampler
+        .next(st.drops >= cfg.attr_exact, cfg.attr_every, random);
+    Some((st, weight))
+}
+
+/// Counts a sampled drop (weight `weight`) for its source and port.
+#[inline(always)]
+fn attr_count(
+    cfg: &KfreeConfig,
+    st: &mut AttrState,
+    weight: u32,
+    src: DropSourceKey,
+    port: Option<(u8, u16)>,
+) {
     let mut attributed = count_weighted(
         &DROP_SOURCES,
         &src,
@@ -382,28 +442,20 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         &mut st.new_sources,
         cfg.attr_source_budget,
     );
-    if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
-        let dport = dport.or_else(|| {
-            // SAFETY: a probe read, as above.
-            unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) }
-                .ok()
-                .map(u16::from_be_bytes)
-        });
-        if let Some(port) = dport {
-            let port = DropPortKey {
-                reason,
-                proto: l4proto,
-                _pad: 0,
-                port,
-            };
-            attributed &= count_weighted(
-                &DROP_PORTS,
-                &port,
-                weight,
-                &mut st.new_ports,
-                cfg.attr_port_budget,
-            );
-        }
+    if let Some((proto, port)) = port {
+        let port = DropPortKey {
+            reason: src.reason,
+            proto,
+            _pad: 0,
+            port,
+        };
+        attributed &= count_weighted(
+            &DROP_PORTS,
+            &port,
+            weight,
+            &mut st.new_ports,
+            cfg.attr_port_budget,
+        );
     }
     if !attributed {
         bump_health(kfree_health::UNATTRIBUTED);

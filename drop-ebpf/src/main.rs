@@ -16,6 +16,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod kfree;
+mod observe;
 mod xdp;
 
 /// The kernel refuses GPL-only helpers (bpf_probe_read_kernel, ...) to

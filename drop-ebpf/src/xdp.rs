@@ -25,13 +25,14 @@ macro_rules! xdp_config {
         // SAFETY: a plain aligned read of a static; volatile because user
         // space patches .rodata at load time and LLVM must not fold the
         // zero it sees here.
-        unsafe { core::ptr::read_volatile(&raw const XDP_CONFIG.$field) }
+        unsafe { core::ptr::read_volatile(&raw const $crate::xdp::XDP_CONFIG.$field) }
     };
 }
+pub(crate) use xdp_config;
 
 /// Filled in by user space before load: budgets and trigger counts.
 #[unsafe(no_mangle)]
-static XDP_CONFIG: XdpConfig = XdpConfig {
+pub(crate) static XDP_CONFIG: XdpConfig = XdpConfig {
     source_budget: 0,
     promote_packets: 0,
     port_budget: 0,
@@ -154,26 +155,9 @@ impl Bytes for Frame {
 #[inline(always)]
 fn observe(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // Array lookups are inlined by the verifier; the hash is the rare path.
-    let slot = if ifindex < SLOT_ARRAY_IFINDEXES {
-        match IFACE_SLOT_ARRAY.get(ifindex).copied() {
-            Some(s) if s > 0 => s - 1,
-            _ => return xdp_action::XDP_PASS,
-        }
-    } else {
-        // SAFETY: the value is copied out at once; user space only inserts
-        // and removes whole entries, never writes one in place.
-        match unsafe { IFACE_SLOTS.get(&ifindex) }.copied() {
-            Some(s) => s,
-            None => return xdp_action::XDP_PASS,
-        }
-    };
-    let Some(stats) = IFACE_STATS.get_ptr_mut(slot) else {
+    let Some((slot, stats)) = iface_stats(ifindex) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: a per-CPU array slot: valid for the program's run and
-    // written by no one else (XDP is not preempted on its CPU).
-    let stats = unsafe { &mut *stats };
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
@@ -183,13 +167,64 @@ fn observe(ctx: &XdpContext) -> u32 {
     // this path once instead of once per parse outcome.
     let sample_every = xdp_config!(sample_every);
     if sample_every != 0 {
-        sample(ctx, ifindex, len as u32, sample_every);
+        sample(ifindex, len as u32, sample_every, |dst, caplen| {
+            // SAFETY: dst is the reserved record's data array and caplen
+            // within 1..=its size (checked by `sample`).
+            unsafe { aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 0, dst, caplen) == 0 }
+        });
     }
+    let shape = count_frame(&frame, ifindex, slot, stats, len);
+    let enforce = xdp_config!(enforce);
+    if enforce != 0
+        && maybe_blocked(&frame, &shape)
+        && let Some((family, addr)) = shape.source(&frame).get()
+        && blocked(family, &addr, len)
+    {
+        stats.blocked += 1;
+        stats.blocked_bytes += len;
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The watched interface's slot and this CPU's counters for it, or None
+/// when `ifindex` is not watched.
+#[inline(always)]
+pub(crate) fn iface_stats(ifindex: u32) -> Option<(u32, &'static mut IfaceStats)> {
+    // Array lookups are inlined by the verifier; the hash is the rare path.
+    let slot = if ifindex < SLOT_ARRAY_IFINDEXES {
+        match IFACE_SLOT_ARRAY.get(ifindex).copied() {
+            Some(s) if s > 0 => s - 1,
+            _ => return None,
+        }
+    } else {
+        // SAFETY: the value is copied out at once; user space only inserts
+        // and removes whole entries, never writes one in place.
+        unsafe { IFACE_SLOTS.get(&ifindex) }.copied()?
+    };
+    let stats = IFACE_STATS.get_ptr_mut(slot)?;
+    // SAFETY: a per-CPU array slot: valid for the program's run and
+    // written by no one else (XDP is not preempted on its CPU).
+    Some((slot, unsafe { &mut *stats }))
+}
+
+/// Counts one frame: the shape counters (every frame, exact) and the
+/// sampled per-source and per-port path. Returns the counting parse's
+/// shape. Shared by dropscope's own XDP program and observe mode's entry
+/// program, which differ only in how they read the frame.
+#[inline(always)]
+pub(crate) fn count_frame<F: Bytes>(
+    frame: &F,
+    ifindex: u32,
+    slot: u32,
+    stats: &mut IfaceStats,
+    len: u64,
+) -> Shape {
     if let Some(weight) = stats.sampler.take() {
         // Its own parse: cheaper, 1 in K packets, than keeping every field
         // of the counting parse alive through this path.
-        let shape = parse(&frame);
-        let mut source = shape.source(&frame);
+        let shape = parse(frame);
+        let mut source = shape.source(frame);
         let n = xdp_config!(bench_random_sources);
         if n != 0
             && let Some((4, mut a)) = source.get()
@@ -214,19 +249,9 @@ fn observe(ctx: &XdpContext) -> u32 {
     // other. Older verifiers (6.1, 5.10) explore every combination of live
     // states: with one parse alive through the other, the paths
     // multiplied past the 1M-instruction limit.
-    let shape = parse(&frame);
+    let shape = parse(frame);
     stats.count(&shape, len);
-    let enforce = xdp_config!(enforce);
-    if enforce != 0
-        && maybe_blocked(&frame, &shape)
-        && let Some((family, addr)) = shape.source(&frame).get()
-        && blocked(family, &addr, len)
-    {
-        stats.blocked += 1;
-        stats.blocked_bytes += len;
-        return xdp_action::XDP_DROP;
-    }
-    xdp_action::XDP_PASS
+    shape
 }
 
 /// UDP source-port buckets (reflection), `weight` packets at a time.
@@ -315,9 +340,14 @@ fn block_entry<K>(map: &LpmTrie<K, BlockEntry>, key: &Key<K>) -> *mut BlockEntry
 }
 
 /// Sends 1 in `every` packets (per CPU) to the sample ring, cut to the
-/// configured snap length.
+/// configured snap length; `copy(dst, caplen)` fills the record's data.
 #[inline(always)]
-fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
+pub(crate) fn sample(
+    ifindex: u32,
+    len: u32,
+    every: u32,
+    copy: impl FnOnce(*mut c_void, u32) -> bool,
+) {
     let Some(c) = SAMPLE_COUNT.get_ptr_mut(0) else {
         return;
     };
@@ -343,16 +373,14 @@ fn sample(ctx: &XdpContext, ifindex: u32, len: u32, every: u32) {
         return;
     };
     let p = entry.as_mut_ptr();
-    // SAFETY: p is the reserved ring record, ours until submit or discard;
-    // caplen is within 1..=SAMPLE_SNAP_MAX, the size of its data array.
+    // SAFETY: p is the reserved ring record, ours until submit or discard.
     let ok = unsafe {
         (*p).ts_ns = bpf_ktime_get_ns();
         (*p).ifindex = ifindex;
         (*p).len = len;
         (*p).caplen = caplen;
         (*p)._pad = 0;
-        aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 0, (*p).data.as_mut_ptr() as *mut _, caplen)
-            == 0
+        copy((*p).data.as_mut_ptr() as *mut c_void, caplen)
     };
     if ok {
         entry.submit(0);

@@ -350,7 +350,7 @@ impl Dropscope {
 
     /// As `start_in`, with extra environment variables for dropscope.
     pub fn start_with_env(ns: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Dropscope {
-        let mut cmd = match ns {
+        let cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, &dropscope_bin()]);
@@ -358,6 +358,19 @@ impl Dropscope {
             }
             None => Command::new(dropscope_bin()),
         };
+        Self::spawn(cmd, env, args)
+    }
+
+    /// Starts dropscope in namespace `ns`'s network only (nsenter): unlike
+    /// `ip netns exec` it keeps the host's /sys, so bpffs pins (libxdp's
+    /// dispatcher) and tracefs stay visible.
+    pub fn start_nsenter(ns: &str, args: &[&str]) -> Dropscope {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{ns}")).arg(dropscope_bin());
+        Self::spawn(c, &[], args)
+    }
+
+    fn spawn(mut cmd: Command, env: &[(&str, &str)], args: &[&str]) -> Dropscope {
         let mut child = cmd
             .args(args)
             .envs(env.iter().copied())

@@ -149,7 +149,17 @@ fn a_second_instance_on_the_same_interface_refuses_clearly() {
     ]);
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.b, &dropscope_bin()])
-        .args(["watch", "--iface", "vb", "--duration", "1s"])
+        // Its own program asked for: the hook is taken (auto would
+        // observe the first instance's program instead).
+        .args([
+            "watch",
+            "--iface",
+            "vb",
+            "--duration",
+            "1s",
+            "--xdp-mode",
+            "generic",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

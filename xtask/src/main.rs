@@ -79,7 +79,7 @@ const APT_BUILD: [&str; 4] = [
 /// qemu; busybox and kmod build its initramfs and load modules).
 const APT_MATRIX: [&str; 3] = ["qemu-system-x86", "busybox-static", "kmod"];
 const VIRTME_NG_VERSION: &str = "1.42";
-const APT_TEST: [(&str, &str); 12] = [
+const APT_TEST: [(&str, &str); 14] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
@@ -91,6 +91,10 @@ const APT_TEST: [(&str, &str); 12] = [
     ("tshark", "tshark"),
     ("tmux", "tmux"),
     ("nft", "nftables"),
+    // Observe mode's tests run beside a real XDP firewall (and libxdp's
+    // dispatcher); nsenter enters only a namespace's network.
+    ("xdp-filter", "xdp-tools"),
+    ("nsenter", "util-linux"),
     // libFuzzer (cargo xtask fuzz) is C++.
     ("g++", "g++"),
 ];

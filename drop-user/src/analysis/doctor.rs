@@ -137,7 +137,8 @@ pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
         probes.netns,
         20,
         before.nic.clone(),
-    );
+    )
+    .with_observed(&probes.observer.progs);
     let slots = if probes.xdp_modes.is_empty() {
         0
     } else {

@@ -11,11 +11,14 @@ use aya::{
     programs::{BtfTracePoint, TracePoint, Xdp, XdpMode},
 };
 use drop_common::{
-    KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, UDP_EXTRA_PORTS,
-    XdpConfig, globals, maps, programs,
+    KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, MAX_IFACES, ObserveConfig,
+    UDP_EXTRA_PORTS, XdpConfig, globals, maps, programs,
 };
 
-use crate::{kernel::Maps, sys::btf::KernelBtf, sys::reasons::ReasonTable, sys::tracefs};
+use crate::{
+    kernel::{Maps, observe::Observer},
+    sys::{btf::KernelBtf, reasons::ReasonTable, tracefs, xdp_link},
+};
 
 /// The production object: the kfree_skb and XDP programs dropscope loads.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-ebpf"));
@@ -29,10 +32,16 @@ pub static TEST_OBJECT: &[u8] =
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpChoice {
-    /// Native (driver) mode where the driver supports it, generic otherwise.
+    /// dropscope's own program where the hook is free (native mode where
+    /// the driver supports it, generic otherwise); where a program is
+    /// already attached, observe it in place (fentry/fexit).
     Auto,
+    /// Own program, native (driver) mode only.
     Native,
+    /// Own program, generic (skb) mode only.
     Generic,
+    /// Only observe the XDP programs already attached; never take a hook.
+    Observe,
     /// No XDP program: drop reasons and NIC counters only.
     None,
 }
@@ -100,8 +109,12 @@ pub struct Probes {
     pub(crate) logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub(crate) reasons: ReasonTable,
     pub(crate) hook: DropHook,
-    /// (interface, "native" | "generic") for each XDP attachment.
+    /// (interface, "native" | "generic" | "observe") for each XDP attachment.
     pub(crate) xdp_modes: Vec<(String, &'static str)>,
+    /// What observe mode attached, and the programs it observes.
+    pub(crate) observer: Observer,
+    /// Per interface, what the start line says about its XDP program.
+    pub(crate) xdp_lines: Vec<(String, String)>,
     /// What runs reduced on this kernel, in plain words.
     pub(crate) notes: Vec<String>,
     pub(crate) netns: u32,
@@ -208,7 +221,7 @@ fn skb_offsets(btf: &KernelBtf, cfg: &mut KfreeConfig) -> Result<()> {
     Ok(())
 }
 
-fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig) -> Result<Ebpf> {
+fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig, observe: &ObserveConfig) -> Result<Ebpf> {
     // The kernel side logs only at the levels user space would print: a
     // disabled level costs it a comparison with this constant.
     let level: u8 = match log::max_level() {
@@ -223,6 +236,7 @@ fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig) -> Result<Ebpf> {
     loader
         .override_global(globals::KFREE_CONFIG, cfg, true)
         .override_global(globals::XDP_CONFIG, xdp, true)
+        .override_global(globals::OBSERVE_CONFIG, observe, true)
         .override_global(aya_log::LEVEL, &level, true);
     // Simulates a small host's full drop table (the tests' only way to
     // fill one): rows beyond this many are counted per reason only.
@@ -361,6 +375,24 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         cfg.reason_not_specified = r.not_specified.unwrap_or(u32::MAX);
     };
 
+    // Which interfaces already run an XDP program, before anything loads:
+    // the choice of own program or observe mode is made per interface.
+    let plan = plan_xdp(opts)?;
+    let observe_cfg = if plan.iter().any(|p| p.is_some()) {
+        let b = btf.as_ref().ok_or_else(|| {
+            anyhow!("observing an attached XDP program needs kernel BTF (/sys/kernel/btf/vmlinux): pass --xdp-mode none")
+        })?;
+        // A generic-mode XDP drop is freed with this reason: counted once,
+        // as the XDP drop (NOT_SPECIFIED before the XDP reason existed).
+        let reason_xdp = reasons
+            .as_ref()
+            .and_then(|r| r.value_of("XDP").or(r.not_specified))
+            .unwrap_or(2);
+        super::observe::config(b, reason_xdp).context("xdp_buff layout not found in BTF")?
+    } else {
+        ObserveConfig::default()
+    };
+
     let mut hook = DropHook::Unavailable(String::new());
     let mut ebpf = None;
     if opts.kfree == KfreeChoice::None {
@@ -371,7 +403,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         && opts.kfree != KfreeChoice::Tracepoint
     {
         set_reasons(&mut cfg, r);
-        let mut e = load_object(&cfg, &opts.xdp_config)?;
+        let mut e = load_object(&cfg, &opts.xdp_config, &observe_cfg)?;
         match attach_btf_tracepoint(&mut e) {
             Ok(()) => {
                 hook = DropHook::BtfTracepoint;
@@ -390,7 +422,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
             Ok(with_reason) => {
                 let r = reasons.get_or_insert_with(ReasonTable::default);
                 set_reasons(&mut cfg, r);
-                let mut e = load_object(&cfg, &opts.xdp_config)?;
+                let mut e = load_object(&cfg, &opts.xdp_config, &observe_cfg)?;
                 match attach_tracepoint(&mut e) {
                     Ok(()) if with_reason => hook = DropHook::Tracepoint,
                     Ok(()) => {
@@ -413,43 +445,140 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     }
     let mut ebpf = match ebpf {
         Some(e) => e,
-        None => load_object(&cfg, &opts.xdp_config)?,
+        None => load_object(&cfg, &opts.xdp_config, &observe_cfg)?,
     };
 
-    let xdp_modes = attach_xdp(&mut ebpf, opts, &mut notes)?;
-    let maps = Maps::take(&mut ebpf)?;
+    let mut observer = Observer::default();
+    let (xdp_modes, xdp_lines) = attach_xdp(&mut ebpf, opts, &plan, &mut observer, &mut notes)?;
+    let mut maps = Maps::take(&mut ebpf)?;
+    maps.observed = observer.progs.len() as u32;
     let logger = kernel_logger(&mut ebpf, &mut notes);
+    let mut reasons = reasons.unwrap_or_default();
+    for p in &observer.progs {
+        reasons.observe(p.slot, &p.name);
+    }
     Ok(Probes {
         ebpf,
         maps,
         logger,
-        reasons: reasons.unwrap_or_default(),
+        reasons,
         hook,
         xdp_modes,
+        observer,
+        xdp_lines,
         notes,
         netns,
     })
 }
 
+/// Per watched interface, the program already attached to it as (mode,
+/// id), or None where dropscope takes the hook itself.
+type XdpPlan = Vec<Option<(xdp_link::XdpAttach, u32)>>;
+
+fn plan_xdp(opts: &LoadOptions) -> Result<XdpPlan> {
+    if opts.xdp == XdpChoice::None {
+        return Ok(Vec::new());
+    }
+    let mut plan = Vec::new();
+    for (name, ifindex) in &opts.ifaces {
+        let taken = xdp_link::attached(*ifindex)
+            .with_context(|| format!("reading {name}'s XDP program"))?
+            .into_iter()
+            .next();
+        match (taken, opts.xdp) {
+            (None, XdpChoice::Observe) => bail!(
+                "--xdp-mode observe: {name} has no XDP program to observe (use --xdp-mode auto to attach dropscope's own)"
+            ),
+            (Some((_, id)), XdpChoice::Native | XdpChoice::Generic) => bail!(
+                "interface {name} already has an XDP program attached (id {id}): pass --xdp-mode auto or observe to observe it in place, or none"
+            ),
+            (Some((_, id)), _) if opts.xdp_config.enforce != 0 => bail!(
+                "--enforce needs dropscope's own XDP program on {name}, whose hook holds program id {id}: drop --enforce to observe it, or unload that program"
+            ),
+            _ => {}
+        }
+        plan.push(taken);
+    }
+    Ok(plan)
+}
+
+/// (interface, "native" | "generic" | "observe") per XDP attachment.
+type XdpModes = Vec<(String, &'static str)>;
+
 fn attach_xdp(
     ebpf: &mut Ebpf,
     opts: &LoadOptions,
+    plan: &XdpPlan,
+    observer: &mut Observer,
     notes: &mut Vec<String>,
-) -> Result<Vec<(String, &'static str)>> {
+) -> Result<(XdpModes, Vec<(String, String)>)> {
     if opts.xdp == XdpChoice::None || opts.ifaces.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    prepare_xdp(ebpf, &opts.ifaces)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(programs::XDP)
-        .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
-        .try_into()?;
-    attach_prepared(prog, opts, notes)
+    register_ifaces(ebpf, &opts.ifaces)?;
+    if plan.iter().any(|p| p.is_none()) {
+        load_xdp(ebpf)?;
+    }
+    let mut modes = Vec::new();
+    let mut lines = Vec::new();
+    for ((name, ifindex), taken) in opts.ifaces.iter().zip(plan) {
+        match taken {
+            Some((mode, id)) => match observer.observe(ebpf, name, *ifindex, *mode, *id, notes) {
+                Ok(line) => {
+                    modes.push((name.clone(), "observe"));
+                    lines.push((name.clone(), line));
+                }
+                // Auto never fails for want of observe mode: that interface
+                // runs reduced (drops by reason only), said in one note.
+                Err(e) if opts.xdp == XdpChoice::Auto => {
+                    observer.forget(*ifindex);
+                    notes.push(format!(
+                        "{name}: its XDP program (id {id}) cannot be observed ({}): no packet shapes, sources or XDP verdicts there; drops by reason are still counted",
+                        one_line(&e)
+                    ));
+                    lines.push((
+                        name.clone(),
+                        format!("hook held by program id {id}, not observed"),
+                    ));
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let prog: &mut Xdp = ebpf
+                    .program_mut(programs::XDP)
+                    .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
+                    .try_into()?;
+                let (mode, native_err) = attach_one(prog, name, *ifindex, opts.xdp)?;
+                if let Some(e) = native_err {
+                    notes.push(format!(
+                        "{name}: no native XDP ({e}); attached in generic (skb) mode, which costs more per packet"
+                    ));
+                }
+                modes.push((name.clone(), mode));
+                lines.push((name.clone(), mode.to_string()));
+            }
+        }
+    }
+    Ok((modes, lines))
+}
+
+/// An error and its causes on one line, without aya's empty verifier log.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .replace("Verifier output: : ", "")
+        .replace('\n', " ")
 }
 
 /// Registers the interfaces' slots and the UDP port buckets, then loads the
 /// XDP program (not attached: benchmarks run it through BPF_PROG_TEST_RUN).
 pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
+    register_ifaces(ebpf, ifaces)?;
+    load_xdp(ebpf)
+}
+
+/// Registers the interfaces' slots and the UDP port buckets, which both
+/// dropscope's XDP program and observe mode's entry program read.
+fn register_ifaces(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
     {
         let mut arr: Array<&mut MapData, u32> = Array::try_from(
             ebpf.map_mut(maps::IFACE_SLOT_ARRAY)
@@ -486,6 +615,10 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
             buckets.set(*port as u32, 1024 + i as u32 + 1, 0)?;
         }
     }
+    Ok(())
+}
+
+fn load_xdp(ebpf: &mut Ebpf) -> Result<()> {
     let prog: &mut Xdp = ebpf
         .program_mut(programs::XDP)
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
@@ -502,24 +635,6 @@ pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
     Ok(())
 }
 
-fn attach_prepared(
-    prog: &mut Xdp,
-    opts: &LoadOptions,
-    notes: &mut Vec<String>,
-) -> Result<Vec<(String, &'static str)>> {
-    let mut modes = Vec::new();
-    for (name, ifindex) in &opts.ifaces {
-        let (mode, native_err) = attach_one(prog, name, *ifindex, opts.xdp)?;
-        if let Some(e) = native_err {
-            notes.push(format!(
-                "{name}: no native XDP ({e}); attached in generic (skb) mode, which costs more per packet"
-            ));
-        }
-        modes.push((name.clone(), mode));
-    }
-    Ok(modes)
-}
-
 /// Attaches in the first mode that works; with `auto` falling back to
 /// generic, also says why native failed.
 fn attach_one(
@@ -532,7 +647,7 @@ fn attach_one(
         XdpChoice::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
         XdpChoice::Native => &[(XdpMode::Driver, "native")],
         XdpChoice::Generic => &[(XdpMode::Skb, "generic")],
-        XdpChoice::None => &[],
+        XdpChoice::None | XdpChoice::Observe => &[],
     };
     let mut last_err = None;
     let mut native_err = None;
@@ -562,7 +677,7 @@ fn attach_one(
                 .any(|k| msg.contains(k));
             if busy {
                 bail!(
-                    "interface {name} already has an XDP program attached: remove it, or pass --xdp-mode none"
+                    "interface {name} already has an XDP program attached: pass --xdp-mode auto or observe to observe it in place, or none"
                 );
             }
             Err(anyhow::Error::new(e).context(format!(
@@ -635,6 +750,7 @@ mod tests {
             .chain(&flood_maps::ALL)
             .chain(&globals::ALL)
             .chain(&programs::ALL)
+            .chain(&programs::XDP_EXIT)
         {
             assert!(
                 prod.iter().any(|s| s == name),

@@ -5,6 +5,7 @@
 
 mod batch;
 mod load;
+mod observe;
 mod snapshot;
 
 pub(crate) use load::{DropHook, reattach, xdp_can_copy_packets};
@@ -12,4 +13,5 @@ pub use load::{
     EBPF_OBJECT, KfreeChoice, LoadOptions, Probes, TEST_OBJECT, XdpChoice, default_xdp_config,
     load, prepare_xdp,
 };
+pub(crate) use observe::ObservedProg;
 pub(crate) use snapshot::{EpochSummary, Maps, Snapshot};

@@ -12,7 +12,7 @@ use drop_common::{
     DropEvent, DropKey, DropPortKey, DropSourceKey, EpochState, HLL_REGISTERS, IfaceStats,
     LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES,
     PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS,
-    flood_maps, kfree_health, maps, proto,
+    VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
 };
 
 pub(crate) struct Maps {
@@ -32,11 +32,14 @@ pub(crate) struct Maps {
     src_sketch: PerCpuArray<MapData, SrcSketch>,
     epoch_state: PerCpuArray<MapData, EpochState>,
     heavy_ports: PerCpuHashMap<MapData, PortKey, u64>,
+    verdicts: PerCpuArray<MapData, VerdictStats>,
     /// In-kernel threshold crossings; poll its fd for readiness.
     pub triggers: Option<RingBuf<MapData>>,
     /// Sampled packets for PCAP files; poll its fd for readiness.
     pub samples: Option<RingBuf<MapData>>,
     cache: ReadCache,
+    /// Observed programs (slots of `verdicts` in use).
+    pub(crate) observed: u32,
 }
 
 /// What one epoch (interval) of the sketches says, all CPUs merged.
@@ -140,6 +143,8 @@ pub(crate) struct Snapshot {
     /// drops (estimates once sampled, see `KfreeConfig::attr_exact`).
     pub drop_sources: HashMap<DropSourceKey, u64>,
     pub drop_ports: HashMap<DropPortKey, u64>,
+    /// Observe mode: each observed program's verdicts, indexed by slot.
+    pub verdicts: Vec<VerdictStats>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
@@ -167,9 +172,11 @@ impl Maps {
             src_sketch: PerCpuArray::try_from(take(ebpf, flood_maps::SRC_SKETCH)?)?,
             epoch_state: PerCpuArray::try_from(take(ebpf, flood_maps::EPOCH_STATE)?)?,
             heavy_ports: PerCpuHashMap::try_from(take(ebpf, flood_maps::HEAVY_PORTS)?)?,
+            verdicts: PerCpuArray::try_from(take(ebpf, maps::XDP_VERDICTS)?)?,
             triggers: Some(RingBuf::try_from(take(ebpf, flood_maps::TRIGGERS)?)?),
             samples: Some(RingBuf::try_from(take(ebpf, flood_maps::SAMPLES)?)?),
             cache: ReadCache::default(),
+            observed: 0,
         })
     }
 
@@ -315,6 +322,16 @@ impl Maps {
                 total.add(cpu);
             }
             s.ifaces.push(total);
+        }
+        for slot in 0..self.observed {
+            let mut total = VerdictStats::default();
+            for cpu in self.verdicts.get(&slot, 0)?.iter() {
+                for a in 0..XDP_ACTIONS {
+                    total.packets[a] += cpu.packets[a];
+                    total.bytes[a] += cpu.bytes[a];
+                }
+            }
+            s.verdicts.push(total);
         }
         let udp: u64 = s.ifaces.iter().map(|i| i.proto_packets[proto::UDP]).sum();
         if let Some((at, ports)) = &self.cache.udp_ports

@@ -64,6 +64,9 @@ pub(crate) struct Report {
     /// "SOCKET_RCVBUFF on udp/5353".
     pub drop_sources: Vec<DropSourceRow>,
     pub drop_ports: Vec<DropPortRow>,
+    /// Observe mode: each XDP program dropscope observes in place (a
+    /// libxdp dispatcher's components one by one) and its verdicts.
+    pub xdp_programs: Vec<XdpProgramRow>,
     /// Attacks in progress (the latest event of each).
     pub attacks: Vec<AttackEvent>,
     /// DDoS-induced loss or congestion, with the evidence.
@@ -95,6 +98,7 @@ pub(crate) struct Measured {
     pub locations: Vec<LocationRow>,
     pub drop_sources: Vec<DropSourceRow>,
     pub drop_ports: Vec<DropPortRow>,
+    pub xdp_programs: Vec<XdpProgramRow>,
     pub sources_estimate: Option<SourcesEstimate>,
     pub health: Health,
 }
@@ -128,6 +132,7 @@ impl Report {
             locations: m.locations,
             drop_sources: m.drop_sources,
             drop_ports: m.drop_ports,
+            xdp_programs: m.xdp_programs,
             attacks: a.attacks,
             loss: a.loss,
             sources_estimate: m.sources_estimate,
@@ -142,11 +147,70 @@ pub(crate) struct DropRow {
     pub reason: String,
     pub reason_code: u32,
     pub category: Category,
+    /// The observed XDP program that dropped (XDP_DROP, XDP_ABORTED rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
     pub iface: String,
     pub ifindex: u32,
     pub delta: u64,
     pub rate: f64,
     pub total: u64,
+}
+
+/// One observed XDP program's verdicts: since the last interval and since
+/// dropscope started observing it.
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct XdpProgramRow {
+    pub iface: String,
+    pub program: String,
+    pub id: u32,
+    /// "native" or "generic": how the observed program is attached.
+    pub mode: &'static str,
+    pub delta: VerdictCounts,
+    pub total: VerdictCounts,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub(crate) struct VerdictCounts {
+    pub aborted: u64,
+    pub drop: u64,
+    pub pass: u64,
+    pub tx: u64,
+    pub redirect: u64,
+}
+
+impl VerdictCounts {
+    fn of(v: &drop_common::VerdictStats) -> Self {
+        let p = v.packets;
+        Self {
+            aborted: p[drop_common::XDP_ABORTED as usize],
+            drop: p[drop_common::XDP_DROP as usize],
+            pass: p[drop_common::XDP_PASS as usize],
+            tx: p[drop_common::XDP_TX as usize],
+            redirect: p[drop_common::XDP_REDIRECT as usize],
+        }
+    }
+
+    fn minus(self, o: Self) -> Self {
+        Self {
+            aborted: self.aborted.saturating_sub(o.aborted),
+            drop: self.drop.saturating_sub(o.drop),
+            pass: self.pass.saturating_sub(o.pass),
+            tx: self.tx.saturating_sub(o.tx),
+            redirect: self.redirect.saturating_sub(o.redirect),
+        }
+    }
+
+    /// (action name, count) in the kernel's order.
+    pub(crate) fn each(&self) -> [(&'static str, u64); 5] {
+        [
+            ("aborted", self.aborted),
+            ("drop", self.drop),
+            ("pass", self.pass),
+            ("tx", self.tx),
+            ("redirect", self.redirect),
+        ]
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -335,6 +399,8 @@ pub(crate) struct Health {
 
 pub(crate) struct Tracker {
     reasons: ReasonTable,
+    /// Observe mode's programs (their verdicts are `Snapshot::verdicts`).
+    observed: Vec<crate::kernel::ObservedProg>,
     ifaces: Vec<(String, u32)>,
     xdp_modes: HashMap<String, &'static str>,
     netns: u32,
@@ -397,6 +463,12 @@ fn port_label(bucket: u32) -> String {
 }
 
 impl Tracker {
+    /// The programs observe mode attached to: their verdicts are reported.
+    pub(crate) fn with_observed(mut self, progs: &[crate::kernel::ObservedProg]) -> Self {
+        self.observed = progs.to_vec();
+        self
+    }
+
     pub(crate) fn new(
         reasons: ReasonTable,
         ifaces: Vec<(String, u32)>,
@@ -408,6 +480,7 @@ impl Tracker {
         let now = Instant::now();
         Self {
             reasons,
+            observed: Vec::new(),
             ifaces,
             xdp_modes: xdp_modes.iter().cloned().collect(),
             netns,
@@ -617,10 +690,37 @@ impl Tracker {
             top_ports = self.top_ports(ports, secs);
         }
 
+        let xdp_programs = self
+            .observed
+            .iter()
+            .map(|p| {
+                let slot = p.slot as usize;
+                let now = snap
+                    .verdicts
+                    .get(slot)
+                    .map(VerdictCounts::of)
+                    .unwrap_or_default();
+                let prev = self
+                    .prev
+                    .verdicts
+                    .get(slot)
+                    .map(VerdictCounts::of)
+                    .unwrap_or_default();
+                XdpProgramRow {
+                    iface: p.iface.clone(),
+                    program: p.name.clone(),
+                    id: p.id,
+                    mode: p.mode.label(),
+                    delta: now.minus(prev),
+                    total: now,
+                }
+            })
+            .collect();
         let top_sources_fresh = snap.sources_fresh;
         self.prev = snap;
         self.nic_prev = nic;
         Measured {
+            xdp_programs,
             ts: crate::units::unix_now(),
             interval_s: secs,
             elapsed_s: now.duration_since(self.start).as_secs_f64(),
@@ -686,6 +786,7 @@ impl Tracker {
                 reason: self.reasons.name(reason),
                 reason_code: reason,
                 category: self.reasons.category(reason),
+                program: self.reasons.program(reason),
                 iface,
                 ifindex,
                 delta,
@@ -707,6 +808,7 @@ impl Tracker {
                 reason: BLOCKLIST_REASON.into(),
                 reason_code: BLOCKLIST_REASON_CODE,
                 category: Category::Blocklist,
+                program: None,
                 iface: name.clone(),
                 ifindex: *ifindex,
                 delta,

@@ -9,3 +9,4 @@ pub(crate) mod kallsyms;
 pub(crate) mod nic;
 pub(crate) mod reasons;
 pub(crate) mod tracefs;
+pub(crate) mod xdp_link;

@@ -118,6 +118,8 @@ pub(crate) struct ReasonTable {
     pub not_dropped_yet: Option<u32>,
     pub consumed: Option<u32>,
     pub not_specified: Option<u32>,
+    /// Observed XDP programs by slot: their drops' reasons name them.
+    observed: HashMap<u32, String>,
 }
 
 impl ReasonTable {
@@ -178,6 +180,9 @@ impl ReasonTable {
         if let Some(n) = self.names.get(&v) {
             return n.clone();
         }
+        if let Some((_, aborted)) = drop_common::xdp_reason_parts(v) {
+            return if aborted { "XDP_ABORTED" } else { "XDP_DROP" }.into();
+        }
         let subsys = v >> SUBSYS_SHIFT;
         if subsys != 0 {
             let s = self
@@ -190,7 +195,21 @@ impl ReasonTable {
         format!("REASON_{v}")
     }
 
+    /// Names the observed XDP program in `slot` (its drops' rows).
+    pub(crate) fn observe(&mut self, slot: u32, program: &str) {
+        self.observed.insert(slot, program.to_string());
+    }
+
+    /// The observed XDP program that dropped under reason `v`, if any.
+    pub(crate) fn program(&self, v: u32) -> Option<String> {
+        let (slot, _) = drop_common::xdp_reason_parts(v)?;
+        self.observed.get(&slot).cloned()
+    }
+
     pub(crate) fn category(&self, v: u32) -> Category {
+        if drop_common::xdp_reason_parts(v).is_some() {
+            return Category::Xdp;
+        }
         if v >> SUBSYS_SHIFT != 0 && !self.names.contains_key(&v) {
             return Category::Other;
         }

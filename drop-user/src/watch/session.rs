@@ -151,7 +151,7 @@ impl Session {
             DropHook::Unavailable(_) => "none",
         };
         let xdp: Vec<String> = probes
-            .xdp_modes
+            .xdp_lines
             .iter()
             .map(|(i, m)| format!("{i} ({m})"))
             .collect();
@@ -172,7 +172,8 @@ impl Session {
             probes.netns,
             opts.top,
             nic_start,
-        );
+        )
+        .with_observed(&probes.observer.progs);
         let slots = if probes.xdp_modes.is_empty() {
             0
         } else {

@@ -62,6 +62,7 @@ pub(crate) fn render(r: &Report, extra: &Extra) -> String {
     );
 
     drops(&mut s, r);
+    xdp_verdicts(&mut s, r);
     counters(&mut s, r);
     xdp(&mut s, r);
     attacks(&mut s, r);
@@ -88,9 +89,15 @@ fn drops(s: &mut String, r: &Report) {
     let mut other: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (i, d) in rows.iter().enumerate() {
         if i < MAX_DROP_SERIES {
+            // An observed XDP program's drops also name the program.
+            let program = d
+                .program
+                .as_deref()
+                .map(|p| format!(",program=\"{}\"", esc(p)))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "dropscope_drops_total{{reason=\"{}\",category=\"{}\",iface=\"{}\"}} {}",
+                "dropscope_drops_total{{reason=\"{}\",category=\"{}\",iface=\"{}\"{program}}} {}",
                 esc(&d.reason),
                 d.category,
                 esc(&d.iface),
@@ -108,6 +115,27 @@ fn drops(s: &mut String, r: &Report) {
             "dropscope_drops_total{{reason=\"{}\",category=\"{cat}\",iface=\"other\"}} {v}",
             esc(reason)
         );
+    }
+}
+
+/// Observe mode: each observed XDP program's verdicts (at most
+/// MAX_OBSERVED programs, five actions each).
+fn xdp_verdicts(s: &mut String, r: &Report) {
+    family(
+        s,
+        "dropscope_xdp_verdicts_total",
+        "counter",
+        "Verdicts of the XDP programs dropscope observes in place, by interface, program and action.",
+    );
+    for p in &r.xdp_programs {
+        for (action, v) in p.total.each() {
+            let _ = writeln!(
+                s,
+                "dropscope_xdp_verdicts_total{{iface=\"{}\",program=\"{}\",action=\"{action}\"}} {v}",
+                esc(&p.iface),
+                esc(&p.program),
+            );
+        }
     }
 }
 

@@ -1,0 +1,260 @@
+//! Observe mode beside xdp-filter (Debian's xdp-tools): dropscope watches
+//! an interface whose XDP hook xdp-filter holds, without displacing it.
+//! Oracles: xdp-filter's own hit counter (`xdp-filter status`), the
+//! datagrams the test sent, and `xdp-loader status` for what is attached.
+//!
+//! xdp-filter runs through `nsenter --net` so that it and dropscope share
+//! the host's bpffs: libxdp pins its dispatcher's components there, and
+//! dropscope reads them to name each component.
+//!
+//! Kernels that refuse tracing programs on other BPF programs (EPERM, e.g.
+//! this host's 6.18 build with lockdown) get dropscope's reduced mode: the
+//! test then checks that mode (one note, xdp-filter untouched and still
+//! dropping) instead. In the kernel matrix (DROPSCOPE_MATRIX=1, Debian's
+//! own kernels) observe mode must work: a refusal there fails.
+
+use std::{process::Command, thread, time::Duration};
+
+use integration_tests::{
+    Dropscope, Lab, drop_port, drop_source, drops, sockaddr as addr, source_packets,
+};
+use serde_json::Value;
+
+const WATCH: [&str; 7] = integration_tests::WATCH_VB;
+const REFUSED: &str = "refuses tracing programs on other BPF programs";
+
+fn nsenter(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(args)
+        .output()
+        .expect("run nsenter");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// xdp-filter loaded on vb in `mode` (skb or native), dropping `deny`.
+struct Filter<'a> {
+    lab: &'a Lab,
+}
+
+impl<'a> Filter<'a> {
+    fn load(lab: &'a Lab, mode: &str, deny: &str) -> Filter<'a> {
+        nsenter(&lab.b, &["xdp-filter", "load", "vb", "-m", mode]);
+        let f = Filter { lab };
+        nsenter(&lab.b, &["xdp-filter", "ip", deny, "-m", "src"]);
+        f
+    }
+
+    /// The hit counter of the `addr` rule in `xdp-filter status`.
+    fn hits(&self, addr: &str) -> u64 {
+        let status = nsenter(&self.lab.b, &["xdp-filter", "status"]);
+        status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(addr))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no rule for {addr} in:\n{status}"))
+    }
+
+    /// `xdp-loader status vb`: what the hook holds.
+    fn attached(&self) -> String {
+        nsenter(&self.lab.b, &["xdp-loader", "status", "vb"])
+    }
+}
+
+impl Drop for Filter<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.lab.b))
+            .args(["xdp-filter", "unload", "vb"])
+            .output();
+    }
+}
+
+fn lab_with_two_sources() -> Lab {
+    let lab = Lab::new();
+    lab.ip(
+        &lab.a,
+        &["addr", "add", &format!("{}/24", lab.v4(3)), "dev", "va"],
+    );
+    lab.pin_neighbours("va", "vb", &[3], &[]);
+    lab
+}
+
+fn settle() {
+    thread::sleep(Duration::from_millis(500));
+}
+
+/// True when observe mode ran; false when the kernel refused it and
+/// dropscope said so in its one note (never inside the kernel matrix).
+fn observing(ds: &Dropscope) -> bool {
+    let err = ds.stderr();
+    if err.contains(REFUSED) {
+        assert!(
+            std::env::var_os("DROPSCOPE_MATRIX").is_none(),
+            "observe mode refused on a matrix kernel:\n{err}"
+        );
+        assert_eq!(err.matches("note: vb: its XDP program").count(), 1, "{err}");
+        eprintln!("this kernel refuses fentry on BPF programs: checking the reduced mode");
+        return false;
+    }
+    assert!(err.contains("XDP on vb (observing "), "{err}");
+    true
+}
+
+fn program_row(report: &Value) -> &Value {
+    report["xdp_programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["iface"] == "vb")
+        .unwrap_or_else(|| panic!("no observed program on vb: {report}"))
+}
+
+fn observes_xdp_filter(mode: &str) {
+    let lab = lab_with_two_sources();
+    let (denied, allowed) = (lab.v4(1), lab.v4(3));
+    let filter = Filter::load(&lab, mode, &denied);
+    let before = filter.attached();
+    let ds = Dropscope::start_nsenter(&lab.b, &WATCH);
+    let observed = observing(&ds);
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 300, 64);
+    lab.send_udp(&lab.a, addr(&allowed, 0), addr(&lab.v4(2), 7002), 200, 64);
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().expect("a report");
+    let hits = filter.hits(&denied);
+    assert_eq!(hits, 300, "xdp-filter dropped every denied datagram");
+    // dropscope never displaced it: the hook holds what it held before.
+    assert_eq!(filter.attached(), before);
+    if !observed {
+        assert_eq!(drops(last, "XDP_DROP", "vb"), 0);
+        return;
+    }
+    assert_eq!(drops(last, "XDP_DROP", "vb"), hits);
+    let row = last["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "XDP_DROP")
+        .unwrap();
+    assert_eq!(row["category"], "xdp");
+    let program = row["program"].as_str().unwrap();
+    assert!(program.starts_with("xdpfilt"), "{row}");
+    // Attributed like kfree_skb drops.
+    assert_eq!(drop_source(last, "XDP_DROP", &denied), hits);
+    assert_eq!(drop_port(last, "XDP_DROP", "udp", 7001), hits);
+    // A generic-mode XDP drop is freed through kfree_skb too: counted once.
+    for reason in ["XDP", "NOT_SPECIFIED"] {
+        assert_eq!(
+            drops(last, reason, "vb"),
+            0,
+            "{reason} double-counts: {}",
+            last["drops"]
+        );
+    }
+    // The entry side counts every packet per source, dropped or not.
+    assert_eq!(source_packets(last, &allowed), 200);
+    assert_eq!(source_packets(last, &denied), 300);
+    let p = program_row(last);
+    assert_eq!(p["program"], program);
+    assert_eq!(p["total"]["drop"].as_u64(), Some(hits));
+    assert_eq!(p["total"]["pass"].as_u64(), Some(200));
+    // Through libxdp's dispatcher the component is what gets named.
+    if before.contains("xdp_dispatcher") {
+        assert_ne!(program, "xdp_dispatcher");
+        assert!(
+            reports
+                .iter()
+                .all(|r| !r["xdp_programs"].as_array().unwrap().is_empty())
+        );
+    }
+}
+
+#[test]
+fn observes_xdp_filter_in_skb_mode() {
+    observes_xdp_filter("skb");
+}
+
+#[test]
+fn observes_xdp_filter_in_native_mode() {
+    observes_xdp_filter("native");
+}
+
+/// After SIGTERM and after SIGKILL of dropscope, xdp-filter is still
+/// attached and still drops: its counter grows by what is sent next.
+#[test]
+fn xdp_filter_survives_sigterm_and_sigkill() {
+    let lab = lab_with_two_sources();
+    let denied = lab.v4(1);
+    let filter = Filter::load(&lab, "skb", &denied);
+    let before = filter.attached();
+    let mut sent = 0;
+    for signal in ["TERM", "KILL"] {
+        let mut ds = Dropscope::start_nsenter(&lab.b, &WATCH);
+        observing(&ds);
+        lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 50, 64);
+        sent += 50;
+        settle();
+        if signal == "KILL" {
+            ds.kill();
+        } else {
+            let st = Command::new("kill")
+                .args(["-TERM", &ds.pid().to_string()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            for _ in 0..100 {
+                if std::fs::metadata(format!("/proc/{}", ds.pid())).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(filter.attached(), before, "after SIG{signal}");
+        lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 70, 64);
+        sent += 70;
+        settle();
+        assert_eq!(filter.hits(&denied), sent, "after SIG{signal}");
+    }
+}
+
+/// `--xdp-mode native` on a taken hook and `--enforce` on an observed
+/// interface refuse in one line each, leaving xdp-filter as it was.
+#[test]
+fn taken_hook_refusals_are_one_line() {
+    let lab = lab_with_two_sources();
+    let filter = Filter::load(&lab, "skb", &lab.v4(1));
+    let before = filter.attached();
+    for (args, want) in [
+        (
+            &["--xdp-mode", "native"][..],
+            "pass --xdp-mode auto or observe",
+        ),
+        (
+            &["--enforce"][..],
+            "--enforce needs dropscope's own XDP program on vb",
+        ),
+    ] {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.b))
+            .arg(integration_tests::dropscope_bin())
+            .args(["watch", "--iface", "vb", "--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(want), "{err}");
+    }
+    assert_eq!(filter.attached(), before);
+}
