@@ -21,6 +21,13 @@ use integration_tests::{
 use serde_json::Value;
 
 const WATCH: [&str; 7] = integration_tests::WATCH_VB;
+
+/// xdp-filter keeps one lock file for the host: its tests run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 const REFUSED: &str = "refuses tracing programs on other BPF programs";
 
 fn nsenter(ns: &str, args: &[&str]) -> String {
@@ -118,10 +125,31 @@ fn program_row(report: &Value) -> &Value {
 }
 
 fn observes_xdp_filter(mode: &str) {
+    let _turn = turn();
     let lab = lab_with_two_sources();
     let (denied, allowed) = (lab.v4(1), lab.v4(3));
     let filter = Filter::load(&lab, mode, &denied);
     let before = filter.attached();
+    // The allowed datagrams have a reader: nothing else is dropped.
+    let bind = addr(&lab.v4(2), 7002);
+    // (native XDP on veth rebuilds each skb on a whole page: a room of 8
+    // MiB keeps 200 of them from overflowing it).
+    let _reader = lab.in_ns(&lab.b, move || {
+        let s = std::net::UdpSocket::bind(bind).unwrap();
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt on a live socket with an int option.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE");
+        s
+    });
     let ds = Dropscope::start_nsenter(&lab.b, &WATCH);
     let observed = observing(&ds);
     lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 300, 64);
@@ -191,6 +219,7 @@ fn observes_xdp_filter_in_native_mode() {
 /// attached and still drops: its counter grows by what is sent next.
 #[test]
 fn xdp_filter_survives_sigterm_and_sigkill() {
+    let _turn = turn();
     let lab = lab_with_two_sources();
     let denied = lab.v4(1);
     let filter = Filter::load(&lab, "skb", &denied);
@@ -230,6 +259,7 @@ fn xdp_filter_survives_sigterm_and_sigkill() {
 /// interface refuse in one line each, leaving xdp-filter as it was.
 #[test]
 fn taken_hook_refusals_are_one_line() {
+    let _turn = turn();
     let lab = lab_with_two_sources();
     let filter = Filter::load(&lab, "skb", &lab.v4(1));
     let before = filter.attached();
@@ -257,4 +287,111 @@ fn taken_hook_refusals_are_one_line() {
         assert!(lines[0].contains(want), "{err}");
     }
     assert_eq!(filter.attached(), before);
+}
+
+/// Waits up to 20 s for `needle` in dropscope's stderr.
+fn wait_note(ds: &Dropscope, needle: &str) {
+    for _ in 0..200 {
+        if ds.stderr().contains(needle) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no {needle:?} in:\n{}", ds.stderr());
+}
+
+/// The observed program is replaced (unloaded, then loaded again: a new
+/// id) while dropscope watches with --xdp-mode observe: it waits while the
+/// hook is free, then observes the new program, saying so each time.
+#[test]
+fn follows_a_replaced_program() {
+    let _turn = turn();
+    let lab = lab_with_two_sources();
+    let denied = lab.v4(1);
+    let filter = Filter::load(&lab, "skb", &denied);
+    let mut args = WATCH.to_vec();
+    args.extend(["--xdp-mode", "observe"]);
+    // An explicit observe mode has no reduced mode: a kernel that refuses
+    // it fails in one line.
+    let probe = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.b))
+        .arg(integration_tests::dropscope_bin())
+        .args(&args)
+        .args(["--duration", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&probe.stderr);
+    if err.contains(REFUSED) {
+        assert!(std::env::var_os("DROPSCOPE_MATRIX").is_none(), "{err}");
+        assert_eq!(probe.status.code(), Some(1), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+        return;
+    }
+    assert!(probe.status.success(), "{err}");
+    let ds = Dropscope::start_nsenter(&lab.b, &args);
+    assert!(observing(&ds));
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 100, 64);
+    settle();
+    drop(filter);
+    wait_note(&ds, "--xdp-mode observe waits for the next one");
+    let filter = Filter::load(&lab, "skb", &denied);
+    wait_note(&ds, "note: vb: its XDP program changed");
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 40, 64);
+    settle();
+    let after = filter.hits(&denied);
+    assert_eq!(after, 40);
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    // Both programs' drops, each under its own row.
+    assert_eq!(drops(last, "XDP_DROP", "vb"), 100 + after);
+    assert_eq!(drop_source(last, "XDP_DROP", &denied), 100 + after);
+    let progs = last["xdp_programs"].as_array().unwrap();
+    assert_eq!(progs.len(), 2, "{progs:?}");
+    assert_eq!(progs[0]["total"]["drop"].as_u64(), Some(100));
+    assert_eq!(progs[1]["total"]["drop"].as_u64(), Some(after));
+    assert_eq!(integration_tests::iface(last, "vb")["xdp_mode"], "observe");
+}
+
+/// The observed program is removed while dropscope watches (auto mode):
+/// dropscope's own program takes the free hook and counts from then on.
+#[test]
+fn takes_the_free_hook_when_the_observed_program_goes() {
+    let _turn = turn();
+    let lab = lab_with_two_sources();
+    let denied = lab.v4(1);
+    let filter = Filter::load(&lab, "skb", &denied);
+    let ds = Dropscope::start_nsenter(&lab.b, &WATCH);
+    if !observing(&ds) {
+        return;
+    }
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 60, 64);
+    settle();
+    drop(filter);
+    wait_note(&ds, "dropscope's own program took the free hook");
+    let status = nsenter(&lab.b, &["ip", "link", "show", "vb"]);
+    assert!(status.contains("dropscope_xdp"), "{status}");
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7002), 25, 64);
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    assert_eq!(drops(last, "XDP_DROP", "vb"), 60);
+    assert_ne!(integration_tests::iface(last, "vb")["xdp_mode"], "observe");
+    // The 25 sent after the switch reached dropscope's own program.
+    let since: u64 = reports
+        .iter()
+        .filter(|r| integration_tests::iface(r, "vb")["xdp_mode"] != "observe")
+        .map(|r| {
+            integration_tests::iface(r, "vb")["delta"]["packets"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(since, 25);
+    // After exit the hook is free again: dropscope took nothing for good.
+    let status = nsenter(&lab.b, &["ip", "link", "show", "vb"]);
+    assert!(!status.contains("xdp"), "{status}");
 }

@@ -109,7 +109,8 @@ pub struct Probes {
     pub(crate) logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub(crate) reasons: ReasonTable,
     pub(crate) hook: DropHook,
-    /// (interface, "native" | "generic" | "observe") for each XDP attachment.
+    /// (interface, "native" | "generic" | "observe" | "taken": held by a
+    /// program that could not be observed) for each XDP attachment.
     pub(crate) xdp_modes: Vec<(String, &'static str)>,
     /// What observe mode attached, and the programs it observes.
     pub(crate) observer: Observer,
@@ -451,7 +452,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     let mut observer = Observer::default();
     let (xdp_modes, xdp_lines) = attach_xdp(&mut ebpf, opts, &plan, &mut observer, &mut notes)?;
     let mut maps = Maps::take(&mut ebpf)?;
-    maps.observed = observer.progs.len() as u32;
+    maps.observed = observer.slots_used();
     let logger = kernel_logger(&mut ebpf, &mut notes);
     let mut reasons = reasons.unwrap_or_default();
     for p in &observer.progs {
@@ -532,10 +533,12 @@ fn attach_xdp(
                 // runs reduced (drops by reason only), said in one note.
                 Err(e) if opts.xdp == XdpChoice::Auto => {
                     observer.forget(*ifindex);
+                    observer.tried(*ifindex, *id);
                     notes.push(format!(
                         "{name}: its XDP program (id {id}) cannot be observed ({}): no packet shapes, sources or XDP verdicts there; drops by reason are still counted",
                         one_line(&e)
                     ));
+                    modes.push((name.clone(), "taken"));
                     lines.push((
                         name.clone(),
                         format!("hook held by program id {id}, not observed"),
@@ -623,6 +626,9 @@ fn load_xdp(ebpf: &mut Ebpf) -> Result<()> {
         .program_mut(programs::XDP)
         .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
         .try_into()?;
+    if prog.fd().is_ok() {
+        return Ok(());
+    }
     prog.load().context("loading the XDP program")?;
     // How close the program is to the verifier's limit (1M) on this
     // kernel; the kernel matrix tests print it (Linux 5.16+ reports it).
@@ -686,6 +692,84 @@ fn attach_one(
         }
         None => bail!("no XDP mode to attach {name} with"),
     }
+}
+
+/// Follows the XDP hook of an observed interface: a replaced program is
+/// observed in its place; a removed one leaves the hook free, which
+/// dropscope's own program takes (unless `--xdp-mode observe`, which waits
+/// for the next program). Returns what changed, for a `note:` line, or
+/// None when nothing did.
+pub(crate) fn follow_observed(
+    probes: &mut Probes,
+    name: &str,
+    ifindex: u32,
+    choice: XdpChoice,
+) -> Option<String> {
+    let mode = probes.xdp_modes.iter().position(|(n, _)| n == name)?;
+    let observed = probes.observer.root_on(ifindex);
+    // Only hooks held by another program: dropscope's own is never displaced.
+    if !matches!(probes.xdp_modes[mode].1, "observe" | "taken") {
+        return None;
+    }
+    let now = xdp_link::attached(ifindex).ok()?.into_iter().next();
+    if now.map(|(_, id)| id) == observed {
+        return None;
+    }
+    probes.observer.forget(ifindex);
+    let was = observed.map_or("none".to_string(), |id| format!("id {id}"));
+    let note = match now {
+        Some((attach, id)) => {
+            let mut notes = Vec::new();
+            match probes
+                .observer
+                .observe(&mut probes.ebpf, name, ifindex, attach, id, &mut notes)
+            {
+                Ok(line) => {
+                    probes.xdp_modes[mode].1 = "observe";
+                    format!("{name}: its XDP program changed ({was} -> id {id}): {line}")
+                }
+                Err(e) => {
+                    probes.xdp_modes[mode].1 = "taken";
+                    probes.observer.forget(ifindex);
+                    probes.observer.tried(ifindex, id);
+                    format!(
+                        "{name}: its XDP program changed ({was} -> id {id}) and cannot be observed: {}",
+                        one_line(&e)
+                    )
+                }
+            }
+        }
+        None if choice == XdpChoice::Observe => format!(
+            "{name}: the observed XDP program ({was}) is gone: --xdp-mode observe waits for the next one"
+        ),
+        None => {
+            let took = load_xdp(&mut probes.ebpf).and_then(|()| {
+                let prog: &mut Xdp = probes
+                    .ebpf
+                    .program_mut(programs::XDP)
+                    .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
+                    .try_into()?;
+                attach_one(prog, name, ifindex, XdpChoice::Auto).map(|(m, _)| m)
+            });
+            match took {
+                Ok(m) => {
+                    probes.xdp_modes[mode].1 = m;
+                    format!(
+                        "{name}: the observed XDP program ({was}) is gone: dropscope's own program took the free hook ({m})"
+                    )
+                }
+                Err(e) => format!(
+                    "{name}: the observed XDP program ({was}) is gone and the hook could not be taken: {}",
+                    one_line(&e)
+                ),
+            }
+        }
+    };
+    for p in &probes.observer.progs {
+        probes.reasons.observe(p.slot, &p.name);
+    }
+    probes.maps.observed = probes.observer.slots_used();
+    Some(note)
 }
 
 /// A watched interface came back with a new ifindex (deleted and

@@ -8,7 +8,7 @@ mod load;
 mod observe;
 mod snapshot;
 
-pub(crate) use load::{DropHook, reattach, xdp_can_copy_packets};
+pub(crate) use load::{DropHook, follow_observed, reattach, xdp_can_copy_packets};
 pub use load::{
     EBPF_OBJECT, KfreeChoice, LoadOptions, Probes, TEST_OBJECT, XdpChoice, default_xdp_config,
     load, prepare_xdp,

@@ -42,6 +42,9 @@ pub(crate) struct Observer {
     entries: Vec<(u32, FEntryLink)>,
     exits: Vec<(u32, FExitLink)>,
     pub(crate) progs: Vec<ObservedProg>,
+    /// (ifindex, id of the program attached there) for each interface
+    /// observed now.
+    roots: Vec<(u32, u32)>,
     next_slot: u32,
 }
 
@@ -160,6 +163,7 @@ impl Observer {
                 mode,
             });
         }
+        self.roots.push((ifindex, root_id));
         let what = if root_name == DISPATCHER && !names.is_empty() {
             format!("observing {DISPATCHER} id {root_id}: {}", names.join(", "))
         } else {
@@ -234,6 +238,26 @@ impl Observer {
             .collect();
         self.entries.retain(|(i, _)| *i != ifindex);
         self.exits.retain(|(s, _)| !slots.contains(s));
+        self.roots.retain(|(i, _)| *i != ifindex);
+    }
+
+    /// Remembers that the program `root_id` on `ifindex` could not be
+    /// observed: tried again only once another program replaces it.
+    pub(crate) fn tried(&mut self, ifindex: u32, root_id: u32) {
+        self.roots.push((ifindex, root_id));
+    }
+
+    /// The program observed (or last tried) on `ifindex`, if any.
+    pub(crate) fn root_on(&self, ifindex: u32) -> Option<u32> {
+        self.roots
+            .iter()
+            .find(|(i, _)| *i == ifindex)
+            .map(|(_, r)| *r)
+    }
+
+    /// Slots handed out so far (the verdict rows user space reads).
+    pub(crate) fn slots_used(&self) -> u32 {
+        self.next_slot
     }
 }
 

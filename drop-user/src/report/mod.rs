@@ -465,8 +465,25 @@ fn port_label(bucket: u32) -> String {
 impl Tracker {
     /// The programs observe mode attached to: their verdicts are reported.
     pub(crate) fn with_observed(mut self, progs: &[crate::kernel::ObservedProg]) -> Self {
+        for p in progs {
+            self.reasons.observe(p.slot, &p.name);
+        }
         self.observed = progs.to_vec();
         self
+    }
+
+    /// As `with_observed`, after observe mode followed a change (which may
+    /// also have changed an interface's XDP mode).
+    pub(crate) fn set_observed(
+        &mut self,
+        progs: &[crate::kernel::ObservedProg],
+        modes: &[(String, &'static str)],
+    ) {
+        self.xdp_modes = modes.iter().cloned().collect();
+        for p in progs {
+            self.reasons.observe(p.slot, &p.name);
+        }
+        self.observed = progs.to_vec();
     }
 
     pub(crate) fn new(

@@ -185,8 +185,15 @@ impl Session {
             .take()
             .context("trigger ring missing")?;
         let triggers = pollable(triggers, "trigger")?;
+        // Without a recorder the ring stays in the maps: the programs'
+        // instructions name its fd, and observe mode loads them again when
+        // it follows a replaced program.
         let packet_samples = match (&recorder, probes.maps.samples.take()) {
             (Some(_), Some(rb)) => Some(pollable(rb, "sample")?),
+            (None, rb) => {
+                probes.maps.samples = rb;
+                None
+            }
             _ => None,
         };
         let logger = match probes.logger.take() {
@@ -253,6 +260,19 @@ impl Session {
         }
         if self.probes.xdp_modes.is_empty() {
             return;
+        }
+        // Observed programs replaced or removed: followed.
+        let mut followed = false;
+        for (name, ifindex) in &self.ifaces {
+            if let Some(note) = kernel::follow_observed(&mut self.probes, name, *ifindex, self.xdp)
+            {
+                eprintln!("note: {note}");
+                followed = true;
+            }
+        }
+        if followed {
+            self.tracker
+                .set_observed(&self.probes.observer.progs, &self.probes.xdp_modes);
         }
         for (slot, (name, ifindex)) in self.ifaces.iter_mut().enumerate() {
             match iface::index_of(name) {
