@@ -395,3 +395,106 @@ fn takes_the_free_hook_when_the_observed_program_goes() {
     let status = nsenter(&lab.b, &["ip", "link", "show", "vb"]);
     assert!(!status.contains("xdp"), "{status}");
 }
+
+/// A spoofed SYN flood (the live-frames generator, random sources) that
+/// xdp-filter drops by port: dropscope reports a SYN flood, and the
+/// attack's share dropped by the observed program; the XDP_DROP row equals
+/// xdp-filter's port counter.
+#[test]
+fn a_syn_flood_xdp_filter_drops_is_reported_with_its_drop_share() {
+    use integration_tests::{frames::*, generator::Flood};
+    let _turn = turn();
+    let _flood = integration_tests::flood_turn();
+    let lab = Lab::new();
+    // Native mode: the generator's frames reach a veth only where native
+    // XDP runs on its peer.
+    let filter = Filter::load(&lab, "native", "192.0.2.1");
+    nsenter(
+        &lab.b,
+        &["xdp-filter", "port", "80", "-m", "dst", "-p", "tcp"],
+    );
+    let ds = Dropscope::start_nsenter(
+        &lab.b,
+        &[
+            "watch",
+            "--iface",
+            "vb",
+            "--interval",
+            "100ms",
+            "--format",
+            "json",
+            "--own-netns",
+        ],
+    );
+    let observed = observing(&ds);
+    // Quiet samples first: the adaptive baselines learn the idle link.
+    thread::sleep(Duration::from_millis(600));
+    let base = std::net::Ipv4Addr::new(198, 18, lab.n as u8, 0);
+    let eth = Eth {
+        dst: lab.mac_bytes(&lab.b, "vb"),
+        src: lab.mac_bytes(&lab.a, "va"),
+        tags: vec![],
+    };
+    let dst: std::net::Ipv4Addr = lab.v4(2).parse().unwrap();
+    let frame = eth.frame(
+        0x0800,
+        &ipv4(base, dst, 6, (0, false), &tcp(40000, 80, 0x02)),
+    );
+    let sent = 100_000;
+    lab.generate(
+        &lab.a,
+        "va",
+        Flood {
+            frame,
+            count: sent,
+            sources: 60_000,
+            base,
+            spoof_ttl: true,
+        },
+    );
+    thread::sleep(Duration::from_millis(600));
+    let lines = ds.stop();
+    let status = nsenter(&lab.b, &["xdp-filter", "status"]);
+    let hits: u64 = status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("80"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no port 80 rule in:\n{status}"));
+    assert_eq!(hits, sent as u64, "xdp-filter dropped the whole flood");
+    drop(filter);
+    if !observed {
+        return;
+    }
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["schema"] != "dropscope.attack/1")
+        .unwrap();
+    assert_eq!(drops(last, "XDP_DROP", "vb"), hits);
+    let attacks: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["schema"] == "dropscope.attack/1")
+        .collect();
+    let start = attacks
+        .iter()
+        .find(|e| e["phase"] == "start")
+        .unwrap_or_else(|| panic!("no attack started"));
+    assert_eq!(start["class"], "syn-flood", "{start:#}");
+    // Its share dropped by xdp-filter, once the attack has run a while.
+    let share = attacks
+        .iter()
+        .filter_map(|e| {
+            e["dropped_by"].as_array()?.iter().find(|p| {
+                p["program"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("xdpfilt"))
+            })?["share"]
+                .as_f64()
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        share >= 0.95,
+        "share {share}: {:#}",
+        attacks.last().unwrap()
+    );
+}

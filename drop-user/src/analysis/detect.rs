@@ -15,8 +15,8 @@ use crate::{
     kernel::EpochSummary,
     ports::reflector_protocol,
     report::{
-        AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ReasonCount, ShapeCounts,
-        SketchBound, SourceShare, Spoofing, Vector,
+        AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ProgramDropShare, ReasonCount,
+        ShapeCounts, SketchBound, SourceShare, Spoofing, Vector,
         taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
     },
 };
@@ -295,6 +295,22 @@ struct Active {
     peak_pps: f64,
     peak_bps: f64,
     drops: BTreeMap<String, u64>,
+    /// Observed XDP programs' drops on this interface, and its packets,
+    /// since the start.
+    xdp_drops: BTreeMap<String, u64>,
+    packets: u64,
+}
+
+/// Adds an interval's XDP drops on `iface` (per observed program).
+fn add_xdp_drops(into: &mut BTreeMap<String, u64>, report: &Measured, iface: &str) {
+    for d in &report.drops {
+        if let Some(p) = &d.program
+            && d.iface == iface
+            && d.delta > 0
+        {
+            *into.entry(p.clone()).or_default() += d.delta;
+        }
+    }
 }
 
 pub(crate) struct Detector {
@@ -523,6 +539,8 @@ impl Detector {
                     *a.drops.entry(d.reason.clone()).or_default() += d.delta;
                 }
             }
+            add_xdp_drops(&mut a.xdp_drops, report, &i.iface);
+            a.packets += i.delta.packets;
             let ended = now.duration_since(a.last_trigger).as_secs_f64() >= end_after_s;
             let phase = if ended { Phase::End } else { Phase::Update };
             let ev = self.event(phase, i, report, sample, vectors, port_rates);
@@ -539,6 +557,8 @@ impl Detector {
                     *drops.entry(d.reason.clone()).or_default() += d.delta;
                 }
             }
+            let mut xdp_drops = BTreeMap::new();
+            add_xdp_drops(&mut xdp_drops, report, &i.iface);
             self.active.insert(
                 i.iface.clone(),
                 Active {
@@ -550,6 +570,8 @@ impl Detector {
                     peak_pps: i.pps,
                     peak_bps: i.bps,
                     drops,
+                    xdp_drops,
+                    packets: i.delta.packets,
                 },
             );
             return Some(self.event(Phase::Start, i, report, sample, vectors, port_rates));
@@ -683,6 +705,19 @@ impl Detector {
                 .map(|(r, n)| ReasonCount {
                     reason: r.clone(),
                     packets: *n,
+                })
+                .collect(),
+            dropped_by: a
+                .xdp_drops
+                .iter()
+                .map(|(p, n)| ProgramDropShare {
+                    program: p.clone(),
+                    packets: *n,
+                    share: if a.packets == 0 {
+                        0.0
+                    } else {
+                        ((*n as f64 / a.packets as f64).min(1.0) * 1000.0).round() / 1000.0
+                    },
                 })
                 .collect(),
             estimate: SketchBound {

@@ -53,13 +53,30 @@ pub(crate) fn emit_event(
         Format::Table => {
             if e.phase != Phase::Update {
                 eprintln!(
-                    "attack {} {}: {} on {} ({}% confidence, {:.0} pps, {} sources, {})",
-                    e.id, e.phase, e.class, e.iface, e.confidence, e.pps, e.sources, e.trigger
+                    "attack {} {}: {} on {} ({}% confidence, {:.0} pps, {} sources, {}){}",
+                    e.id,
+                    e.phase,
+                    e.class,
+                    e.iface,
+                    e.confidence,
+                    e.pps,
+                    e.sources,
+                    e.trigger,
+                    dropped_by(e)
                 );
             }
             Ok(())
         }
     }
+}
+
+/// ", 98% dropped by xdpfilt_alw_all" for each observed program that
+/// dropped part of the attack.
+fn dropped_by(e: &crate::report::AttackEvent) -> String {
+    e.dropped_by
+        .iter()
+        .map(|p| format!(", {:.0}% dropped by {}", p.share * 100.0, p.program))
+        .collect()
 }
 
 pub(crate) fn render_table(r: &Report) -> String {
@@ -125,6 +142,10 @@ fn drops_section(s: &mut String, r: &Report) {
                 a.distinct_sources,
                 a.spoofing.verdict
             );
+            let by = dropped_by(a);
+            if !by.is_empty() {
+                let _ = writeln!(s, "    {}", by.trim_start_matches(", "));
+            }
         }
     }
     if let Some(l) = &r.loss

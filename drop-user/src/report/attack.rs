@@ -53,6 +53,14 @@ pub(crate) struct ReasonCount {
 }
 
 #[derive(Serialize, Debug, Clone)]
+pub(crate) struct ProgramDropShare {
+    pub program: String,
+    pub packets: u64,
+    /// Of the packets the interface received since the attack started.
+    pub share: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
 pub(crate) struct SketchBound {
     pub width: usize,
     pub depth: usize,
@@ -97,6 +105,10 @@ pub(crate) struct AttackEvent {
     pub top_ports: Vec<PortRate>,
     /// Drops by reason since the attack started.
     pub drops: Vec<ReasonCount>,
+    /// Observe mode: what each observed XDP program on the interface
+    /// dropped of the attack's packets since it started ("98% dropped by
+    /// xdpfilt_alw_all").
+    pub dropped_by: Vec<ProgramDropShare>,
     pub estimate: SketchBound,
     /// PCAP file with the onset and a sample of the attack (`--pcap-dir`).
     #[serde(skip_serializing_if = "Option::is_none")]

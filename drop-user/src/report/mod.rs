@@ -27,7 +27,8 @@ mod attack;
 pub(crate) mod taxonomy;
 
 pub(crate) use attack::{
-    AttackEvent, LossVerdict, PortRate, ReasonCount, SketchBound, SourceShare, Spoofing, Vector,
+    AttackEvent, LossVerdict, PortRate, ProgramDropShare, ReasonCount, SketchBound, SourceShare,
+    Spoofing, Vector,
 };
 
 pub(crate) const SCHEMA: &str = "dropscope.watch/1";
