@@ -498,3 +498,63 @@ fn a_syn_flood_xdp_filter_drops_is_reported_with_its_drop_share() {
         attacks.last().unwrap()
     );
 }
+
+/// doctor names the observed program that drops, with its verdicts and
+/// the source it drops, equal to xdp-filter's own counter.
+#[test]
+fn doctor_says_which_xdp_program_drops_what() {
+    let _turn = turn();
+    let lab = lab_with_two_sources();
+    let denied = lab.v4(1);
+    let filter = Filter::load(&lab, "skb", &denied);
+    let d = Dropscope::start_nsenter(
+        &lab.b,
+        &[
+            "doctor",
+            "--iface",
+            "vb",
+            "--duration",
+            "60s",
+            "--format",
+            "json",
+        ],
+    );
+    let observed = observing_doctor(&d);
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 150, 64);
+    settle();
+    let mut out = d.stop();
+    let dx = out.pop().expect("a diagnosis");
+    let hits = filter.hits(&denied);
+    assert_eq!(hits, 150);
+    let f = dx["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["cause"] == "xdp-program");
+    if !observed {
+        assert!(f.is_none(), "{f:?}");
+        return;
+    }
+    let f = f.unwrap_or_else(|| panic!("no xdp-program finding in {:#}", dx["findings"]));
+    let summary = f["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("xdpfilt") && summary.contains(" on vb drops 150 of"),
+        "{summary}"
+    );
+    let evidence = f["evidence"].to_string();
+    assert!(
+        evidence.contains(&format!("XDP_DROP from {denied}: 150")),
+        "{evidence}"
+    );
+    assert!(f["fix"].to_string().contains("xdp-filter status"), "{f:#}");
+}
+
+/// As `observing`, for doctor (which has no start line of its own kind).
+fn observing_doctor(ds: &Dropscope) -> bool {
+    let err = ds.stderr();
+    if err.contains(REFUSED) {
+        assert!(std::env::var_os("DROPSCOPE_MATRIX").is_none(), "{err}");
+        return false;
+    }
+    true
+}

@@ -390,7 +390,8 @@ struct Window<'a> {
 
 /// The rules, in the order their findings are listed (before ranking by
 /// severity): each reads the window and names the causes it finds.
-const RULES: [fn(&Window) -> Vec<Finding>; 14] = [
+const RULES: [fn(&Window) -> Vec<Finding>; 15] = [
+    xdp_programs,
     nic_ring,
     backlog,
     socket_buffers,
@@ -672,6 +673,68 @@ fn socket_buffers(w: &Window) -> Vec<Finding> {
 }
 
 /// A firewall rule dropped.
+/// Observe mode: each observed XDP program that dropped (or aborted) in
+/// the window, with its verdicts and whom it dropped.
+fn xdp_programs(w: &Window) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for p in &w.report.xdp_programs {
+        let v = &p.total;
+        let dropped = v.drop + v.aborted;
+        if dropped == 0 {
+            continue;
+        }
+        let seen: u64 = v.each().iter().map(|(_, n)| n).sum();
+        let mut evidence = vec![format!(
+            "{} (id {}, {}) on {}: {}",
+            p.program,
+            p.id,
+            p.mode,
+            p.iface,
+            v.each()
+                .iter()
+                .map(|(a, n)| format!("{a} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        for s in w
+            .report
+            .drop_sources
+            .iter()
+            .filter(|s| s.reason == "XDP_DROP" || s.reason == "XDP_ABORTED")
+            .take(5)
+        {
+            evidence.push(format!("{} from {}: {}", s.reason, s.address, s.total));
+        }
+        let mut fix = vec![
+            format!("xdp-loader status {} (what the hook holds)", p.iface),
+            "these drops are the program's own policy: review its rules before tuning the host"
+                .into(),
+        ];
+        if p.program.starts_with("xdpfilt") {
+            fix.push("xdp-filter status (its rules and their hit counters)".into());
+        }
+        if v.aborted > 0 {
+            fix.push(
+                "XDP_ABORTED is a program error: perf record -e xdp:xdp_exception, or fix the program"
+                    .into(),
+            );
+        }
+        findings.push(Finding {
+            cause: "xdp-program",
+            severity: severity(dropped, w.secs),
+            summary: format!(
+                "the XDP program {} on {} drops {dropped} of {seen} packets ({:.0}%)",
+                p.program,
+                p.iface,
+                100.0 * dropped as f64 / seen.max(1) as f64
+            ),
+            evidence,
+            fix,
+        });
+    }
+    findings
+}
+
 fn netfilter(w: &Window) -> Vec<Finding> {
     let (before, after, t, secs) = (w.before, w.after, &w.t, w.secs);
     let mut findings = Vec::new();
