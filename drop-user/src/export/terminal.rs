@@ -112,7 +112,7 @@ fn drops_section(s: &mut String, r: &Report) {
         let _ = writeln!(
             s,
             "{:<28} {:<14} {:<16} {:>10} {:>12}",
-            d.reason,
+            d.label(),
             d.category,
             d.iface,
             human(d.rate),
@@ -237,6 +237,24 @@ fn xdp_section(s: &mut String, r: &Report) {
             i.delta.tcp_syn,
             i.delta.fragments,
             g("malformed")
+        );
+    }
+    if r.xdp_programs.is_empty() {
+        return;
+    }
+    // Observe mode: the verdicts of the programs already attached.
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<16} {:<24} {:>8} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "OBSERVED XDP", "PROGRAM", "ID", "PASS", "DROP", "ABORTED", "TX", "REDIRECT"
+    );
+    for p in &r.xdp_programs {
+        let t = &p.total;
+        let _ = writeln!(
+            s,
+            "{:<16} {:<24} {:>8} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            p.iface, p.program, p.id, t.pass, t.drop, t.aborted, t.tx, t.redirect
         );
     }
 }

@@ -237,7 +237,7 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
         .iter()
         .map(|d| {
             Row::new(vec![
-                d.reason.clone(),
+                d.label(),
                 d.iface.clone(),
                 human(d.rate),
                 d.total.to_string(),

@@ -214,6 +214,17 @@ impl VerdictCounts {
     }
 }
 
+impl DropRow {
+    /// The reason as tables show it: an observed XDP program's drops name
+    /// the program ("XDP_DROP (xdpfilt_alw_all)").
+    pub(crate) fn label(&self) -> String {
+        match &self.program {
+            Some(p) => format!("{} ({p})", self.reason),
+            None => self.reason.clone(),
+        }
+    }
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct TopPort {
     pub iface: String,
