@@ -84,10 +84,25 @@ fn flood(lab: &Lab, l4proto: u8, l4: Vec<u8>, count: u32, sources: u32) {
     );
 }
 
+/// Every event of each attack carries the class its start did: updates
+/// and the end (the wind-down after the traffic stops) never reclassify.
+fn assert_class_holds(lines: &[Value]) {
+    for start in started(lines) {
+        for e in events(lines).iter().filter(|e| e["id"] == start["id"]) {
+            assert_eq!(
+                e["class"], start["class"],
+                "attack {} changed class at {}: {e:#}",
+                start["id"], e["phase"]
+            );
+        }
+    }
+}
+
 fn assert_class(lines: &[Value], class: &str) -> Value {
     let s = started(lines);
     assert!(!s.is_empty(), "no attack started");
     let e = s[0];
+    assert_class_holds(lines);
     let classes: Vec<&str> = e["vectors"]
         .as_array()
         .unwrap()

@@ -16,7 +16,7 @@
 use std::{process::Command, thread, time::Duration};
 
 use integration_tests::{
-    Dropscope, Lab, drop_port, drop_source, drops, sockaddr as addr, source_packets,
+    Dropscope, Lab, drop_port, drop_source, drops, sh, sockaddr as addr, source_packets,
 };
 use serde_json::Value;
 
@@ -655,4 +655,88 @@ fn dispatcher_components_are_counted_one_by_one() {
         .arg(format!("--net=/run/netns/{}", lab.b))
         .args(["xdp-loader", "unload", "vb", "--all"])
         .output();
+}
+
+/// xdp-filter on two interfaces (one program may run on both): each
+/// packet is counted once, its drop on the interface it came in on.
+#[test]
+fn one_program_on_two_interfaces_counts_each_packet_once() {
+    let _turn = turn();
+    let lab = Lab::new();
+    sh(&[
+        "ip", "link", "add", "wa", "netns", &lab.a, "type", "veth", "peer", "name", "wb", "netns",
+        &lab.b,
+    ]);
+    let (wa, wb) = (format!("10.78.{}.1", lab.n), format!("10.78.{}.2", lab.n));
+    for (ns, dev, a) in [(&lab.a, "wa", &wa), (&lab.b, "wb", &wb)] {
+        lab.sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6=1"));
+        lab.ip(ns, &["addr", "add", &format!("{a}/24"), "dev", dev]);
+        lab.ip(ns, &["link", "set", dev, "up"]);
+    }
+    lab.pin_addrs(
+        "wa",
+        "wb",
+        std::slice::from_ref(&wa),
+        std::slice::from_ref(&wb),
+    );
+    nsenter(&lab.b, &["xdp-filter", "load", "vb", "-m", "skb"]);
+    nsenter(&lab.b, &["xdp-filter", "load", "wb", "-m", "skb"]);
+    let filter = Filter { lab: &lab };
+    let denied = lab.v4(1);
+    nsenter(&lab.b, &["xdp-filter", "ip", &denied, "-m", "src"]);
+    nsenter(&lab.b, &["xdp-filter", "ip", &wa, "-m", "src"]);
+    let ds = Dropscope::start_nsenter(
+        &lab.b,
+        &[
+            "watch",
+            "--iface",
+            "vb",
+            "--iface",
+            "wb",
+            "--interval",
+            "200ms",
+            "--format",
+            "json",
+        ],
+    );
+    let observed = observing_two(&ds);
+    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 100, 64);
+    lab.send_udp(&lab.a, addr(&wa, 0), addr(&wb, 7001), 50, 64);
+    settle();
+    let reports = ds.stop();
+    let last = reports.last().unwrap();
+    assert_eq!(filter.hits(&denied), 100);
+    assert_eq!(filter.hits(&wa), 50);
+    let _ = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.b))
+        .args(["xdp-filter", "unload", "wb"])
+        .output();
+    if !observed {
+        return;
+    }
+    assert_eq!(drops(last, "XDP_DROP", "vb"), 100, "{}", last["drops"]);
+    assert_eq!(drops(last, "XDP_DROP", "wb"), 50, "{}", last["drops"]);
+    let verdict_drops: u64 = last["xdp_programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["total"]["drop"].as_u64().unwrap())
+        .sum();
+    assert_eq!(verdict_drops, 150, "{}", last["xdp_programs"]);
+    assert_eq!(source_packets(last, &denied), 100);
+    assert_eq!(source_packets(last, &wa), 50);
+}
+
+/// As `observing`, for two watched interfaces.
+fn observing_two(ds: &Dropscope) -> bool {
+    let err = ds.stderr();
+    if err.contains(REFUSED) {
+        assert!(std::env::var_os("DROPSCOPE_MATRIX").is_none(), "{err}");
+        return false;
+    }
+    assert!(
+        err.contains("vb (observing ") && err.contains("wb (observing "),
+        "{err}"
+    );
+    true
 }

@@ -288,6 +288,11 @@ pub(crate) fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoo
 
 struct Active {
     id: u64,
+    /// The class and confidence it started with: an attack keeps its class
+    /// through every update and its end (the wind-down after the traffic
+    /// stops is not a new classification).
+    class: AttackClass,
+    confidence: u8,
     started: Instant,
     started_at: f64,
     last_trigger: Instant,
@@ -563,6 +568,8 @@ impl Detector {
                 i.iface.clone(),
                 Active {
                     id,
+                    class: vectors[0].class,
+                    confidence: vectors[0].confidence,
                     started: now,
                     started_at: crate::units::unix_now(),
                     last_trigger: now,
@@ -678,8 +685,13 @@ impl Detector {
             id: a.id,
             phase,
             iface: i.iface.clone(),
-            class: vectors[0].class,
-            confidence: vectors[0].confidence,
+            class: a.class,
+            // The start's class, at this interval's confidence while that
+            // vector still shows.
+            confidence: vectors
+                .iter()
+                .find(|v| v.class == a.class)
+                .map_or(a.confidence, |v| v.confidence),
             vectors: vectors.to_vec(),
             trigger: a.trigger.clone(),
             started_at: a.started_at,

@@ -28,8 +28,8 @@ const BPFFS_XDP: &str = "/sys/fs/bpf/xdp";
 #[derive(Clone, Debug)]
 pub(crate) struct ObservedProg {
     pub(crate) slot: u32,
+    /// The interface (or interfaces, comma-separated) it runs on.
     pub(crate) iface: String,
-    pub(crate) ifindex: u32,
     pub(crate) id: u32,
     pub(crate) name: String,
     pub(crate) mode: XdpAttach,
@@ -37,10 +37,20 @@ pub(crate) struct ObservedProg {
 
 /// Everything observe mode attached; dropping it detaches all of it and
 /// nothing else (the observed programs stay as they were).
+/// A link on one observed program, shared by every interface that runs
+/// it (one program may be attached to several: a second link would count
+/// each packet twice).
+struct Shared<L> {
+    target: u32,
+    users: Vec<u32>,
+    _link: L,
+}
+
 #[derive(Default)]
 pub(crate) struct Observer {
-    entries: Vec<(u32, FEntryLink)>,
-    exits: Vec<(u32, FExitLink)>,
+    entries: Vec<Shared<FEntryLink>>,
+    /// (slot, link) per exit program in use.
+    exits: Vec<(u32, Shared<FExitLink>)>,
     pub(crate) progs: Vec<ObservedProg>,
     /// (ifindex, id of the program attached there) for each interface
     /// observed now.
@@ -144,20 +154,48 @@ impl Observer {
         // The entry goes on the first program that runs: a dispatcher's
         // first component (the kernel refuses a trampoline on the
         // dispatcher itself: EBUSY), else the program.
-        let (_, first_name, first_fd) = &targets[0];
-        self.attach_entry(ebpf, ifindex, first_fd.try_clone()?, first_name)?;
+        let (first_id, first_name, first_fd) = &targets[0];
+        match self.entries.iter_mut().find(|e| e.target == *first_id) {
+            Some(e) => e.users.push(ifindex),
+            None => {
+                let link = self.attach_entry(ebpf, first_fd.try_clone()?, first_name)?;
+                self.entries.push(Shared {
+                    target: *first_id,
+                    users: vec![ifindex],
+                    _link: link,
+                });
+            }
+        }
         drop(root_fd);
         let mut names = Vec::new();
         for (id, name, fd) in targets {
+            // Already observed on another interface: its exit counts this
+            // interface's packets too.
+            if let Some((slot, x)) = self.exits.iter_mut().find(|(_, x)| x.target == id) {
+                x.users.push(ifindex);
+                if let Some(p) = self.progs.iter_mut().find(|p| p.slot == *slot) {
+                    p.iface = format!("{},{iface}", p.iface);
+                    names.push(format!("{name} id {id} (as on {})", p.iface));
+                }
+                continue;
+            }
             let slot = self.next_slot;
-            self.attach_exit(ebpf, slot, fd, &name)
+            let link = self
+                .attach_exit(ebpf, slot, fd, &name)
                 .with_context(|| format!("{iface}: observing the verdicts of {name} (id {id})"))?;
+            self.exits.push((
+                slot,
+                Shared {
+                    target: id,
+                    users: vec![ifindex],
+                    _link: link,
+                },
+            ));
             self.next_slot += 1;
             names.push(format!("{name} id {id}"));
             self.progs.push(ObservedProg {
                 slot,
                 iface: iface.to_string(),
-                ifindex,
                 id,
                 name,
                 mode,
@@ -175,10 +213,9 @@ impl Observer {
     fn attach_entry(
         &mut self,
         ebpf: &mut Ebpf,
-        ifindex: u32,
         target: ProgramFd,
         name: &str,
-    ) -> Result<()> {
+    ) -> Result<FEntryLink> {
         let prog: &mut FEntry = ebpf
             .program_mut(programs::XDP_ENTRY)
             .ok_or_else(|| anyhow!("{} missing from the object", programs::XDP_ENTRY))?
@@ -199,9 +236,7 @@ impl Observer {
         // Unloaded either way: the link (kept) holds the program, and the
         // next interface loads it again against its own program.
         let _ = prog.unload();
-        let link = attached.with_context(|| format!("attaching fentry to {name}"))?;
-        self.entries.push((ifindex, link));
-        Ok(())
+        attached.with_context(|| format!("attaching fentry to {name}"))
     }
 
     fn attach_exit(
@@ -210,7 +245,7 @@ impl Observer {
         slot: u32,
         target: ProgramFd,
         name: &str,
-    ) -> Result<()> {
+    ) -> Result<FExitLink> {
         let pname = programs::XDP_EXIT[slot as usize];
         let prog: &mut FExit = ebpf
             .program_mut(pname)
@@ -220,24 +255,21 @@ impl Observer {
             .with_context(|| format!("loading fexit on {name}"))?;
         let attached = prog.attach().and_then(|id| prog.take_link(id));
         let _ = prog.unload();
-        self.exits.push((
-            slot,
-            attached.with_context(|| format!("attaching fexit to {name}"))?,
-        ));
-        Ok(())
+        attached.with_context(|| format!("attaching fexit to {name}"))
     }
 
     /// Detaches everything observing `ifindex` (its program went away or
     /// was replaced); the slots are not reused, so counts never mix.
     pub(crate) fn forget(&mut self, ifindex: u32) {
-        let slots: Vec<u32> = self
-            .progs
-            .iter()
-            .filter(|p| p.ifindex == ifindex)
-            .map(|p| p.slot)
-            .collect();
-        self.entries.retain(|(i, _)| *i != ifindex);
-        self.exits.retain(|(s, _)| !slots.contains(s));
+        // A link another interface still uses stays.
+        for e in &mut self.entries {
+            e.users.retain(|i| *i != ifindex);
+        }
+        self.entries.retain(|e| !e.users.is_empty());
+        for (_, x) in &mut self.exits {
+            x.users.retain(|i| *i != ifindex);
+        }
+        self.exits.retain(|(_, x)| !x.users.is_empty());
         self.roots.retain(|(i, _)| *i != ifindex);
     }
 
