@@ -16,9 +16,27 @@ use crate::{
     watch::{self, Mode, WatchOptions},
 };
 
+mod generate;
+
+/// `dropscope --version`: the release, the commit it was built from, the
+/// target (a static musl build or not) and the embedded eBPF object's
+/// digest, so a bug report names exactly what ran.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DROPSCOPE_COMMIT"),
+    ", ",
+    env!("DROPSCOPE_TARGET"),
+    "; eBPF object sha256:",
+    env!("DROPSCOPE_EBPF_SHA256"),
+    ", ",
+    env!("DROPSCOPE_EBPF_BYTES"),
+    " bytes)"
+);
+
 /// Every packet the kernel drops, and why: live, per reason, per interface.
 #[derive(Parser)]
-#[command(name = "dropscope", version)]
+#[command(name = "dropscope", version = VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -122,6 +140,18 @@ enum Command {
         format: Format,
         #[arg(long, default_value = blocklist::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: generate::Shell,
+    },
+    /// What packages ship, generated from this binary: man pages, completions
+    /// and the commented default config.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: generate::What,
     },
 }
 
@@ -346,6 +376,8 @@ pub async fn main() -> ExitCode {
             .await
         }
         Command::Reasons => reasons(),
+        Command::Completions { shell } => generate::completions(shell, &mut std::io::stdout()),
+        Command::Generate { what } => generate::run(what),
         Command::Block {
             prefix,
             ttl,

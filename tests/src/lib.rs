@@ -35,6 +35,20 @@ pub const WATCH_VB: [&str; 7] = [
     "json",
 ];
 
+/// What `cargo xtask dist` made (the static binary `dropscope` and the
+/// Debian package), as `cargo xtask test` passes it.
+pub fn dist_dir() -> std::path::PathBuf {
+    let p = std::env::var("DROPSCOPE_DIST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dist").into());
+    assert!(
+        p.join("dropscope").exists(),
+        "no static build in {}: run `cargo xtask dist` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
 pub fn dropscope_bin() -> String {
     if let Ok(p) = std::env::var("DROPSCOPE_BIN") {
         return p;
@@ -368,6 +382,11 @@ impl Dropscope {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{ns}")).arg(dropscope_bin());
         Self::spawn(c, &[], args)
+    }
+
+    /// Starts `cmd` (which ends up exec'ing a dropscope) with `args`.
+    pub fn start_command(cmd: Command, args: &[&str]) -> Dropscope {
+        Self::spawn(cmd, &[], args)
     }
 
     fn spawn(mut cmd: Command, env: &[(&str, &str)], args: &[&str]) -> Dropscope {

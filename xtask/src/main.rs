@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod dist;
 mod kernels;
 
 #[derive(Parser)]
@@ -43,6 +44,10 @@ enum Task {
         #[arg(long)]
         full: bool,
     },
+    /// What users install, under target/dist: the static binary (musl, eBPF
+    /// embedded), its man pages, completions and default config, and the
+    /// Debian package.
+    Dist,
     /// Coverage-guided fuzzing (libFuzzer) of the frame parser XDP runs.
     Fuzz {
         /// How long to fuzz.
@@ -65,6 +70,7 @@ enum Task {
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const APT_BUILD: [&str; 4] = [
     "llvm-22-dev",
@@ -79,7 +85,7 @@ const APT_BUILD: [&str; 4] = [
 /// qemu; busybox and kmod build its initramfs and load modules).
 const APT_MATRIX: [&str; 3] = ["qemu-system-x86", "busybox-static", "kmod"];
 const VIRTME_NG_VERSION: &str = "1.42";
-const APT_TEST: [(&str, &str); 14] = [
+const APT_TEST: [(&str, &str); 16] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
@@ -95,6 +101,10 @@ const APT_TEST: [(&str, &str); 14] = [
     // dispatcher); nsenter enters only a namespace's network.
     ("xdp-filter", "xdp-tools"),
     ("nsenter", "util-linux"),
+    // The package's checks: lintian on the .deb, systemd-analyze verify on
+    // the installed unit.
+    ("lintian", "lintian"),
+    ("systemd-analyze", "systemd"),
     // libFuzzer (cargo xtask fuzz) is C++.
     ("g++", "g++"),
 ];
@@ -238,6 +248,26 @@ fn setup() -> Result<()> {
             "run `cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked`"
         ))?;
     }
+    // `cargo xtask dist`: the static binary and its Debian package.
+    let targets = output(Command::new("rustup").args(["target", "list", "--installed"]));
+    if !targets.lines().any(|l| l.trim() == dist::MUSL) {
+        eprintln!("setup: adding the {} target", dist::MUSL);
+        run(Command::new("rustup").args(["target", "add", dist::MUSL]))
+            .with_context(|| format!("run `rustup target add {}`", dist::MUSL))?;
+    }
+    if !output(Command::new("cargo").args(["deb", "--version"])).contains(CARGO_DEB_VERSION) {
+        eprintln!("setup: installing cargo-deb {CARGO_DEB_VERSION} (about a minute)");
+        run(cargo().args([
+            "install",
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+        ]))
+        .context(format!(
+            "run `cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked`"
+        ))?;
+    }
     apt_install(&APT_MATRIX)?;
     if kernels::vng().is_none() {
         eprintln!("setup: installing virtme-ng {VIRTME_NG_VERSION} (PyPI)");
@@ -311,7 +341,7 @@ fn fuzz(seconds: u64) -> Result<()> {
 
 /// Runs `cargo test` on the workspace, echoing its output, and closes with
 /// one summary line over every test binary.
-fn test(bin: &Path, args: &[String]) -> Result<()> {
+fn test(bin: &Path, dist: &Path, args: &[String]) -> Result<()> {
     use std::io::{BufRead, BufReader};
     let mut child = cargo()
         .args([
@@ -323,6 +353,7 @@ fn test(bin: &Path, args: &[String]) -> Result<()> {
         ])
         .args(args)
         .env("DROPSCOPE_BIN", bin)
+        .env("DROPSCOPE_DIST", dist)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running cargo test")?;
@@ -368,10 +399,10 @@ fn count_results(text: &str) -> (u64, u64) {
     (passed, failed)
 }
 
-/// The kernel matrix with the release binary (what users install).
+/// The kernel matrix with the static binary (what users install).
 fn matrix(list: &str) -> Result<()> {
     let selected = kernels::select(list)?;
-    let bin = build(true)?;
+    let bin = dist::dist()?.binary;
     let (passed, failed) = kernels::run_matrix(&selected, &bin)?;
     println!("kernel matrix: {passed} passed, {failed} failed");
     if failed > 0 {
@@ -425,6 +456,7 @@ fn main() -> ExitCode {
             }
             run(c.env("DROPSCOPE_BIN", &bin))
         })(),
+        Task::Dist => setup().and_then(|_| dist::dist().map(|_| ())),
         Task::Fuzz { seconds } => setup().and_then(|_| fuzz(seconds)),
         Task::Test { kernels, args } => (|| {
             setup()?;
@@ -432,8 +464,10 @@ fn main() -> ExitCode {
                 return matrix(&list);
             }
             let bin = build(false)?;
+            // The tests install the package and run the static binary.
+            let dist = dist::dist()?;
             remove_stale_test_namespaces();
-            test(&bin, &args)?;
+            test(&bin, &dist.dir, &args)?;
             // A filtered run is someone after one test; the full run also
             // boots the kernel matrix and fuzzes.
             if args.is_empty() {

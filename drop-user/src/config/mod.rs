@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     act::hooks::HookSpec,
@@ -20,7 +20,7 @@ pub(crate) struct Config {
 }
 
 /// `[pcap]`: what the packet sampler keeps (used with `--pcap-dir`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct PcapSpec {
     /// Sample 1 in this many packets (per CPU).
@@ -128,6 +128,95 @@ impl Config {
     }
 }
 
+/// Every key of the file, by section, with what it means: the default
+/// config the package installs (`template`) is written from this list and
+/// the types' defaults, and a test checks the list against the types.
+const KEYS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "thresholds",
+        &[
+            ("source_pps", "packets/s from one source (0: off)"),
+            ("source_bps", "bits/s from one source"),
+            ("port_pps", "packets/s to one destination port"),
+            ("iface_pps", "packets/s on one interface"),
+            ("iface_bps", "bits/s on one interface"),
+            ("syn_pps", "TCP SYNs/s on one interface"),
+        ],
+    ),
+    (
+        "detection",
+        &[
+            ("k_sigma", "a spike is above mean + k_sigma * stddev ..."),
+            ("multiple", "... and above multiple * mean ..."),
+            (
+                "floor_scale",
+                "... and above the metric's floor, scaled by this",
+            ),
+            (
+                "end_after_s",
+                "an attack ends after this many seconds without a trigger",
+            ),
+        ],
+    ),
+    (
+        "pcap",
+        &[
+            ("every", "sample 1 in this many packets (per CPU)"),
+            ("snaplen", "bytes kept of each sampled packet (at most 256)"),
+            (
+                "pre_attack",
+                "samples kept from before an attack (the onset)",
+            ),
+            (
+                "attack_samples",
+                "samples of the attack itself written per attack",
+            ),
+        ],
+    ),
+];
+
+/// The default config file: every key commented out at its default, so
+/// an installed file changes nothing until a line is uncommented.
+pub(crate) fn template() -> String {
+    use std::fmt::Write;
+    let defaults = |section: &str| -> toml::Table {
+        let c = Config::default();
+        let v = match section {
+            "thresholds" => toml::Table::try_from(&c.thresholds),
+            "detection" => toml::Table::try_from(&c.detection),
+            _ => toml::Table::try_from(&c.pcap),
+        };
+        v.expect("config sections serialize to tables")
+    };
+    let mut out = String::from(
+        "# dropscope configuration: `dropscope run|watch|top --config FILE`.\n\
+         # Every key is shown commented out at its default; uncomment to change.\n\
+         # Flags (--syn-pps, ...) override the [thresholds] here.\n",
+    );
+    for (section, keys) in KEYS {
+        let table = defaults(section);
+        let _ = write!(out, "\n[{section}]\n");
+        if *section == "pcap" {
+            out.push_str("# Used with --pcap-dir.\n");
+        }
+        for (key, what) in *keys {
+            let v = table.get(*key).map(|v| v.to_string()).unwrap_or_default();
+            let _ = writeln!(out, "# {:<26} # {what}", format!("{key} = {v}"));
+        }
+    }
+    out.push_str(
+        "\n# Hooks: programs run on attack and drop-rate events (see `man dropscope`\n\
+         # and /usr/share/dropscope/hooks for examples). None by default.\n\
+         # [[hooks]]\n\
+         # name = \"blackhole\"\n\
+         # on = [\"attack_start\", \"attack_end\"]   # also attack_update, drop_rate\n\
+         # argv = [\"/usr/share/dropscope/hooks/exabgp-blackhole\"]\n\
+         # timeout = \"10s\"\n\
+         # cooldown = \"5m\"\n",
+    );
+    out
+}
+
 /// A threshold is a rate of 0 or more (0 turns it off).
 fn threshold(v: f64) -> Result<f64, String> {
     if v.is_finite() && v >= 0.0 {
@@ -190,6 +279,54 @@ every = 8
         assert_eq!(c.pcap.every, 8);
         assert_eq!(c.pcap.snaplen, 128);
         assert_eq!(c.detect().thresholds.syn_pps, 20000.0);
+    }
+
+    /// The installed default changes nothing, and uncommenting every key
+    /// gives the defaults: the list of keys matches the types.
+    #[test]
+    fn template_is_the_defaults() {
+        let t = template();
+        let c = Config::parse(&t).unwrap();
+        assert_eq!(c.detect(), Config::default().detect());
+        let uncommented: String = t
+            .lines()
+            .map(|l| {
+                let bare = l.strip_prefix("# ").unwrap_or(l);
+                let is_key = KEYS
+                    .iter()
+                    .flat_map(|(_, k)| k.iter())
+                    .any(|(k, _)| bare.starts_with(&format!("{k} = ")));
+                if is_key { bare } else { l }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all = Config::parse(&uncommented).unwrap();
+        assert_eq!(all.detect(), Config::default().detect());
+        assert_eq!(all.pcap, PcapSpec::default());
+        assert!(all.hooks.is_empty());
+        // Every key the types have is in the list, and nothing else.
+        for (section, keys) in KEYS {
+            let c = Config::default();
+            let table = match *section {
+                "thresholds" => toml::Table::try_from(&c.thresholds),
+                "detection" => toml::Table::try_from(&c.detection),
+                _ => toml::Table::try_from(&c.pcap),
+            }
+            .unwrap();
+            let mut want: Vec<_> = table.keys().map(String::as_str).collect();
+            let mut have: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
+            want.sort();
+            have.sort();
+            assert_eq!(want, have, "[{section}]");
+        }
+        // The hook example is a valid hook once uncommented.
+        let hook: String = t
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[hooks]]"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(Config::parse(&hook).unwrap().hooks.len(), 1);
     }
 
     #[test]

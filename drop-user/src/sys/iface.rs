@@ -27,7 +27,7 @@ pub(crate) fn link_state(name: &str) -> Option<(bool, bool)> {
         {
             *d = s as libc::c_char;
         }
-        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req);
         libc::close(fd);
         if r < 0 {
             return None;

@@ -144,7 +144,7 @@ pub(crate) mod ethtool {
     //! SIOCETHTOOL: ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS, ETHTOOL_GSTATS.
     use std::{io, mem, os::fd::AsRawFd};
 
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const SIOCETHTOOL: libc::Ioctl = 0x8946;
     const ETHTOOL_GSTRINGS: u32 = 0x1b;
     const ETHTOOL_GSTATS: u32 = 0x1d;
     const ETHTOOL_GSSET_INFO: u32 = 0x37;
