@@ -586,16 +586,29 @@ impl Detector {
         None
     }
 
-    /// DDoS-induced loss vs congestion.
+    /// DDoS-induced loss vs congestion. "ddos" needs drops on an attacked
+    /// interface: an attack with nothing lost (a firewall-free bulk flow,
+    /// or drops elsewhere) is not DDoS loss.
     fn loss(&mut self, report: &Measured, secs: f64) -> LossVerdict {
         let drop_rate = report.drops_delta as f64 / secs;
+        // Rows without an interface (a kernel without sk_buff offsets)
+        // may be the attack's.
+        let attacked: u64 = report
+            .drops
+            .iter()
+            .filter(|d| d.iface == "-" || self.active.contains_key(&d.iface))
+            .map(|d| d.delta)
+            .sum();
         let loss = if report.drops_delta == 0 {
             LossVerdict {
                 verdict: "none",
                 evidence: vec![],
             }
-        } else if !self.active.is_empty() {
-            let mut evidence = vec![format!("{drop_rate:.0} drops/s while an attack is active")];
+        } else if attacked > 0 {
+            let mut evidence = vec![format!(
+                "{:.0} drops/s on the attacked interface(s)",
+                attacked as f64 / secs
+            )];
             for (iface, a) in &self.active {
                 evidence.push(format!(
                     "{iface}: attack {} ({}) peak {:.0} pps",
@@ -614,7 +627,13 @@ impl Detector {
             LossVerdict {
                 verdict: "congestion",
                 evidence: vec![
-                    format!("{drop_rate:.0} drops/s with no traffic spike and no skewed sources"),
+                    if self.active.is_empty() {
+                        format!(
+                            "{drop_rate:.0} drops/s with no traffic spike and no skewed sources"
+                        )
+                    } else {
+                        format!("{drop_rate:.0} drops/s, none on the attacked interface(s)")
+                    },
                     format!(
                         "drop rate {} (baseline {:.0}/s)",
                         if sudden { "jumped" } else { "grew gradually" },

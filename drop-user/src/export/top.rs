@@ -4,6 +4,11 @@
 //!
 //! Keys: q/Esc quit, p or space pause, s cycle the sort (rate, total,
 //! reason), c cycle a category filter, i cycle an interface filter.
+//!
+//! History (history.rs): a drops/s chart of the top rows over the last
+//! minutes, a sparkline per row and per attack.
+
+mod history;
 
 use std::{
     sync::mpsc,
@@ -15,12 +20,17 @@ use ratatui::{
     Frame,
     crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
     layout::{Constraint, Layout, Rect},
-    style::{Modifier, Style},
-    text::Line,
-    widgets::{Block, Borders, Paragraph, Row, Table},
+    style::{Color, Modifier, Style},
+    symbols::Marker,
+    text::{Line, Span},
+    widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Row, Table},
 };
 
-use crate::{report::Report, units::human};
+use self::history::History;
+use crate::{
+    report::{DropRow, Report},
+    units::human,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Sort {
@@ -36,6 +46,15 @@ struct View {
     sort: Sort,
     category: Option<String>,
     iface: Option<String>,
+    /// The reports shown so far (a paused screen records nothing).
+    history: History,
+}
+
+impl View {
+    fn show(&mut self, r: Box<Report>) {
+        self.history.push(&r);
+        self.shown = Some(r);
+    }
 }
 
 /// Starts the screen thread. Reports go in through the returned sender;
@@ -56,6 +75,7 @@ pub(crate) fn spawn(
                 sort: Sort::Rate,
                 category: None,
                 iface: None,
+                history: History::new(),
             };
             let mut last_draw = Instant::now() - Duration::from_secs(1);
             'outer: loop {
@@ -70,8 +90,11 @@ pub(crate) fn spawn(
                         Err(mpsc::TryRecvError::Disconnected) => break 'outer,
                     }
                 }
-                if !view.paused && dirty {
-                    view.shown = view.latest.take();
+                if !view.paused
+                    && dirty
+                    && let Some(r) = view.latest.take()
+                {
+                    view.show(r);
                 }
                 if event::poll(Duration::from_millis(100)).unwrap_or(false)
                     && let Ok(Event::Key(k)) = event::read()
@@ -86,8 +109,10 @@ pub(crate) fn spawn(
                         }
                         KeyCode::Char('p') | KeyCode::Char(' ') => {
                             view.paused = !view.paused;
-                            if !view.paused && view.latest.is_some() {
-                                view.shown = view.latest.take();
+                            if !view.paused
+                                && let Some(r) = view.latest.take()
+                            {
+                                view.show(r);
                             }
                         }
                         KeyCode::Char('s') => {
@@ -164,11 +189,19 @@ fn pane(title: String) -> Block<'static> {
 
 fn draw(f: &mut Frame, v: &View) {
     let area = f.area();
-    let [head, drops, mid, bottom, keys] = Layout::vertical([
+    // 80x24 keeps every pane: smaller chart and lists; a tall screen
+    // gives the chart and the table the room.
+    let small = area.height < 34;
+    let [head, drops, chart, mid, bottom, keys] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(5),
-        Constraint::Length(6),
-        Constraint::Length(7),
+        Constraint::Length(if small {
+            6
+        } else {
+            (area.height * 2 / 5).min(40)
+        }),
+        Constraint::Length(if small { 5 } else { 6 }),
+        Constraint::Length(if small { 5 } else { 7 }),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -196,11 +229,13 @@ fn draw(f: &mut Frame, v: &View) {
         .style(Style::default().add_modifier(Modifier::REVERSED)),
         head,
     );
-    draw_drops(f, drops, r, v);
+    let rows = visible_rows(r, v);
+    draw_drops(f, drops, &rows, v);
+    draw_chart(f, chart, &rows, v);
     let [nic, attacks] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(mid);
     draw_nic(f, nic, r, v);
-    draw_attacks(f, attacks, r);
+    draw_attacks(f, attacks, r, v);
     let [sources, ports] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
     draw_sources(f, sources, r, v);
@@ -216,7 +251,8 @@ fn draw(f: &mut Frame, v: &View) {
     );
 }
 
-fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
+/// The drop rows the filters let through, in the chosen order.
+fn visible_rows<'a>(r: &'a Report, v: &View) -> Vec<&'a DropRow> {
     let mut rows: Vec<_> = r
         .drops
         .iter()
@@ -232,6 +268,12 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
         Sort::Total => rows.sort_by_key(|r| std::cmp::Reverse(r.total)),
         Sort::Reason => rows.sort_by(|a, b| a.reason.cmp(&b.reason).then(a.iface.cmp(&b.iface))),
     }
+    rows
+}
+
+const SPARK: usize = 12;
+
+fn draw_drops(f: &mut Frame, area: Rect, rows: &[&DropRow], v: &View) {
     let sum: f64 = rows.iter().map(|d| d.rate).sum::<f64>().max(1e-9);
     let body: Vec<Row> = rows
         .iter()
@@ -243,6 +285,7 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
                 d.total.to_string(),
                 d.category.to_string(),
                 format!("{:.0}%", 100.0 * d.rate / sum),
+                v.history.row_spark(&(d.label(), d.iface.clone()), SPARK),
             ])
         })
         .collect();
@@ -256,11 +299,12 @@ fn draw_drops(f: &mut Frame, area: Rect, r: &Report, v: &View) {
             Constraint::Length(10),
             Constraint::Length(13),
             Constraint::Length(5),
+            Constraint::Length(SPARK as u16),
         ],
     )
     .header(
         Row::new(vec![
-            "REASON", "IFACE", "RATE/s", "TOTAL", "CATEGORY", "SHARE",
+            "REASON", "IFACE", "RATE/s", "TOTAL", "CATEGORY", "SHARE", "HISTORY",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
@@ -302,7 +346,69 @@ fn draw_nic(f: &mut Frame, area: Rect, r: &Report, v: &View) {
     );
 }
 
-fn draw_attacks(f: &mut Frame, area: Rect, r: &Report) {
+/// Drops/s of the top rows (as sorted and filtered) over the window. The
+/// legend line names each series with its newest point.
+fn draw_chart(f: &mut Frame, area: Rect, rows: &[&DropRow], v: &View) {
+    const COLORS: [Color; 4] = [Color::Red, Color::Yellow, Color::Cyan, Color::Magenta];
+    let block = pane(format!(
+        "Drops/s, last {}s",
+        v.history.span().round().max(1.0)
+    ));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [legend, plot] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(inner);
+    let series: Vec<(String, Vec<(f64, f64)>)> = rows
+        .iter()
+        .map(|d| {
+            let points = v.history.row_points(&(d.label(), d.iface.clone()));
+            (format!("{} {}", d.label(), d.iface), points)
+        })
+        .filter(|(_, p)| !p.is_empty())
+        .take(COLORS.len())
+        .collect();
+    if series.is_empty() {
+        f.render_widget(Paragraph::new("no drops in the window"), legend);
+        return;
+    }
+    let mut spans = Vec::new();
+    for (i, (name, points)) in series.iter().enumerate() {
+        let last = points.last().map(|p| p.1).unwrap_or(0.0);
+        spans.push(Span::styled("■ ", Style::default().fg(COLORS[i])));
+        spans.push(Span::raw(format!("{name} {}/s  ", human(last))));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), legend);
+    let max = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let span = v.history.span().max(1.0);
+    let datasets: Vec<Dataset> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (_, points))| {
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(COLORS[i]))
+                .data(points)
+        })
+        .collect();
+    let chart = Chart::new(datasets)
+        .x_axis(
+            Axis::default()
+                .bounds([-span, 0.0])
+                .labels([format!("-{span:.0}s"), "now".to_string()]),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, max * 1.1])
+                .labels(["0".to_string(), human(max)]),
+        );
+    f.render_widget(chart, plot);
+}
+
+fn draw_attacks(f: &mut Frame, area: Rect, r: &Report, v: &View) {
     let lines: Vec<Line> = if r.attacks.is_empty() {
         vec![Line::from("none")]
     } else {
@@ -310,13 +416,14 @@ fn draw_attacks(f: &mut Frame, area: Rect, r: &Report) {
             .iter()
             .map(|a| {
                 Line::from(format!(
-                    "#{} {} {} {}% {}pps {} src",
+                    "#{} {} {} {}% {}pps {} src {}",
                     a.id,
                     a.class,
                     a.iface,
                     a.confidence,
                     human(a.pps),
-                    a.sources
+                    a.sources,
+                    v.history.attack_spark(a.id, SPARK).trim_end()
                 ))
             })
             .collect()
@@ -334,8 +441,8 @@ fn draw_sources(f: &mut Frame, area: Rect, r: &Report, v: &View) {
         .filter(|s| v.iface.as_deref().is_none_or(|i| i == s.iface))
         .map(|s| {
             Line::from(format!(
-                "{:<24} {:>8}pps {:>8}bps",
-                trunc(&s.address, 24),
+                "{:<22} {:>7}pps {:>7}bps",
+                trunc(&s.address, 22),
                 human(s.pps),
                 human(s.bps)
             ))
