@@ -169,6 +169,14 @@ fn udp_reflection_names_the_protocol() {
     let lines = d.stop();
     let e = assert_class(&lines, "udp-reflection");
     assert_eq!(e["vectors"][0]["protocol"], "NTP", "{e:#}");
+    // The kernel's word: the answers landed on a closed port, from
+    // spoofed sources; so the confidence may be high.
+    let evidence = e["evidence"].to_string();
+    assert!(
+        evidence.contains("NO_SOCKET") && evidence.contains("dropped"),
+        "{e:#}"
+    );
+    assert!(e["confidence"].as_u64().unwrap() >= 80, "{e:#}");
 }
 
 #[test]
@@ -387,6 +395,85 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
         started(&lines)
     );
     let _ = server.0.wait();
+}
+
+/// UDP bulk delivered to a socket that asked for it, from the ports a
+/// reflection comes from (443: a QUIC-like download; 53: a resolver's
+/// answers): a spike in rate and shape, but the kernel delivered every
+/// datagram, so no attack starts and `loss` is never `ddos`.
+#[test]
+fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
+    let _turn = flood_turn();
+    assert!(have("iperf3"), "iperf3 missing: run cargo xtask setup");
+    for cport in ["443", "53"] {
+        let lab = Lab::new();
+        let server = Command::new("ip")
+            .args(["netns", "exec", &lab.b, "iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = KillOnDrop(server);
+        thread::sleep(Duration::from_millis(300));
+        let rcvbuf_before = lab.nstat(&lab.b, "UdpRcvbufErrors");
+        let noports_before = lab.nstat(&lab.b, "UdpNoPorts");
+        let d = watch(&lab, &[]);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.a,
+                "iperf3",
+                "-c",
+                &lab.v4(2),
+                "-p",
+                "5201",
+            ])
+            .args([
+                "-u", "--cport", cport, "-l", "1200", "-b", "150M", "-t", "3", "-J",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iperf3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        thread::sleep(Duration::from_millis(300));
+        let lines = d.stop();
+        // The precondition: every datagram reached the socket.
+        assert_eq!(lab.nstat(&lab.b, "UdpRcvbufErrors"), rcvbuf_before);
+        assert_eq!(lab.nstat(&lab.b, "UdpNoPorts"), noports_before);
+        let reports: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["schema"] == "dropscope.watch/1")
+            .collect();
+        let peak = reports
+            .iter()
+            .map(|l| l["interfaces"][0]["pps"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        let from_port: u64 = reports
+            .iter()
+            .flat_map(|l| l["interfaces"][0]["udp_src_ports"].as_array().unwrap())
+            .filter(|p| p["port"] == cport)
+            .map(|p| p["packets"].as_u64().unwrap())
+            .sum();
+        eprintln!("udp from {cport}: peak {peak} pps, {from_port} datagrams from the port");
+        assert!(peak > 5_000.0, "iperf3 reached only {peak} pps");
+        assert!(
+            from_port > 10_000,
+            "{from_port} datagrams from port {cport}"
+        );
+        assert!(
+            started(&lines).is_empty(),
+            "benign bulk from port {cport} raised {:#?}",
+            started(&lines)
+        );
+        for r in &reports {
+            assert_ne!(r["loss"]["verdict"], "ddos", "{}", r["loss"]);
+        }
+        let _ = server.0.wait();
+    }
 }
 
 #[test]

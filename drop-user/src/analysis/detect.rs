@@ -19,6 +19,7 @@ use crate::{
         ShapeCounts, SketchBound, SourceShare, Spoofing, Vector,
         taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
     },
+    sys::reasons::Category,
 };
 
 pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
@@ -283,6 +284,118 @@ pub(crate) fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoo
         top3_ttl_share: top3,
         implausible_ttl_share: implausible,
         packets_per_source: pps,
+    }
+}
+
+/// What the kernel says of an interface's traffic in one interval: the
+/// evidence behind an attack's start and confidence. A spike in rate or
+/// shape alone is not an attack: a download or a resolver's answers are
+/// delivered to a socket that asked for them. Traffic the kernel refused as
+/// unwanted (nobody listening, a firewall or XDP verdict, IP or TCP checks),
+/// spoofed sources, or handshakes left half-open are.
+struct Evidence {
+    items: Vec<String>,
+    unwanted: bool,
+}
+
+/// Drop categories that mean "nobody wanted this packet". Buffer, backlog
+/// and ring overflows mean wanted traffic came too fast: overload, which is
+/// evidence of an attack only beside other evidence.
+fn unwanted(c: Category) -> bool {
+    matches!(
+        c,
+        Category::NoSocket
+            | Category::Netfilter
+            | Category::Xdp
+            | Category::Blocklist
+            | Category::Ip
+            | Category::Tcp
+    )
+}
+
+/// Confidence without kernel evidence stays below what a mitigation hook
+/// should act on.
+const UNPROVEN_CONFIDENCE: u8 = 60;
+
+fn evidence(
+    i: &IfaceReport,
+    report: &Measured,
+    sample: &EpochSummary,
+    vectors: &[Vector],
+) -> Evidence {
+    let packets = i.delta.packets;
+    let mut items = Vec::new();
+    let mut is_unwanted = false;
+    let mut by_reason: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+    for d in report
+        .drops
+        .iter()
+        .filter(|d| d.iface == i.iface && d.delta > 0)
+    {
+        let e = by_reason
+            .entry(d.reason.as_str())
+            .or_insert((0, unwanted(d.category)));
+        e.0 += d.delta;
+    }
+    let refused: u64 = by_reason.values().filter(|(_, u)| *u).map(|(n, _)| n).sum();
+    let overload: u64 = by_reason
+        .values()
+        .filter(|(_, u)| !*u)
+        .map(|(n, _)| n)
+        .sum();
+    let pct = |n: u64| 100.0 * n as f64 / packets.max(1) as f64;
+    if refused > 0 && refused * 100 >= packets {
+        is_unwanted = true;
+        let mut top: Vec<(&str, u64)> = by_reason
+            .iter()
+            .filter(|(_, (_, u))| *u)
+            .map(|(r, (n, _))| (*r, *n))
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1));
+        for (r, n) in top.into_iter().take(3) {
+            items.push(format!(
+                "{r}: {n} of {packets} packets dropped ({:.0}%)",
+                pct(n)
+            ));
+        }
+    } else if refused + overload == 0 {
+        items.push(format!(
+            "no drops on {}: its {packets} packets were delivered",
+            i.iface
+        ));
+    } else {
+        items.push(format!(
+            "{} of {packets} packets dropped, {} of them as overload (buffers, backlog), not refused",
+            refused + overload,
+            overload
+        ));
+    }
+    let sp = spoofing(&i.delta.ttl, packets, sample.distinct_sources);
+    if sp.verdict == SpoofVerdict::Spoofed {
+        is_unwanted = true;
+        items.push(format!(
+            "spoofed sources: {} distinct TTLs, {:.0}% implausible, {:.1} packets per source",
+            sp.distinct_ttls,
+            100.0 * sp.implausible_ttl_share,
+            sp.packets_per_source
+        ));
+    }
+    let d = &i.delta;
+    if vectors
+        .first()
+        .is_some_and(|v| v.class == AttackClass::SynFlood)
+        && d.tcp_syn >= 100
+        && d.tcp_ack_only * 5 < d.tcp_syn
+    {
+        is_unwanted = true;
+        items.push(format!(
+            "half-open handshakes: {} SYNs, {} ACKs",
+            d.tcp_syn, d.tcp_ack_only
+        ));
+    }
+    Evidence {
+        items,
+        unwanted: is_unwanted,
     }
 }
 
@@ -554,6 +667,13 @@ impl Detector {
             }
             return Some(ev);
         } else if !triggers.is_empty() {
+            let ev = evidence(i, report, sample, vectors);
+            // An adaptive spike needs the kernel's word that the traffic
+            // was unwanted; a configured threshold or in-kernel trigger is
+            // the operator's call and starts at a capped confidence.
+            if !ev.unwanted && triggers.iter().all(|t| t.starts_with("spike:")) {
+                return None;
+            }
             let id = self.next_id;
             self.next_id += 1;
             let mut drops = BTreeMap::new();
@@ -679,6 +799,7 @@ impl Detector {
         top_ports: Vec<PortRate>,
     ) -> AttackEvent {
         let a = &self.active[&i.iface];
+        let ev = evidence(i, report, sample, vectors);
         let srcs: Vec<&crate::report::SourceRow> = report
             .top_sources
             .iter()
@@ -706,11 +827,19 @@ impl Detector {
             iface: i.iface.clone(),
             class: a.class,
             // The start's class, at this interval's confidence while that
-            // vector still shows.
-            confidence: vectors
-                .iter()
-                .find(|v| v.class == a.class)
-                .map_or(a.confidence, |v| v.confidence),
+            // vector still shows; high only with the kernel's evidence.
+            confidence: {
+                let c = vectors
+                    .iter()
+                    .find(|v| v.class == a.class)
+                    .map_or(a.confidence, |v| v.confidence);
+                if ev.unwanted {
+                    c
+                } else {
+                    c.min(UNPROVEN_CONFIDENCE)
+                }
+            },
+            evidence: ev.items,
             vectors: vectors.to_vec(),
             trigger: a.trigger.clone(),
             started_at: a.started_at,

@@ -86,7 +86,13 @@ pub(crate) struct AttackEvent {
     pub phase: Phase,
     pub iface: String,
     pub class: AttackClass,
+    /// Confidence comes from evidence: without the kernel's word that the
+    /// traffic was unwanted it stays at 60 or below.
     pub confidence: u8,
+    /// What the kernel saw this interval: drops by reason as a share of the
+    /// interface's packets (or that they were delivered), spoofed sources,
+    /// half-open handshakes.
+    pub evidence: Vec<String>,
     pub vectors: Vec<Vector>,
     /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
     pub trigger: String,
