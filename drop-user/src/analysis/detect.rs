@@ -351,7 +351,7 @@ fn evidence(
             .filter(|(_, (_, u))| *u)
             .map(|(r, (n, _))| (*r, *n))
             .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         for (r, n) in top.into_iter().take(3) {
             items.push(format!(
                 "{r}: {n} of {packets} packets dropped ({:.0}%)",
