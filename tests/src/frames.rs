@@ -63,6 +63,35 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag: (u16, bool), l4: &[u8
     h
 }
 
+/// As [`ipv4`], with the TCP (pseudo-header) or ICMP checksum filled in,
+/// as a real sender's packets have: the kernel checks it before any socket
+/// lookup.
+pub fn ipv4_checked(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut l4 = l4.to_vec();
+    match proto {
+        6 => {
+            let mut pseudo = Vec::with_capacity(12 + l4.len());
+            pseudo.extend_from_slice(&src.octets());
+            pseudo.extend_from_slice(&dst.octets());
+            pseudo.extend_from_slice(&[0, 6]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            l4[16] = 0;
+            l4[17] = 0;
+            pseudo.extend_from_slice(&l4);
+            let c = checksum(&pseudo);
+            l4[16..18].copy_from_slice(&c.to_be_bytes());
+        }
+        1 => {
+            l4[2] = 0;
+            l4[3] = 0;
+            let c = checksum(&l4);
+            l4[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        _ => {}
+    }
+    ipv4(src, dst, proto, (0, false), &l4)
+}
+
 /// IPv6 packet; `ext` are (next-header number, header bytes) in order.
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, ext: &[(u8, Vec<u8>)], l4: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();

@@ -85,13 +85,15 @@ const APT_BUILD: [&str; 4] = [
 /// qemu; busybox and kmod build its initramfs and load modules).
 const APT_MATRIX: [&str; 3] = ["qemu-system-x86", "busybox-static", "kmod"];
 const VIRTME_NG_VERSION: &str = "1.42";
-const APT_TEST: [(&str, &str); 16] = [
+const APT_TEST: [(&str, &str); 17] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
     ("ethtool", "ethtool"),
     ("hping3", "hping3"),
     ("iperf3", "iperf3"),
+    // The detection corpus' slow steady ping.
+    ("ping", "iputils-ping"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("tshark", "tshark"),

@@ -47,10 +47,39 @@ pub fn dropscope_gen(ctx: XdpContext) -> u32 {
         if cfg.sources > 1 {
             let a = cfg.base.wrapping_add(bpf_get_prandom_u32() % cfg.sources);
             let b = a.to_be_bytes();
+            let old = [
+                ((*ip.add(12) as u16) << 8) | *ip.add(13) as u16,
+                ((*ip.add(14) as u16) << 8) | *ip.add(15) as u16,
+            ];
             *ip.add(12) = b[0];
             *ip.add(13) = b[1];
             *ip.add(14) = b[2];
             *ip.add(15) = b[3];
+            // TCP's checksum covers the source address (pseudo-header):
+            // update it (RFC 1624) so a valid template stays valid. Only
+            // an unfragmented 20-byte header; an invalid template stays
+            // invalid, as some tests want.
+            if *ip.add(9) == 6
+                && *ip.add(0) == 0x45
+                && (*ip.add(6) & 0x3f) == 0
+                && *ip.add(7) == 0
+                && start + 14 + 20 + 18 <= ctx.data_end()
+            {
+                let tcp = ip.add(20);
+                let hc = ((*tcp.add(16) as u16) << 8) | *tcp.add(17) as u16;
+                let new = [
+                    ((b[0] as u16) << 8) | b[1] as u16,
+                    ((b[2] as u16) << 8) | b[3] as u16,
+                ];
+                let mut sum = (!hc) as u32;
+                sum += (!old[0]) as u32 + new[0] as u32;
+                sum += (!old[1]) as u32 + new[1] as u32;
+                sum = (sum & 0xffff) + (sum >> 16);
+                sum = (sum & 0xffff) + (sum >> 16);
+                let c = !(sum as u16);
+                *tcp.add(16) = (c >> 8) as u8;
+                *tcp.add(17) = c as u8;
+            }
         }
         if cfg.spoof_ttl != 0 {
             *ip.add(8) = 16 + (bpf_get_prandom_u32() % 224) as u8;

@@ -190,10 +190,19 @@ pub(crate) fn classify(d: &ShapeCounts, ports: &[(u16, u64)], distinct_dports: f
         .filter(|(port, _)| reflector_protocol(*port).is_some())
         .max_by_key(|(_, n)| *n)
         .and_then(|(port, _)| reflector_protocol(*port));
-    let large = share(size("le_01518") + size("le_09018") + size("gt_09018"), p);
+    let large_pkts = size("le_01518") + size("le_09018") + size("gt_09018");
     let frag = share(d.fragments, p);
-    let refl_conf =
-        (share(refl_pkts, p) / 0.5).min(1.0) * (0.5 + 0.5 * ((large + frag) / 0.5).min(1.0));
+    // Reflection is judged within the UDP it arrives in (large answers and
+    // their fragments from reflector ports), so that beside another vector
+    // (SYN + reflection at once) it still shows; it needs a fifth of the
+    // packets to count as a vector at all.
+    let refl_conf = if share(udp_pkts, p) >= 0.2 {
+        let of_udp = |n: u64| share(n, udp_pkts).min(1.0);
+        (of_udp(refl_pkts) / 0.5).min(1.0)
+            * (0.5 + 0.5 * (of_udp(large_pkts + d.fragments) / 0.5).min(1.0))
+    } else {
+        0.0
+    };
     v.push(Vector {
         class: AttackClass::UdpReflection,
         confidence: conf(refl_conf),
@@ -353,9 +362,10 @@ fn evidence(
             .collect();
         top.sort_by_key(|t| std::cmp::Reverse(t.1));
         for (r, n) in top.into_iter().take(3) {
+            // Drops lag the XDP count by up to an interval: at most 100%.
             items.push(format!(
-                "{r}: {n} of {packets} packets dropped ({:.0}%)",
-                pct(n)
+                "{r}: {n} packets dropped ({:.0}% of the {packets} received)",
+                pct(n).min(100.0)
             ));
         }
     } else if refused + overload == 0 {
@@ -959,6 +969,22 @@ mod tests {
         let classes: Vec<_> = v.iter().map(|x| x.class).collect();
         assert!(
             classes.contains(&AttackClass::SynFlood) && classes.contains(&AttackClass::IcmpFlood),
+            "{v:?}"
+        );
+        // SYN at twice the packet rate of large DNS answers: both show.
+        let syn_and_reflection = shape(|s| {
+            s.packets = 1000;
+            s.tcp_syn = 660;
+            s.protocols.insert("tcp", 660);
+            s.protocols.insert("udp", 340);
+            s.sizes.insert("le_00064".into(), 660);
+            s.sizes.insert("le_01518".into(), 340);
+        });
+        let v = classify(&syn_and_reflection, &[(53, 340)], 1.0);
+        let classes: Vec<_> = v.iter().map(|x| x.class).collect();
+        assert!(
+            classes.contains(&AttackClass::SynFlood)
+                && classes.contains(&AttackClass::UdpReflection),
             "{v:?}"
         );
     }
