@@ -194,9 +194,9 @@ pub(crate) fn classify(d: &ShapeCounts, ports: &[(u16, u64)], distinct_dports: f
     let frag = share(d.fragments, p);
     // Reflection is judged within the UDP it arrives in (large answers and
     // their fragments from reflector ports), so that beside another vector
-    // (SYN + reflection at once) it still shows; it needs a fifth of the
+    // (SYN + reflection at once) it still shows; it needs a tenth of the
     // packets to count as a vector at all.
-    let refl_conf = if share(udp_pkts, p) >= 0.2 {
+    let refl_conf = if share(udp_pkts, p) >= 0.1 {
         let of_udp = |n: u64| share(n, udp_pkts).min(1.0);
         (of_udp(refl_pkts) / 0.5).min(1.0)
             * (0.5 + 0.5 * (of_udp(large_pkts + d.fragments) / 0.5).min(1.0))
@@ -379,6 +379,40 @@ fn evidence(
             refused + overload,
             overload
         ));
+    }
+    // Per vector: the share of its protocol's packets dropped (from the
+    // drop attribution by destination port, which has no interface: an
+    // estimate, and only as complete as the top rows it keeps).
+    let mut protos: Vec<(&'static str, AttackClass)> = Vec::new();
+    for v in vectors {
+        let proto = match v.class {
+            AttackClass::SynFlood | AttackClass::AckRstFlood => "tcp",
+            AttackClass::UdpFlood | AttackClass::UdpReflection => "udp",
+            _ => continue,
+        };
+        if !protos.iter().any(|(p, _)| *p == proto) {
+            protos.push((proto, v.class));
+        }
+    }
+    for (proto, class) in protos {
+        let seen = i.delta.protocols.get(proto).copied().unwrap_or(0);
+        if seen == 0 {
+            continue;
+        }
+        let dropped: u64 = report
+            .drop_ports
+            .iter()
+            .filter(|d| d.proto == proto)
+            .map(|d| d.delta)
+            .sum();
+        items.push(if dropped == 0 {
+            format!("{class}: no {proto} drops, its {seen} {proto} packets were delivered")
+        } else {
+            format!(
+                "{class}: ~{dropped} of its {seen} {proto} packets dropped ({:.0}%)",
+                (100.0 * dropped as f64 / seen as f64).min(100.0)
+            )
+        });
     }
     let sp = spoofing(&i.delta.ttl, packets, sample.distinct_sources);
     if sp.verdict == SpoofVerdict::Spoofed {
