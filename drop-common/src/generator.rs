@@ -14,6 +14,9 @@ pub struct GenConfig {
     pub spoof_ttl: u32,
     /// Redirect target; 0 transmits out of the ingress interface (XDP_TX).
     pub ifindex: u32,
+    /// UDP only: destination ports drawn at random from 1024 .. 1024 +
+    /// dports (0: keep the frame's), as a flood to random ports does.
+    pub dports: u32,
 }
 
 #[cfg(feature = "user")]

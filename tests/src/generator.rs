@@ -22,6 +22,8 @@ pub struct Flood {
     pub sources: u32,
     pub base: Ipv4Addr,
     pub spoof_ttl: bool,
+    /// UDP: random destination ports from 1024 .. 1024 + dports (0: keep).
+    pub dports: u32,
 }
 
 impl Lab {
@@ -39,6 +41,7 @@ impl Lab {
                 base: u32::from(flood.base),
                 spoof_ttl: flood.spoof_ttl as u32,
                 ifindex: 0,
+                dports: flood.dports,
             };
             let mut ebpf = EbpfLoader::new()
                 .override_global(globals::GEN_CONFIG, &cfg, true)

@@ -525,6 +525,37 @@ pub fn sockaddr(ip: &str, port: u16) -> std::net::SocketAddr {
     }
 }
 
+impl Lab {
+    /// An iperf3 server in b on port 5201 (one client, then it exits),
+    /// killed when dropped.
+    pub fn iperf3_server(&self) -> KillOnDrop {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &self.b, "iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 (cargo xtask setup installs it)");
+        thread::sleep(Duration::from_millis(300));
+        KillOnDrop(server)
+    }
+
+    /// An iperf3 client in a to that server for 3 s, with `extra`
+    /// arguments; panics if it fails.
+    pub fn iperf3_client(&self, extra: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.a, "iperf3", "-c", &self.v4(2)])
+            .args(["-p", "5201", "-t", "3"])
+            .args(extra)
+            .output()
+            .expect("iperf3 (cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "iperf3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A child process killed (and reaped) when dropped, even on panic.
 pub struct KillOnDrop(pub Child);
 

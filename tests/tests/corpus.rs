@@ -10,13 +10,13 @@
 use std::{
     fmt::Write as _,
     net::{Ipv4Addr, TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use integration_tests::{KillOnDrop, Lab, flood_turn, frames::*, generator::Flood, have};
+use integration_tests::{Lab, flood_turn, frames::*, generator::Flood, have};
 use serde_json::Value;
 
 /// What a scenario sends, between lab.a (sender) and lab.b (watched).
@@ -29,6 +29,8 @@ enum Traffic {
         count: u32,
         sources: u32,
         spoof_ttl: bool,
+        /// Random UDP destination ports (0: the template's).
+        dports: u32,
     },
     /// Two floods at once.
     Both(L4, L4),
@@ -78,6 +80,7 @@ const fn frames(l4: L4, sources: u32, spoof_ttl: bool) -> Traffic {
         count: 200_000,
         sources,
         spoof_ttl,
+        dports: 0,
     }
 }
 
@@ -111,6 +114,18 @@ const SCENARIOS: &[Scenario] = &[
         want: Some("udp-flood"),
         protocol: None,
         traffic: frames(L4::Udp(50000, 18), 60_000, true),
+    },
+    Scenario {
+        name: "UDP flood to random ports, 200-byte datagrams",
+        want: Some("udp-flood"),
+        protocol: None,
+        traffic: Traffic::Frames {
+            l4: L4::Udp(50000, 200),
+            count: 200_000,
+            sources: 60_000,
+            spoof_ttl: true,
+            dports: 60_000,
+        },
     },
     Scenario {
         name: "DNS reflection, 500 reflectors",
@@ -244,6 +259,7 @@ fn generate(
     count: u32,
     sources: u32,
     spoof_ttl: bool,
+    dports: u32,
     base: Ipv4Addr,
 ) -> SystemTime {
     let frame = template(lab, l4, base);
@@ -256,6 +272,7 @@ fn generate(
             sources,
             base,
             spoof_ttl,
+            dports,
         },
     )
 }
@@ -271,49 +288,14 @@ fn flood_for(
     base: Ipv4Addr,
 ) -> SystemTime {
     let t0 = Instant::now();
-    let started = generate(lab, l4, 50_000, sources, spoof, base);
+    let started = generate(lab, l4, 50_000, sources, spoof, 0, base);
     for _ in 0..200 {
         if t0.elapsed() >= on {
             break;
         }
-        generate(lab, l4, 50_000, sources, spoof, base);
+        generate(lab, l4, 50_000, sources, spoof, 0, base);
     }
     started
-}
-
-fn iperf3_server(lab: &Lab) -> KillOnDrop {
-    let server = Command::new("ip")
-        .args(["netns", "exec", &lab.b, "iperf3", "-s", "-1", "-p", "5201"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    thread::sleep(Duration::from_millis(300));
-    KillOnDrop(server)
-}
-
-fn iperf3_client(lab: &Lab, extra: &[&str]) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.a,
-            "iperf3",
-            "-c",
-            &lab.v4(2),
-            "-p",
-            "5201",
-            "-t",
-            "3",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "iperf3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Sends the scenario's traffic; returns when it started.
@@ -325,7 +307,8 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
             count,
             sources,
             spoof_ttl,
-        } => generate(lab, l4, count, sources, spoof_ttl, base),
+            dports,
+        } => generate(lab, l4, count, sources, spoof_ttl, dports, base),
         // Side by side for the same 1.5 s: spoofed SYNs and 500 reflectors.
         Traffic::Both(x, y) => thread::scope(|s| {
             let on = Duration::from_millis(1500);
@@ -349,17 +332,17 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
             started
         }
         Traffic::TcpBulk => {
-            let mut server = iperf3_server(lab);
+            let mut server = lab.iperf3_server();
             let t = SystemTime::now();
-            iperf3_client(lab, &[]);
+            lab.iperf3_client(&[]);
             let _ = server.0.wait();
             t
         }
         Traffic::UdpBulk { cport, len, rate } => {
-            let mut server = iperf3_server(lab);
+            let mut server = lab.iperf3_server();
             let t = SystemTime::now();
             let (cport, len) = (cport.to_string(), len.to_string());
-            iperf3_client(lab, &["-u", "--cport", &cport, "-l", &len, "-b", rate]);
+            lab.iperf3_client(&["-u", "--cport", &cport, "-l", &len, "-b", rate]);
             let _ = server.0.wait();
             t
         }
@@ -483,9 +466,10 @@ fn run(s: &Scenario) -> Outcome {
         let start = starts.iter().find(|st| st["id"] == e["id"]);
         start.is_none_or(|st| st["class"] == e["class"])
     });
+    // The vectors the attack says it had (each with its own start).
     let mut classes_seen: Vec<String> = events
         .iter()
-        .flat_map(|e| e["vectors"].as_array().cloned().unwrap_or_default())
+        .flat_map(|e| e["vector_starts"].as_array().cloned().unwrap_or_default())
         .filter_map(|v| v["class"].as_str().map(str::to_string))
         .collect();
     classes_seen.sort();
@@ -601,16 +585,21 @@ fn detection_corpus() {
          the lab's namespaces with dropscope at its default settings (no thresholds, 100 ms\n\
          interval). Time to detect: the first attack event's start minus the moment the\n\
          traffic started. Evidence: the first item of the start event's `evidence[]`.\n\n\
-         | scenario | want | first class | confidence | evidence | sources | spoofing | detect | attacks | class held | result |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         | scenario | want | first class | vectors | confidence | evidence | sources | spoofing | detect | attacks | class held | result |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for o in &outcomes {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.name,
             o.want,
             o.first_class,
+            if o.classes_seen.is_empty() {
+                "-".to_string()
+            } else {
+                o.classes_seen.join(" + ")
+            },
             if o.first_class == "none" {
                 "-".into()
             } else {

@@ -9,9 +9,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{
-    Dropscope, KillOnDrop, Lab, flood_turn, frames::*, generator::Flood, have,
-};
+use integration_tests::{Dropscope, Lab, flood_turn, frames::*, generator::Flood, have};
 use serde_json::Value;
 
 const WATCH: [&str; 9] = [
@@ -80,6 +78,7 @@ fn flood(lab: &Lab, l4proto: u8, l4: Vec<u8>, count: u32, sources: u32) {
             sources,
             base: spoofed_base(lab),
             spoof_ttl: sources > 1,
+            dports: 0,
         },
     );
 }
@@ -163,6 +162,7 @@ fn udp_reflection_names_the_protocol() {
             sources: 200,
             base: spoofed_base(&lab),
             spoof_ttl: false,
+            dports: 0,
         },
     );
     thread::sleep(Duration::from_millis(400));
@@ -271,6 +271,7 @@ fn heavy_hitters_within_the_stated_error() {
                     sources: 1,
                     base: addr,
                     spoof_ttl: false,
+                    dports: 0,
                 },
             );
         }
@@ -350,36 +351,9 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
     let _turn = flood_turn();
     assert!(have("iperf3"), "iperf3 missing: run cargo xtask setup");
     let lab = Lab::new();
-    let server = Command::new("ip")
-        .args(["netns", "exec", &lab.b, "iperf3", "-s", "-1", "-p", "5201"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(server);
-    thread::sleep(Duration::from_millis(300));
+    let mut server = lab.iperf3_server();
     let d = watch(&lab, &[]);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.a,
-            "iperf3",
-            "-c",
-            &lab.v4(2),
-            "-p",
-            "5201",
-            "-t",
-            "3",
-            "-J",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "iperf3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.iperf3_client(&[]);
     thread::sleep(Duration::from_millis(300));
     let lines = d.stop();
     let peak = lines
@@ -407,38 +381,11 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
     assert!(have("iperf3"), "iperf3 missing: run cargo xtask setup");
     for cport in ["443", "53"] {
         let lab = Lab::new();
-        let server = Command::new("ip")
-            .args(["netns", "exec", &lab.b, "iperf3", "-s", "-1", "-p", "5201"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = KillOnDrop(server);
-        thread::sleep(Duration::from_millis(300));
+        let mut server = lab.iperf3_server();
         let rcvbuf_before = lab.nstat(&lab.b, "UdpRcvbufErrors");
         let noports_before = lab.nstat(&lab.b, "UdpNoPorts");
         let d = watch(&lab, &[]);
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.a,
-                "iperf3",
-                "-c",
-                &lab.v4(2),
-                "-p",
-                "5201",
-            ])
-            .args([
-                "-u", "--cport", cport, "-l", "1200", "-b", "150M", "-t", "3", "-J",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "iperf3: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.iperf3_client(&["-u", "--cport", cport, "-l", "1200", "-b", "150M"]);
         thread::sleep(Duration::from_millis(300));
         let lines = d.stop();
         // The precondition: every datagram reached the socket.
@@ -518,6 +465,7 @@ fn fragment_flood() {
             sources: 60_000,
             base: spoofed_base(&lab),
             spoof_ttl: true,
+            dports: 0,
         },
     );
     thread::sleep(Duration::from_millis(400));

@@ -42,6 +42,7 @@ fn syn_flood(lab: &Lab, count: u32) {
             sources: 50_000,
             base,
             spoof_ttl: true,
+            dports: 0,
         },
     );
 }
@@ -598,6 +599,7 @@ fn shipped_nft_hook_blocks_the_top_source() {
             sources: 1,
             base: src,
             spoof_ttl: false,
+            dports: 0,
         },
     );
     let set = wait_for(Duration::from_secs(10), || {

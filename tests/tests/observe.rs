@@ -476,6 +476,7 @@ fn a_syn_flood_xdp_filter_drops_is_reported_with_its_drop_share() {
             sources: 60_000,
             base,
             spoof_ttl: true,
+            dports: 0,
         },
     );
     thread::sleep(Duration::from_millis(600));

@@ -23,6 +23,7 @@ static GEN_CONFIG: GenConfig = GenConfig {
     base: 0,
     spoof_ttl: 0,
     ifindex: 0,
+    dports: 0,
 };
 
 #[xdp]
@@ -80,6 +81,16 @@ pub fn dropscope_gen(ctx: XdpContext) -> u32 {
                 *tcp.add(16) = (c >> 8) as u8;
                 *tcp.add(17) = c as u8;
             }
+        }
+        // A UDP destination port at random (its checksum is 0: none to fix).
+        if cfg.dports != 0
+            && *ip.add(9) == 17
+            && *ip.add(0) == 0x45
+            && start + 14 + 20 + 8 <= ctx.data_end()
+        {
+            let p = (1024 + bpf_get_prandom_u32() % cfg.dports) as u16;
+            *ip.add(22) = (p >> 8) as u8;
+            *ip.add(23) = p as u8;
         }
         if cfg.spoof_ttl != 0 {
             *ip.add(8) = 16 + (bpf_get_prandom_u32() % 224) as u8;

@@ -16,7 +16,7 @@ use crate::{
     ports::reflector_protocol,
     report::{
         AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ProgramDropShare, ReasonCount,
-        ShapeCounts, SketchBound, SourceShare, Spoofing, Vector,
+        ShapeCounts, SketchBound, SourceShare, Spoofing, Vector, VectorStart,
         taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
     },
     sys::reasons::Category,
@@ -336,6 +336,9 @@ fn evidence(
     let mut items = Vec::new();
     let mut is_unwanted = false;
     let mut by_reason: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+    // A kernel that names no reason: any drop may be a refusal (reduced
+    // mode; the item says so).
+    let refusal = |d: &crate::report::DropRow| !report.reasons_named || unwanted(d.category);
     for d in report
         .drops
         .iter()
@@ -343,7 +346,7 @@ fn evidence(
     {
         let e = by_reason
             .entry(d.reason.as_str())
-            .or_insert((0, unwanted(d.category)));
+            .or_insert((0, refusal(d)));
         e.0 += d.delta;
     }
     let refused: u64 = by_reason.values().filter(|(_, u)| *u).map(|(n, _)| n).sum();
@@ -361,6 +364,9 @@ fn evidence(
             .map(|(r, (n, _))| (*r, *n))
             .collect();
         top.sort_by_key(|t| std::cmp::Reverse(t.1));
+        if !report.reasons_named {
+            items.push("this kernel names no drop reasons: any drop counts as refused".into());
+        }
         for (r, n) in top.into_iter().take(3) {
             // Drops lag the XDP count by up to an interval: at most 100%.
             items.push(format!(
@@ -457,10 +463,27 @@ struct Active {
     peak_pps: f64,
     peak_bps: f64,
     drops: BTreeMap<String, u64>,
+    vector_starts: Vec<VectorStart>,
     /// Observed XDP programs' drops on this interface, and its packets,
     /// since the start.
     xdp_drops: BTreeMap<String, u64>,
     packets: u64,
+}
+
+/// Adds the vectors that show for the first time (confidence 50+).
+fn add_vectors(starts: &mut Vec<VectorStart>, vectors: &[Vector]) {
+    for v in vectors {
+        if v.confidence >= 50
+            && v.class != AttackClass::Volumetric
+            && !starts.iter().any(|s| s.class == v.class)
+        {
+            starts.push(VectorStart {
+                class: v.class,
+                protocol: v.protocol,
+                started_at: crate::units::unix_now(),
+            });
+        }
+    }
 }
 
 /// Adds an interval's XDP drops on `iface` (per observed program).
@@ -702,6 +725,7 @@ impl Detector {
                 }
             }
             add_xdp_drops(&mut a.xdp_drops, report, &i.iface);
+            add_vectors(&mut a.vector_starts, vectors);
             a.packets += i.delta.packets;
             let ended = now.duration_since(a.last_trigger).as_secs_f64() >= end_after_s;
             let phase = if ended { Phase::End } else { Phase::Update };
@@ -728,6 +752,13 @@ impl Detector {
             }
             let mut xdp_drops = BTreeMap::new();
             add_xdp_drops(&mut xdp_drops, report, &i.iface);
+            // The class first, then any other vector of this interval.
+            let mut vector_starts = vec![VectorStart {
+                class: vectors[0].class,
+                protocol: vectors[0].protocol,
+                started_at: crate::units::unix_now(),
+            }];
+            add_vectors(&mut vector_starts, vectors);
             self.active.insert(
                 i.iface.clone(),
                 Active {
@@ -741,6 +772,7 @@ impl Detector {
                     peak_pps: i.pps,
                     peak_bps: i.bps,
                     drops,
+                    vector_starts,
                     xdp_drops,
                     packets: i.delta.packets,
                 },
@@ -885,6 +917,7 @@ impl Detector {
             },
             evidence: ev.items,
             vectors: vectors.to_vec(),
+            vector_starts: a.vector_starts.clone(),
             trigger: a.trigger.clone(),
             started_at: a.started_at,
             ts: crate::units::unix_now(),

@@ -7,6 +7,16 @@ use serde::Serialize;
 use super::taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict};
 
 /// Every attack class, as events and metrics name them.
+/// A vector of an attack and when it first showed: vectors are added as
+/// they appear (a reflection joining a SYN flood), each with its own start.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub(crate) struct VectorStart {
+    pub class: AttackClass,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    pub started_at: f64,
+}
+
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub(crate) struct Vector {
     /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
@@ -94,6 +104,9 @@ pub(crate) struct AttackEvent {
     /// half-open handshakes.
     pub evidence: Vec<String>,
     pub vectors: Vec<Vector>,
+    /// Every vector seen since the start (confidence 50 or more), with
+    /// when it first showed; the first is the attack's class.
+    pub vector_starts: Vec<VectorStart>,
     /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
     pub trigger: String,
     pub started_at: f64,

@@ -28,7 +28,7 @@ pub(crate) mod taxonomy;
 
 pub(crate) use attack::{
     AttackEvent, LossVerdict, PortRate, ProgramDropShare, ReasonCount, SketchBound, SourceShare,
-    Spoofing, Vector,
+    Spoofing, Vector, VectorStart,
 };
 
 pub(crate) const SCHEMA: &str = "dropscope.watch/1";
@@ -102,6 +102,10 @@ pub(crate) struct Measured {
     pub xdp_programs: Vec<XdpProgramRow>,
     pub sources_estimate: Option<SourcesEstimate>,
     pub health: Health,
+    /// False on kernels whose kfree_skb names no reason (before 5.17):
+    /// every drop is NOT_SPECIFIED there, and detection can't tell a
+    /// refused packet from an overflow.
+    pub reasons_named: bool,
 }
 
 /// What the analysis stage concluded about an interval.
@@ -749,6 +753,7 @@ impl Tracker {
         self.prev = snap;
         self.nic_prev = nic;
         Measured {
+            reasons_named: self.reasons.names_reasons(),
             xdp_programs,
             ts: crate::units::unix_now(),
             interval_s: secs,

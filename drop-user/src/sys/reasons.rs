@@ -170,6 +170,11 @@ impl ReasonTable {
         Self::from_pairs([("NOT_SPECIFIED".to_string(), LOCATION_ONLY_REASON)])
     }
 
+    /// Whether the kernel names its drops (false for `location_only`).
+    pub(crate) fn names_reasons(&self) -> bool {
+        self.names.len() > 1
+    }
+
     pub(crate) fn is_drop(&self, v: u32) -> bool {
         Some(v) != self.not_dropped_yet && Some(v) != self.consumed
     }

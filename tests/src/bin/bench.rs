@@ -122,6 +122,7 @@ fn send(lab: &Lab, frame: Vec<u8>, count: u32, sources: u32, base: Ipv4Addr) -> 
             sources,
             base,
             spoof_ttl: false,
+            dports: 0,
         },
     );
     started.elapsed().unwrap_or_default()
