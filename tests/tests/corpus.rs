@@ -164,6 +164,18 @@ const SCENARIOS: &[Scenario] = &[
         traffic: frames(L4::Icmp, 1000, true),
     },
     Scenario {
+        name: "ICMP flood from one real source (answered, nothing dropped)",
+        want: Some("icmp-flood"),
+        protocol: None,
+        traffic: frames(L4::Icmp, 1, false),
+    },
+    Scenario {
+        name: "UDP flood from one real source to a closed port",
+        want: Some("udp-flood"),
+        protocol: None,
+        traffic: frames(L4::Udp(40000, 18), 1, false),
+    },
+    Scenario {
         name: "fragment flood",
         want: Some("fragment-flood"),
         protocol: None,
@@ -482,7 +494,9 @@ fn run(s: &Scenario) -> Outcome {
     };
     let mut o = Outcome {
         name: s.name,
-        want: s.want.unwrap_or("none").to_string(),
+        // "a|b" (either first, both shown) reads "a + b": '|' splits a
+        // Markdown cell.
+        want: s.want.unwrap_or("none").replace('|', " + "),
         first_class: first
             .map(|e| e["class"].as_str().unwrap().to_string())
             .unwrap_or_else(|| "none".into()),

@@ -380,10 +380,17 @@ fn evidence(
             i.iface
         ));
     } else {
+        let mut names: Vec<(&str, u64)> = by_reason
+            .iter()
+            .filter(|(_, (_, u))| !*u)
+            .map(|(r, (n, _))| (*r, *n))
+            .collect();
+        names.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let names: Vec<&str> = names.iter().take(3).map(|(r, _)| *r).collect();
         items.push(format!(
-            "{} of {packets} packets dropped, {} of them as overload (buffers, backlog), not refused",
+            "{} of {packets} packets dropped, {overload} of them as overflow or unnamed ({}), not refusals",
             refused + overload,
-            overload
+            names.join(", ")
         ));
     }
     // Per vector: the share of its protocol's packets dropped (from the
@@ -725,7 +732,11 @@ impl Detector {
                 }
             }
             add_xdp_drops(&mut a.xdp_drops, report, &i.iface);
-            add_vectors(&mut a.vector_starts, vectors);
+            // Only while it still fires: the wind-down's few stray packets
+            // (an IPv6 neighbour solicitation) are no new vector.
+            if !triggers.is_empty() {
+                add_vectors(&mut a.vector_starts, vectors);
+            }
             a.packets += i.delta.packets;
             let ended = now.duration_since(a.last_trigger).as_secs_f64() >= end_after_s;
             let phase = if ended { Phase::End } else { Phase::Update };
@@ -738,8 +749,16 @@ impl Detector {
             let ev = evidence(i, report, sample, vectors);
             // An adaptive spike needs the kernel's word that the traffic
             // was unwanted; a configured threshold or in-kernel trigger is
-            // the operator's call and starts at a capped confidence.
-            if !ev.unwanted && triggers.iter().all(|t| t.starts_with("spike:")) {
+            // the operator's call and starts at a capped confidence. ICMP
+            // and fragment floods are the exception: no host asks for
+            // either at flood rates (a slow ping stays under the floors),
+            // and an answered echo flood leaves no drop behind; they start
+            // without it, at the capped confidence too.
+            let unasked = matches!(
+                vectors.first().map(|v| v.class),
+                Some(AttackClass::IcmpFlood | AttackClass::FragmentFlood)
+            );
+            if !ev.unwanted && !unasked && triggers.iter().all(|t| t.starts_with("spike:")) {
                 return None;
             }
             let id = self.next_id;
