@@ -42,22 +42,24 @@ pub(crate) fn attached(ifindex: u32) -> Result<Vec<(XdpAttach, u32)>> {
     let reply =
         getlink(ifindex).with_context(|| format!("querying ifindex {ifindex} over rtnetlink"))?;
     // nlmsghdr (16) + ifinfomsg (16), then attributes.
-    let Some(attrs) = reply.get(32..) else {
+    let Some(link_attrs) = reply.get(32..) else {
         bail!("short RTM_NEWLINK reply");
     };
-    let Some(xdp) = find_attr(attrs, IFLA_XDP) else {
+    let Some(xdp) = find_attr(link_attrs, IFLA_XDP) else {
         return Ok(Vec::new());
     };
     let mut mode = 0u8;
     let (mut any, mut drv, mut skb, mut hw) = (0u32, 0u32, 0u32, 0u32);
-    for_each_attr(xdp, |ty, val| match ty {
-        IFLA_XDP_ATTACHED => mode = val.first().copied().unwrap_or(0),
-        IFLA_XDP_PROG_ID => any = u32_of(val),
-        IFLA_XDP_DRV_PROG_ID => drv = u32_of(val),
-        IFLA_XDP_SKB_PROG_ID => skb = u32_of(val),
-        IFLA_XDP_HW_PROG_ID => hw = u32_of(val),
-        _ => {}
-    });
+    for (ty, val) in attrs(xdp) {
+        match ty {
+            IFLA_XDP_ATTACHED => mode = val.first().copied().unwrap_or(0),
+            IFLA_XDP_PROG_ID => any = u32_of(val),
+            IFLA_XDP_DRV_PROG_ID => drv = u32_of(val),
+            IFLA_XDP_SKB_PROG_ID => skb = u32_of(val),
+            IFLA_XDP_HW_PROG_ID => hw = u32_of(val),
+            _ => {}
+        }
+    }
     let mut out = Vec::new();
     match mode {
         XDP_ATTACHED_DRV if any != 0 => out.push((XdpAttach::Native, any)),
@@ -85,31 +87,26 @@ fn u32_of(v: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
-fn for_each_attr(mut buf: &[u8], mut f: impl FnMut(u16, &[u8])) {
-    while buf.len() >= 4 {
+/// The (type, value) netlink attributes in `buf`, stopping at the first
+/// malformed one.
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
         let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
         let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
         if len < 4 || len > buf.len() {
-            return;
+            return None;
         }
-        f(ty, &buf[4..len]);
-        let next = (len + 3) & !3;
-        buf = buf.get(next..).unwrap_or(&[]);
-    }
+        let val = &buf[4..len];
+        buf = buf.get((len + 3) & !3..).unwrap_or(&[]);
+        Some((ty, val))
+    })
 }
 
 fn find_attr(buf: &[u8], want: u16) -> Option<&[u8]> {
-    let mut found = None;
-    for_each_attr(buf, |ty, val| {
-        if ty == want && found.is_none() {
-            found = Some(val.as_ptr_range());
-        }
-    });
-    // Re-slice from the range inside `buf` (the closure cannot return it).
-    let r = found?;
-    let start = r.start as usize - buf.as_ptr() as usize;
-    let end = r.end as usize - buf.as_ptr() as usize;
-    buf.get(start..end)
+    attrs(buf).find(|(ty, _)| *ty == want).map(|(_, val)| val)
 }
 
 /// Sends RTM_GETLINK for one interface and returns the RTM_NEWLINK reply.
