@@ -525,6 +525,25 @@ pub fn sockaddr(ip: &str, port: u16) -> std::net::SocketAddr {
     }
 }
 
+/// Runs a command in namespace `ns`'s network only (nsenter --net): unlike
+/// `ip netns exec` the host's /sys stays, so bpffs pins (libxdp's
+/// dispatcher) are visible. Panics if it fails; returns its stdout.
+pub fn nsenter(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(args)
+        .output()
+        .expect("run nsenter (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 impl Lab {
     /// An iperf3 server in b on port 5201 (one client, then it exits),
     /// killed when dropped.

@@ -16,7 +16,7 @@
 use std::{process::Command, thread, time::Duration};
 
 use integration_tests::{
-    Dropscope, Lab, drop_port, drop_source, drops, sh, sockaddr as addr, source_packets,
+    Dropscope, Lab, drop_port, drop_source, drops, nsenter, sh, sockaddr as addr, source_packets,
 };
 use serde_json::Value;
 
@@ -29,22 +29,6 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 const REFUSED: &str = "refuses tracing programs on other BPF programs";
-
-fn nsenter(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .args(args)
-        .output()
-        .expect("run nsenter");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        text,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
 
 /// xdp-filter loaded on vb in `mode` (skb or native), dropping `deny`.
 struct Filter<'a> {

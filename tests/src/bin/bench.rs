@@ -15,7 +15,9 @@ use aya::{
     EbpfLoader,
     programs::{Xdp, XdpMode, loaded_programs},
 };
-use integration_tests::{Dropscope, Lab, frames::*, generator::Flood, ip_link_rx_packets, sh};
+use integration_tests::{
+    Dropscope, Lab, frames::*, generator::Flood, ip_link_rx_packets, nsenter, sh,
+};
 
 struct Row {
     section: &'static str,
@@ -599,22 +601,6 @@ fn xdp_napi(rows: &mut Vec<Row>, n: u32, _full: bool) {
         "<= 1.3x",
         r <= 1.3,
     ));
-}
-
-/// Runs a command in namespace `ns`'s network only (the host's bpffs stays
-/// visible, as libxdp needs).
-fn nsenter(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .args(args)
-        .output()
-        .expect("run nsenter");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The name of the loaded program whose name starts with `prefix`.
