@@ -41,8 +41,9 @@ enum Traffic {
         off: Duration,
         pulses: u32,
     },
-    /// iperf3 TCP for 3 s.
-    TcpBulk,
+    /// iperf3 TCP for 3 s; `reverse`: the watched host sends (and so
+    /// receives a stream of pure ACKs).
+    TcpBulk { reverse: bool },
     /// iperf3 UDP from a source port to a listening server.
     UdpBulk {
         cport: u16,
@@ -202,7 +203,13 @@ const SCENARIOS: &[Scenario] = &[
         name: "benign: TCP bulk (iperf3)",
         want: None,
         protocol: None,
-        traffic: Traffic::TcpBulk,
+        traffic: Traffic::TcpBulk { reverse: false },
+    },
+    Scenario {
+        name: "benign: TCP bulk sent by the watched host (pure ACKs in)",
+        want: None,
+        protocol: None,
+        traffic: Traffic::TcpBulk { reverse: true },
     },
     Scenario {
         name: "benign: UDP bulk from port 443 to a listener",
@@ -343,10 +350,10 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
             }
             started
         }
-        Traffic::TcpBulk => {
+        Traffic::TcpBulk { reverse } => {
             let mut server = lab.iperf3_server();
             let t = SystemTime::now();
-            lab.iperf3_client(&[]);
+            lab.iperf3_client(if reverse { &["-R"] } else { &[] });
             let _ = server.0.wait();
             t
         }
@@ -365,16 +372,18 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
                 let addr = addr.clone();
                 move || TcpListener::bind(addr).unwrap()
             });
-            listener.set_nonblocking(true).unwrap();
+            // A blocking accept loop, so the accept queue never fills while
+            // the server sleeps (SYNs to a full queue are dropped and the
+            // clients stall on retransmits); a last connect wakes it to stop.
             let server = {
                 let stop = stop.clone();
                 thread::spawn(move || {
                     let mut accepted = 0u32;
-                    while !stop.load(Ordering::Relaxed) {
-                        match listener.accept() {
-                            Ok(_) => accepted += 1,
-                            Err(_) => thread::sleep(Duration::from_micros(200)),
+                    for conn in listener.incoming() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
                         }
+                        accepted += conn.is_ok() as u32;
                     }
                     accepted
                 })
@@ -397,8 +406,9 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
                 })
                 .collect();
             let made: u32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
-            thread::sleep(Duration::from_millis(200));
             stop.store(true, Ordering::Relaxed);
+            let wake = addr.clone();
+            let _ = lab.in_ns(&lab.a, move || TcpStream::connect(wake).is_ok());
             let accepted = server.join().unwrap();
             assert!(made > 2000, "only {made} handshakes");
             assert!(accepted > 2000, "only {accepted} accepted");

@@ -307,19 +307,39 @@ struct Evidence {
     unwanted: bool,
 }
 
-/// Drop categories that mean "nobody wanted this packet". Buffer, backlog
-/// and ring overflows mean wanted traffic came too fast: overload, which is
-/// evidence of an attack only beside other evidence.
-fn unwanted(c: Category) -> bool {
-    matches!(
-        c,
+/// Drops that mean "nobody wanted this packet": no socket, a firewall or
+/// XDP verdict, IP checks, TCP checks. Buffer, backlog and ring overflows
+/// mean wanted traffic came too fast (overload), and TCP's in-flow
+/// housekeeping (retransmitted or out-of-order data, old ACKs, a zero
+/// window, data after close) happens to every busy connection: neither is
+/// proof of an attack.
+fn refused(d: &crate::report::DropRow) -> bool {
+    const IN_FLOW_TCP: [&str; 12] = [
+        "OLD_DATA",
+        "OFOMERGE",
+        "OFO_QUEUE_PRUNE",
+        "OFO_DROP",
+        "ZEROWINDOW",
+        "OVERWINDOW",
+        "OLD_ACK",
+        "TOO_OLD_ACK",
+        "ACK_UNSENT_DATA",
+        "CLOSE",
+        "OLD_SEQUENCE",
+        "FASTOPEN",
+    ];
+    match d.category {
         Category::NoSocket
-            | Category::Netfilter
-            | Category::Xdp
-            | Category::Blocklist
-            | Category::Ip
-            | Category::Tcp
-    )
+        | Category::Netfilter
+        | Category::Xdp
+        | Category::Blocklist
+        | Category::Ip => true,
+        Category::Tcp => !d
+            .reason
+            .strip_prefix("TCP_")
+            .is_some_and(|r| IN_FLOW_TCP.contains(&r)),
+        _ => false,
+    }
 }
 
 /// Confidence without kernel evidence stays below what a mitigation hook
@@ -338,7 +358,7 @@ fn evidence(
     let mut by_reason: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
     // A kernel that names no reason: any drop may be a refusal (reduced
     // mode; the item says so).
-    let refusal = |d: &crate::report::DropRow| !report.reasons_named || unwanted(d.category);
+    let refusal = |d: &crate::report::DropRow| !report.reasons_named || refused(d);
     for d in report
         .drops
         .iter()
