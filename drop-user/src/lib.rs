@@ -18,7 +18,9 @@ mod export;
 pub mod kernel;
 mod ports;
 mod report;
+pub mod schema;
 mod sys;
+mod taxonomy;
 #[doc(hidden)]
 pub mod text_parsers;
 mod units;

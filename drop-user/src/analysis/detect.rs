@@ -4,6 +4,7 @@
 //! events (start, update, end) with hysteresis.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     time::Instant,
 };
@@ -17,9 +18,9 @@ use crate::{
     report::{
         AttackEvent, IfaceReport, LossVerdict, Measured, PortRate, ProgramDropShare, ReasonCount,
         ShapeCounts, SketchBound, SourceShare, Spoofing, Vector, VectorStart,
-        taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict},
     },
     sys::reasons::Category,
+    taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict},
 };
 
 pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
@@ -206,7 +207,11 @@ pub(crate) fn classify(d: &ShapeCounts, ports: &[(u16, u64)], distinct_dports: f
     v.push(Vector {
         class: AttackClass::UdpReflection,
         confidence: conf(refl_conf),
-        protocol: if refl_conf >= 0.4 { top_refl } else { None },
+        protocol: if refl_conf >= 0.4 {
+            top_refl.map(Cow::Borrowed)
+        } else {
+            None
+        },
     });
     let small = share(size("le_00064") + size("le_00128"), p);
     let udp = share(udp_pkts, p);
@@ -506,7 +511,7 @@ fn add_vectors(starts: &mut Vec<VectorStart>, vectors: &[Vector]) {
         {
             starts.push(VectorStart {
                 class: v.class,
-                protocol: v.protocol,
+                protocol: v.protocol.clone(),
                 started_at: crate::units::unix_now(),
             });
         }
@@ -794,7 +799,7 @@ impl Detector {
             // The class first, then any other vector of this interval.
             let mut vector_starts = vec![VectorStart {
                 class: vectors[0].class,
-                protocol: vectors[0].protocol,
+                protocol: vectors[0].protocol.clone(),
                 started_at: crate::units::unix_now(),
             }];
             add_vectors(&mut vector_starts, vectors);
@@ -836,7 +841,7 @@ impl Detector {
             .sum();
         let loss = if report.drops_delta == 0 {
             LossVerdict {
-                verdict: "none",
+                verdict: LossKind::None,
                 evidence: vec![],
             }
         } else if attacked > 0 {
@@ -851,7 +856,7 @@ impl Detector {
                 ));
             }
             LossVerdict {
-                verdict: "ddos",
+                verdict: LossKind::Ddos,
                 evidence,
             }
         } else {
@@ -860,7 +865,7 @@ impl Detector {
                 && drop_rate > b.mean + 4.0 * b.var.sqrt()
                 && drop_rate > 5.0 * b.mean.max(1.0);
             LossVerdict {
-                verdict: "congestion",
+                verdict: LossKind::Congestion,
                 evidence: vec![
                     if self.active.is_empty() {
                         format!(
@@ -894,7 +899,7 @@ impl Detector {
             .iter()
             .filter(|(k, _)| k.ifindex == ifindex)
             .map(|(k, n)| PortRate {
-                proto: if k.proto == 6 { "tcp" } else { "udp" },
+                proto: L4::of(k.proto.into()),
                 port: k.port,
                 pps: *n as f64 / secs,
             })
@@ -1025,26 +1030,26 @@ mod tests {
         let syn = shape(|s| {
             s.packets = 1000;
             s.tcp_syn = 990;
-            s.protocols.insert("tcp", 1000);
+            s.protocols.insert("tcp".into(), 1000);
         });
         assert_eq!(classify(&syn, &[], 1.0)[0].class, AttackClass::SynFlood);
         let refl = shape(|s| {
             s.packets = 1000;
-            s.protocols.insert("udp", 1000);
+            s.protocols.insert("udp".into(), 1000);
             s.sizes.insert("le_01518".into(), 900);
             s.fragments = 300;
         });
         let v = classify(&refl, &[(123, 1000)], 1.0);
         assert_eq!(v[0].class, AttackClass::UdpReflection);
-        assert_eq!(v[0].protocol, Some("NTP"));
+        assert_eq!(v[0].protocol.as_deref(), Some("NTP"));
         let icmp = shape(|s| {
             s.packets = 500;
-            s.protocols.insert("icmp", 480);
+            s.protocols.insert("icmp".into(), 480);
         });
         assert_eq!(classify(&icmp, &[], 1.0)[0].class, AttackClass::IcmpFlood);
         let udp = shape(|s| {
             s.packets = 1000;
-            s.protocols.insert("udp", 1000);
+            s.protocols.insert("udp".into(), 1000);
             s.sizes.insert("le_00064".into(), 1000);
         });
         assert_eq!(
@@ -1053,7 +1058,7 @@ mod tests {
         );
         let benign = shape(|s| {
             s.packets = 1000;
-            s.protocols.insert("tcp", 1000);
+            s.protocols.insert("tcp".into(), 1000);
             s.tcp_syn = 1;
             s.sizes.insert("le_01518".into(), 1000);
         });
@@ -1068,8 +1073,8 @@ mod tests {
         let mixed = shape(|s| {
             s.packets = 1000;
             s.tcp_syn = 500;
-            s.protocols.insert("tcp", 500);
-            s.protocols.insert("icmp", 500);
+            s.protocols.insert("tcp".into(), 500);
+            s.protocols.insert("icmp".into(), 500);
         });
         let v = classify(&mixed, &[], 1.0);
         let classes: Vec<_> = v.iter().map(|x| x.class).collect();
@@ -1081,8 +1086,8 @@ mod tests {
         let syn_and_reflection = shape(|s| {
             s.packets = 1000;
             s.tcp_syn = 660;
-            s.protocols.insert("tcp", 660);
-            s.protocols.insert("udp", 340);
+            s.protocols.insert("tcp".into(), 660);
+            s.protocols.insert("udp".into(), 340);
             s.sizes.insert("le_00064".into(), 660);
             s.sizes.insert("le_01518".into(), 340);
         });

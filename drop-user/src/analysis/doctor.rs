@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, sleep},
@@ -25,6 +25,7 @@ use crate::{
     sys::kallsyms::Symbols,
     sys::nic::{self, Counters, ethtool},
     sys::reasons::{Category, ReasonTable},
+    taxonomy::{Cause, QueueDrop, Severity},
     units::monotonic_ns,
 };
 
@@ -45,20 +46,19 @@ pub(crate) struct DoctorOptions {
     pub own_netns_only: bool,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Finding {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Finding {
     /// Machine-readable cause, e.g. "socket-buffer", "netfilter", "nic-ring".
-    pub cause: &'static str,
-    /// "critical" (over 1000 drops/s), "warning", or "info".
-    pub severity: &'static str,
+    pub cause: Cause,
+    pub severity: Severity,
     pub summary: String,
     pub evidence: Vec<String>,
     /// Commands or changes that address the cause.
     pub fix: Vec<String>,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct AuditRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AuditRow {
     pub sysctl: String,
     pub current: String,
     pub reference: String,
@@ -67,17 +67,17 @@ pub(crate) struct AuditRow {
     pub apply: Option<String>,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct PatternRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PatternRow {
     pub reason: String,
     #[serde(flatten)]
     pub pattern: Pattern,
     /// For qdisc reasons: "tail-drop" or "head-drop" where the reason tells.
-    pub queue_drop: Option<&'static str>,
+    pub queue_drop: Option<QueueDrop>,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct PlaceRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PlaceRow {
     pub reason: String,
     /// `function+0xoffset`, or the raw address if it can't be named.
     pub location: String,
@@ -85,8 +85,10 @@ pub(crate) struct PlaceRow {
     pub drops: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Diagnosis {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Diagnosis {
+    /// `dropscope.doctor/1` (not read back, as for [`Report`]).
+    #[serde(skip_deserializing)]
     pub schema: &'static str,
     pub window_s: f64,
     pub interfaces: Vec<String>,
@@ -257,14 +259,14 @@ fn totals(report: &Report, reasons: &ReasonTable) -> DropTotals {
     t
 }
 
-fn severity(drops: u64, secs: f64) -> &'static str {
+fn severity(drops: u64, secs: f64) -> Severity {
     let rate = drops as f64 / secs.max(1e-3);
     if rate >= 1000.0 {
-        "critical"
+        Severity::Critical
     } else if drops > 0 {
-        "warning"
+        Severity::Warning
     } else {
-        "info"
+        Severity::Info
     }
 }
 
@@ -443,12 +445,7 @@ pub(crate) fn diagnose(
         })
         .collect();
 
-    let rank = |s: &str| match s {
-        "critical" => 0,
-        "warning" => 1,
-        _ => 2,
-    };
-    findings.sort_by_key(|f| rank(f.severity));
+    findings.sort_by_key(|f| f.severity);
     Diagnosis {
         schema: SCHEMA,
         window_s: secs,
@@ -507,7 +504,7 @@ fn nic_ring(w: &Window) -> Vec<Finding> {
         }
         let n: u64 = ring.iter().map(|(_, v)| v).sum::<u64>() + full_ring;
         findings.push(Finding {
-            cause: "nic-ring",
+            cause: Cause::NicRing,
             severity: severity(n, secs),
             summary: format!(
                 "{name}: the NIC ring overflowed, the host did not drain it fast enough"
@@ -571,7 +568,7 @@ fn backlog(w: &Window) -> Vec<Finding> {
             );
         }
         findings.push(Finding {
-            cause: "backlog",
+            cause: Cause::Backlog,
             severity: severity(backlog_nic.max(cpu_backlog), secs),
             summary: "the per-CPU input backlog overflowed: packets arrive faster than one CPU processes them".into(),
             evidence,
@@ -662,7 +659,7 @@ fn socket_buffers(w: &Window) -> Vec<Finding> {
             );
         }
         findings.push(Finding {
-            cause: "socket-buffer",
+            cause: Cause::SocketBuffer,
             severity: severity(sockbuf, secs),
             summary,
             evidence,
@@ -720,7 +717,7 @@ fn xdp_programs(w: &Window) -> Vec<Finding> {
             );
         }
         findings.push(Finding {
-            cause: "xdp-program",
+            cause: Cause::XdpProgram,
             severity: severity(dropped, w.secs),
             summary: format!(
                 "the XDP program {} on {} drops {dropped} of {seen} packets ({:.0}%)",
@@ -766,7 +763,7 @@ fn netfilter(w: &Window) -> Vec<Finding> {
             None => "the firewall (netfilter) drops packets".into(),
         };
         findings.push(Finding {
-            cause: "netfilter",
+            cause: Cause::Netfilter,
             severity: severity(n, secs),
             summary,
             evidence,
@@ -807,7 +804,7 @@ fn rp_filter(w: &Window) -> Vec<Finding> {
                 .into(),
         );
         findings.push(Finding {
-            cause: "ip-rpfilter",
+            cause: Cause::IpRpfilter,
             severity: severity(rp, secs),
             summary: "reverse-path filtering drops packets whose source is not routed back through the interface they came in on".into(),
             evidence,
@@ -835,7 +832,7 @@ fn martians(w: &Window) -> Vec<Finding> {
             host::sysctl("net.ipv4.conf.all.log_martians").unwrap_or_default()
         ));
         findings.push(Finding {
-            cause: "ip-martian",
+            cause: Cause::IpMartian,
             severity: severity(martian, secs),
             summary: "martian packets: impossible source or destination addresses (spoofed or misrouted)".into(),
             evidence,
@@ -868,7 +865,7 @@ fn no_route(w: &Window) -> Vec<Finding> {
             host::sysctl("net.ipv4.ip_forward").unwrap_or_default()
         ));
         findings.push(Finding {
-            cause: "ip-no-route",
+            cause: Cause::IpNoRoute,
             severity: severity(noroute, secs),
             summary: "no route to the destination: packets are dropped by the routing lookup"
                 .into(),
@@ -896,7 +893,7 @@ fn checksums(w: &Window) -> Vec<Finding> {
             }
         }
         findings.push(Finding {
-            cause: "ip-checksum",
+            cause: Cause::IpChecksum,
             severity: severity(csum, secs),
             summary: "packets arrive with bad checksums: corruption on the wire, a faulty NIC, or offload trouble".into(),
             evidence,
@@ -927,7 +924,7 @@ fn bad_headers(w: &Window) -> Vec<Finding> {
     });
     if hdr > 0 {
         findings.push(Finding {
-            cause: "ip-header",
+            cause: Cause::IpHeader,
             severity: severity(hdr, secs),
             summary: "malformed or unsupported packets: bad headers, unknown protocols".into(),
             evidence: reason_evidence(t, &h_names, secs),
@@ -950,7 +947,7 @@ fn fragments(w: &Window) -> Vec<Finding> {
             host::sysctl("net.ipv4.ipfrag_time").unwrap_or_default()
         ));
         findings.push(Finding {
-            cause: "ip-fragments",
+            cause: Cause::IpFragments,
             severity: severity(frag, secs),
             summary: "fragment reassembly fails: lost, late or overlapping fragments (or a fragment flood)".into(),
             evidence,
@@ -997,7 +994,7 @@ fn physical(w: &Window) -> Vec<Finding> {
             }
         }
         findings.push(Finding {
-            cause: "physical",
+            cause: Cause::Physical,
             severity: severity(phys.iter().map(|(_, v)| v).sum(), secs),
             summary: format!(
                 "{name}: frames arrive damaged (CRC/frame errors): a physical-layer problem"
@@ -1034,7 +1031,7 @@ fn qdisc(w: &Window) -> Vec<Finding> {
         }
         fix.push("raise the queue limit (tc qdisc change dev <iface> root <qdisc> ... limit <packets|bytes>) or the shaping rate, or use fq_codel/cake for fairness".into());
         findings.push(Finding {
-            cause: "qdisc",
+            cause: Cause::Qdisc,
             severity: severity(qd, secs),
             summary: "a queueing discipline drops packets on transmit: the egress queue is full or shaped".into(),
             evidence,
@@ -1050,8 +1047,12 @@ fn no_socket(w: &Window) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(n) = t.by_reason.get("NO_SOCKET").copied() {
         findings.push(Finding {
-            cause: "no-socket",
-            severity: if n as f64 / secs >= 1000.0 { "critical" } else { "info" },
+            cause: Cause::NoSocket,
+            severity: if n as f64 / secs >= 1000.0 {
+                Severity::Critical
+            } else {
+                Severity::Info
+            },
             summary: "packets for ports nobody listens on (scans, stale clients, or a flood at closed ports)".into(),
             evidence: reason_evidence(t, &["NO_SOCKET"], secs),
             fix: vec!["start the expected service, or drop the traffic before the stack (firewall, dropscope top sources)".into()],
@@ -1071,8 +1072,8 @@ fn upstream(w: &Window) -> Vec<Finding> {
             let share = bps_in / (speed as f64 * 1e6);
             if share >= 0.9 && (host_drops as f64) < i.delta.packets as f64 * 0.001 {
                 findings.push(Finding {
-                    cause: "upstream-flood",
-                    severity: "critical",
+                    cause: Cause::UpstreamFlood,
+                    severity: Severity::Critical,
                     summary: format!(
                         "{}: inbound traffic is at {:.0}% of the {speed} Mb/s link with almost no host drops: packets are lost upstream, before this host",
                         i.iface,
@@ -1118,8 +1119,12 @@ fn unspecified(w: &Window, locations: &[PlaceRow]) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(n) = t.by_reason.get("NOT_SPECIFIED").copied() {
         findings.push(Finding {
-            cause: "unspecified",
-            severity: if n as f64 / secs >= 1000.0 { "warning" } else { "info" },
+            cause: Cause::Unspecified,
+            severity: if n as f64 / secs >= 1000.0 {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
             summary: "drops without a specific reason: see where in the kernel they happen".into(),
             evidence: locations
                 .iter()
@@ -1144,67 +1149,71 @@ pub(crate) fn hints(rows: &[crate::report::DropRow]) -> Vec<Hint> {
                 reason: r.reason.clone(),
                 iface: r.iface.clone(),
                 rate: r.rate,
-                hint,
+                hint: hint.into(),
             }
         })
         .collect()
 }
 
-fn hint_for(category: Category, reason: &str) -> (&'static str, &'static str) {
+fn hint_for(category: Category, reason: &str) -> (Cause, &'static str) {
     match (category, reason) {
         (_, "CPU_BACKLOG") => (
-            "backlog",
+            Cause::Backlog,
             "per-CPU backlog full: raise net.core.netdev_max_backlog, enable RPS",
         ),
         (_, "FULL_RING") => (
-            "nic-ring",
+            Cause::NicRing,
             "ring full: ethtool -G <iface> rx <max>, more queues with ethtool -L",
         ),
         (_, "IP_RPFILTER") => (
-            "ip-rpfilter",
+            Cause::IpRpfilter,
             "reverse-path filter: net.ipv4.conf.*.rp_filter=2 or fix asymmetric routes",
         ),
-        (_, "IP_INNOROUTES" | "IP_OUTNOROUTES" | "IP_INADDRERRORS") => {
-            ("ip-no-route", "no route: ip route get <dst>, add the route")
-        }
+        (_, "IP_INNOROUTES" | "IP_OUTNOROUTES" | "IP_INADDRERRORS") => (
+            Cause::IpNoRoute,
+            "no route: ip route get <dst>, add the route",
+        ),
         (_, "IP_INVALID_SOURCE" | "IP_LOCAL_SOURCE" | "IP_LOCALNET" | "IP_INVALID_DEST") => (
-            "ip-martian",
+            Cause::IpMartian,
             "martian addresses: log_martians=1, filter spoofed sources",
         ),
         (Category::Netfilter, _) => (
-            "netfilter",
+            Cause::Netfilter,
             "a firewall rule drops: iptables -L -v -n -x / nft list ruleset",
         ),
         (Category::SocketBuffer, _) => (
-            "socket-buffer",
+            Cause::SocketBuffer,
             "app reads too slowly: larger SO_RCVBUF, net.core.rmem_max",
         ),
         (Category::NoSocket, _) => (
-            "no-socket",
+            Cause::NoSocket,
             "nothing listens on the port: scans or a closed-port flood",
         ),
         (Category::QdiscTx, _) => (
-            "qdisc",
+            Cause::Qdisc,
             "egress queue full or shaped: tc -s qdisc show dev <iface>",
         ),
         (Category::Ip, r) if r.contains("CSUM") => (
-            "ip-checksum",
+            Cause::IpChecksum,
             "bad checksums: cable, NIC or offload (ethtool -k)",
         ),
         (Category::Ip, r) if r.starts_with("FRAG") => (
-            "ip-fragments",
+            Cause::IpFragments,
             "fragment reassembly fails: ipfrag_high_thresh, path MTU",
         ),
         (Category::Ip, _) => (
-            "ip-header",
+            Cause::IpHeader,
             "the IP layer rejects malformed or unroutable packets",
         ),
         (Category::Tcp, _) => (
-            "tcp",
+            Cause::Tcp,
             "TCP state checks: usually stale or out-of-window segments",
         ),
-        (Category::Xdp, _) => ("xdp", "an XDP program drops"),
-        _ => ("unspecified", "see dropscope doctor: where in the kernel"),
+        (Category::Xdp, _) => (Cause::Xdp, "an XDP program drops"),
+        _ => (
+            Cause::Unspecified,
+            "see dropscope doctor: where in the kernel",
+        ),
     }
 }
 
@@ -1236,8 +1245,8 @@ fn other_namespaces(rows: &[crate::report::DropRow]) -> Option<Finding> {
         })
         .collect();
     Some(Finding {
-        cause: "other-namespace",
-        severity: "info",
+        cause: Cause::OtherNamespace,
+        severity: Severity::Info,
         summary: format!(
             "{} drops happened in other network namespaces ({}): diagnose them there, where their sockets, sysctls and firewall live",
             rows.iter().map(|r| r.total).sum::<u64>(),
@@ -1257,11 +1266,13 @@ fn reasons_category(reasons: &ReasonTable, name: &str) -> Category {
 
 /// Tail-drop (arrival rejected at a full queue) or head-drop (AQM drops
 /// from the head at dequeue), where the reason tells.
-pub(crate) fn queue_drop(reason: &str) -> Option<&'static str> {
+pub(crate) fn queue_drop(reason: &str) -> Option<QueueDrop> {
     match reason {
-        "QDISC_DROP" | "QDISC_OVERLIMIT" | "FQ_FLOW_LIMIT" | "FQ_BAND_LIMIT" => Some("tail-drop"),
+        "QDISC_DROP" | "QDISC_OVERLIMIT" | "FQ_FLOW_LIMIT" | "FQ_BAND_LIMIT" => {
+            Some(QueueDrop::TailDrop)
+        }
         "QDISC_CONGESTED" | "CAKE_FLOOD" | "FQ_HORIZON_LIMIT" | "DUALPI2_STEP_DROP" => {
-            Some("head-drop")
+            Some(QueueDrop::HeadDrop)
         }
         _ => None,
     }
@@ -1364,8 +1375,8 @@ mod tests {
 
     #[test]
     fn queue_drop_kinds() {
-        assert_eq!(queue_drop("QDISC_OVERLIMIT"), Some("tail-drop"));
-        assert_eq!(queue_drop("QDISC_CONGESTED"), Some("head-drop"));
+        assert_eq!(queue_drop("QDISC_OVERLIMIT"), Some(QueueDrop::TailDrop));
+        assert_eq!(queue_drop("QDISC_CONGESTED"), Some(QueueDrop::HeadDrop));
         assert_eq!(queue_drop("NO_SOCKET"), None);
     }
 }

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::taxonomy::PatternVerdict;
 
 /// Drops further apart than this start a new burst.
 pub(crate) const BURST_GAP_NS: u64 = 1_000_000;
@@ -26,8 +28,8 @@ pub(crate) struct PatternCollector {
     pub truncated: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Pattern {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Pattern {
     #[serde(rename = "reason_code")]
     pub reason: u32,
     pub drops: u64,
@@ -43,7 +45,7 @@ pub(crate) struct Pattern {
     /// Variance / mean of drops per 1 ms bin; about 1 for random loss.
     pub fano: f64,
     /// "bursty", "random", "mixed", or "too-few".
-    pub verdict: &'static str,
+    pub verdict: PatternVerdict,
 }
 
 impl PatternCollector {
@@ -100,13 +102,13 @@ pub(crate) fn analyse(reason: u32, ts: &[u64], start_ns: u64, end_ns: u64) -> Pa
         in_bursts as f64 / drops as f64
     };
     let verdict = if drops < 10 {
-        "too-few"
+        PatternVerdict::TooFew
     } else if fano >= 3.0 && share >= 0.5 {
-        "bursty"
+        PatternVerdict::Bursty
     } else if fano < 2.0 {
-        "random"
+        PatternVerdict::Random
     } else {
-        "mixed"
+        PatternVerdict::Mixed
     };
     let q = |h: &Histogram<u64>, p: f64| {
         if h.is_empty() {

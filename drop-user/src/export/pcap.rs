@@ -14,10 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use drop_common::PacketSample;
 
-use crate::{
-    config::PcapSpec,
-    report::{AttackEvent, taxonomy::Phase},
-};
+use crate::{config::PcapSpec, report::AttackEvent, taxonomy::Phase};
 
 const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
 const LINKTYPE_ETHERNET: u32 = 1;

@@ -5,10 +5,7 @@ use std::{
     io::{self, Write},
 };
 
-use crate::{
-    report::{Report, taxonomy::Phase},
-    units::human,
-};
+use crate::{report::Report, taxonomy::Phase, units::human};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
@@ -125,7 +122,7 @@ fn drops_section(s: &mut String, r: &Report) {
             let vectors: Vec<String> = a
                 .vectors
                 .iter()
-                .map(|v| match v.protocol {
+                .map(|v| match &v.protocol {
                     Some(p) => format!("{} ({p}) {}%", v.class, v.confidence),
                     None => format!("{} {}%", v.class, v.confidence),
                 })

@@ -18,6 +18,7 @@ use drop_common::{
 use crate::{
     kernel::{Maps, observe::Observer},
     sys::{btf::KernelBtf, reasons::ReasonTable, tracefs, xdp_link},
+    taxonomy::XdpMode as Hook,
 };
 
 /// The production object: the kfree_skb and XDP programs dropscope loads.
@@ -111,7 +112,7 @@ pub struct Probes {
     pub(crate) hook: DropHook,
     /// (interface, "native" | "generic" | "observe" | "taken": held by a
     /// program that could not be observed) for each XDP attachment.
-    pub(crate) xdp_modes: Vec<(String, &'static str)>,
+    pub(crate) xdp_modes: Vec<(String, Hook)>,
     /// What observe mode attached, and the programs it observes.
     pub(crate) observer: Observer,
     /// Per interface, what the start line says about its XDP program.
@@ -503,8 +504,8 @@ fn plan_xdp(opts: &LoadOptions) -> Result<XdpPlan> {
     Ok(plan)
 }
 
-/// (interface, "native" | "generic" | "observe") per XDP attachment.
-type XdpModes = Vec<(String, &'static str)>;
+/// (interface, native | generic | observe | taken) per XDP attachment.
+type XdpModes = Vec<(String, Hook)>;
 
 fn attach_xdp(
     ebpf: &mut Ebpf,
@@ -526,7 +527,7 @@ fn attach_xdp(
         match taken {
             Some((mode, id)) => match observer.observe(ebpf, name, *ifindex, *mode, *id, notes) {
                 Ok(line) => {
-                    modes.push((name.clone(), "observe"));
+                    modes.push((name.clone(), Hook::Observe));
                     lines.push((name.clone(), line));
                 }
                 // Auto never fails for want of observe mode: that interface
@@ -538,7 +539,7 @@ fn attach_xdp(
                         "{name}: its XDP program (id {id}) cannot be observed ({}): no packet shapes, sources or XDP verdicts there; drops by reason are still counted",
                         one_line(&e)
                     ));
-                    modes.push((name.clone(), "taken"));
+                    modes.push((name.clone(), Hook::Taken));
                     lines.push((
                         name.clone(),
                         format!("hook held by program id {id}, not observed"),
@@ -648,18 +649,21 @@ fn attach_one(
     name: &str,
     ifindex: u32,
     choice: XdpChoice,
-) -> Result<(&'static str, Option<String>)> {
-    let tries: &[(XdpMode, &'static str)] = match choice {
-        XdpChoice::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-        XdpChoice::Native => &[(XdpMode::Driver, "native")],
-        XdpChoice::Generic => &[(XdpMode::Skb, "generic")],
+) -> Result<(Hook, Option<String>)> {
+    let tries: &[(XdpMode, Hook)] = match choice {
+        XdpChoice::Auto => &[
+            (XdpMode::Driver, Hook::Native),
+            (XdpMode::Skb, Hook::Generic),
+        ],
+        XdpChoice::Native => &[(XdpMode::Driver, Hook::Native)],
+        XdpChoice::Generic => &[(XdpMode::Skb, Hook::Generic)],
         XdpChoice::None | XdpChoice::Observe => &[],
     };
     let mut last_err = None;
     let mut native_err = None;
     for (mode, label) in tries {
         match prog.attach_to_if_index(ifindex, *mode) {
-            Ok(_) => return Ok((label, native_err)),
+            Ok(_) => return Ok((*label, native_err)),
             Err(e) => {
                 if *mode == XdpMode::Driver {
                     // The error and its causes, on one line.
@@ -708,7 +712,7 @@ pub(crate) fn follow_observed(
     let mode = probes.xdp_modes.iter().position(|(n, _)| n == name)?;
     let observed = probes.observer.root_on(ifindex);
     // Only hooks held by another program: dropscope's own is never displaced.
-    if !matches!(probes.xdp_modes[mode].1, "observe" | "taken") {
+    if !matches!(probes.xdp_modes[mode].1, Hook::Observe | Hook::Taken) {
         return None;
     }
     let now = xdp_link::attached(ifindex).ok()?.into_iter().next();
@@ -725,11 +729,11 @@ pub(crate) fn follow_observed(
                 .observe(&mut probes.ebpf, name, ifindex, attach, id, &mut notes)
             {
                 Ok(line) => {
-                    probes.xdp_modes[mode].1 = "observe";
+                    probes.xdp_modes[mode].1 = Hook::Observe;
                     format!("{name}: its XDP program changed ({was} -> id {id}): {line}")
                 }
                 Err(e) => {
-                    probes.xdp_modes[mode].1 = "taken";
+                    probes.xdp_modes[mode].1 = Hook::Taken;
                     probes.observer.forget(ifindex);
                     probes.observer.tried(ifindex, id);
                     format!(
@@ -781,7 +785,7 @@ pub(crate) fn reattach(
     old: u32,
     new: u32,
     choice: XdpChoice,
-) -> Result<&'static str> {
+) -> Result<Hook> {
     {
         let mut arr: Array<&mut MapData, u32> = Array::try_from(
             ebpf.map_mut(maps::IFACE_SLOT_ARRAY)

@@ -207,7 +207,7 @@ impl Observer {
         } else {
             format!("observing {}", names.join(", "))
         };
-        Ok(format!("{what}; {}", mode.label()))
+        Ok(format!("{what}; {}", mode.mode()))
     }
 
     fn attach_entry(

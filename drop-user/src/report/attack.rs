@@ -2,34 +2,35 @@
 //! as the report and the event stream carry it (schema
 //! `dropscope.attack/1`).
 
-use serde::Serialize;
+use std::borrow::Cow;
 
-use super::taxonomy::{AttackClass, Phase, SourceSpread, SpoofVerdict};
+use serde::{Deserialize, Serialize};
 
-/// Every attack class, as events and metrics name them.
+use crate::taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict};
+
 /// A vector of an attack and when it first showed: vectors are added as
 /// they appear (a reflection joining a SYN flood), each with its own start.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub(crate) struct VectorStart {
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VectorStart {
     pub class: AttackClass,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'static str>,
+    pub protocol: Option<Cow<'static, str>>,
     pub started_at: f64,
 }
 
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub(crate) struct Vector {
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Vector {
     /// syn-flood, ack-rst-flood, udp-flood, udp-reflection, icmp-flood,
     /// fragment-flood, volumetric.
     pub class: AttackClass,
     pub confidence: u8,
     /// The reflected protocol (DNS, NTP, memcached...) for udp-reflection.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'static str>,
+    pub protocol: Option<Cow<'static, str>>,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Spoofing {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Spoofing {
     pub verdict: SpoofVerdict,
     /// TTL values that carry at least 0.5% of packets.
     pub distinct_ttls: usize,
@@ -42,36 +43,36 @@ pub(crate) struct Spoofing {
     pub packets_per_source: f64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct SourceShare {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SourceShare {
     pub address: String,
     pub pps: f64,
     pub share: f64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct PortRate {
-    pub proto: &'static str,
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PortRate {
+    pub proto: L4,
     pub port: u16,
     pub pps: f64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct ReasonCount {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ReasonCount {
     pub reason: String,
     pub packets: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct ProgramDropShare {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ProgramDropShare {
     pub program: String,
     pub packets: u64,
     /// Of the packets the interface received since the attack started.
     pub share: f64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct SketchBound {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SketchBound {
     pub width: usize,
     pub depth: usize,
     /// A per-source estimate exceeds the truth by at most epsilon * packets
@@ -89,8 +90,10 @@ pub(crate) struct SketchBound {
     pub exact: bool,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct AttackEvent {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AttackEvent {
+    /// `dropscope.attack/1` (not read back, as for [`super::Report`]).
+    #[serde(skip_deserializing)]
     pub schema: &'static str,
     pub id: u64,
     pub phase: Phase,
@@ -134,9 +137,8 @@ pub(crate) struct AttackEvent {
     pub pcap: Option<String>,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct LossVerdict {
-    /// "ddos", "congestion", or "none".
-    pub verdict: &'static str,
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct LossVerdict {
+    pub verdict: LossKind,
     pub evidence: Vec<String>,
 }

@@ -2,6 +2,7 @@
 //! since start, names and categories. One report per interval.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
     time::Instant,
@@ -11,8 +12,9 @@ use drop_common::{
     DropKey, IfaceStats, PortKey, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET,
     kfree_health, proto,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::taxonomy::{Cause, L4, XdpMode};
 use crate::{
     kernel::{EpochSummary, Snapshot},
     ports::REFLECTOR_PORTS_HIGH,
@@ -24,9 +26,8 @@ use crate::{
 };
 
 mod attack;
-pub(crate) mod taxonomy;
 
-pub(crate) use attack::{
+pub use attack::{
     AttackEvent, LossVerdict, PortRate, ProgramDropShare, ReasonCount, SketchBound, SourceShare,
     Spoofing, Vector, VectorStart,
 };
@@ -38,8 +39,11 @@ pub(crate) const SCHEMA: &str = "dropscope.watch/1";
 pub(crate) const BLOCKLIST_REASON: &str = "DROPSCOPE_BLOCKLIST";
 pub(crate) const BLOCKLIST_REASON_CODE: u32 = 0xffff_0001;
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Report {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Report {
+    /// `dropscope.watch/1` (not read back: a parsed line's schema tells
+    /// which type it is).
+    #[serde(skip_deserializing)]
     pub schema: &'static str,
     /// Unix time of this snapshot, seconds.
     pub ts: f64,
@@ -147,8 +151,8 @@ impl Report {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct DropRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DropRow {
     pub reason: String,
     pub reason_code: u32,
     pub category: Category,
@@ -164,19 +168,19 @@ pub(crate) struct DropRow {
 
 /// One observed XDP program's verdicts: since the last interval and since
 /// dropscope started observing it.
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct XdpProgramRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct XdpProgramRow {
     pub iface: String,
     pub program: String,
     pub id: u32,
-    /// "native" or "generic": how the observed program is attached.
-    pub mode: &'static str,
+    /// Native or generic: how the observed program is attached.
+    pub mode: XdpMode,
     pub delta: VerdictCounts,
     pub total: VerdictCounts,
 }
 
-#[derive(Serialize, Debug, Clone, Copy, Default)]
-pub(crate) struct VerdictCounts {
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default)]
+pub struct VerdictCounts {
     pub aborted: u64,
     pub drop: u64,
     pub pass: u64,
@@ -229,16 +233,16 @@ impl DropRow {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct TopPort {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TopPort {
     pub iface: String,
-    pub proto: &'static str,
+    pub proto: L4,
     pub port: u16,
     pub pps: f64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct SourcesEstimate {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SourcesEstimate {
     pub distinct_sources: f64,
     pub distinct_dports: f64,
     pub flood_mode: bool,
@@ -248,8 +252,8 @@ pub(crate) struct SourcesEstimate {
     pub sample_every: f64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct DropSourceRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DropSourceRow {
     pub reason: String,
     pub address: String,
     pub delta: u64,
@@ -257,18 +261,18 @@ pub(crate) struct DropSourceRow {
     pub total: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct DropPortRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DropPortRow {
     pub reason: String,
-    pub proto: &'static str,
+    pub proto: L4,
     pub port: u16,
     pub delta: u64,
     pub rate: f64,
     pub total: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct LocationRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct LocationRow {
     pub reason: String,
     /// Where the dropped packet came in ("-" when the kernel had not
     /// assigned it an interface).
@@ -279,8 +283,8 @@ pub(crate) struct LocationRow {
     pub total: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct CounterRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CounterRow {
     pub iface: String,
     pub counter: String,
     pub delta: u64,
@@ -290,8 +294,8 @@ pub(crate) struct CounterRow {
     pub value: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct SourceRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SourceRow {
     pub address: String,
     pub iface: String,
     pub packets: u64,
@@ -302,11 +306,11 @@ pub(crate) struct SourceRow {
     pub total_bytes: u64,
 }
 
-#[derive(Serialize, Debug, Clone, Default)]
-pub(crate) struct ShapeCounts {
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct ShapeCounts {
     pub packets: u64,
     pub bytes: u64,
-    pub protocols: BTreeMap<&'static str, u64>,
+    pub protocols: BTreeMap<Cow<'static, str>, u64>,
     pub ipv4: u64,
     pub ipv6: u64,
     pub vlan: u64,
@@ -337,7 +341,7 @@ impl ShapeCounts {
             packets: s.packets,
             bytes: s.bytes,
             protocols: (0..proto::COUNT)
-                .map(|i| (proto::NAMES[i], s.proto_packets[i]))
+                .map(|i| (Cow::Borrowed(proto::NAMES[i]), s.proto_packets[i]))
                 .collect(),
             ipv4: s.ipv4,
             ipv6: s.ipv6,
@@ -354,20 +358,21 @@ impl ShapeCounts {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct PortRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PortRow {
     /// Port number, or "other" for ports without a counter of their own.
     pub port: String,
     pub packets: u64,
     pub total: u64,
 }
 
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct IfaceReport {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct IfaceReport {
     pub iface: String,
     pub ifindex: u32,
-    /// "native", "generic", or "off".
-    pub xdp_mode: String,
+    /// Native, generic, observe (another program's, observed in place),
+    /// taken (another program's, not observable here) or off.
+    pub xdp_mode: XdpMode,
     /// False while the interface does not exist (deleted; re-attached when
     /// it comes back).
     pub present: bool,
@@ -382,17 +387,17 @@ pub(crate) struct IfaceReport {
 }
 
 /// One line of the live diagnosis panel in `watch`.
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct Hint {
-    pub cause: &'static str,
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Hint {
+    pub cause: Cause,
     pub reason: String,
     pub iface: String,
     pub rate: f64,
-    pub hint: &'static str,
+    pub hint: Cow<'static, str>,
 }
 
-#[derive(Serialize, Debug, Clone, Default)]
-pub(crate) struct Health {
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Health {
     pub drop_events: u64,
     /// Drop rows lost because a map was full.
     pub map_full: u64,
@@ -418,7 +423,7 @@ pub(crate) struct Tracker {
     /// Observe mode's programs (their verdicts are `Snapshot::verdicts`).
     observed: Vec<crate::kernel::ObservedProg>,
     ifaces: Vec<(String, u32)>,
-    xdp_modes: HashMap<String, &'static str>,
+    xdp_modes: HashMap<String, XdpMode>,
     netns: u32,
     top_n: usize,
     start: Instant,
@@ -493,7 +498,7 @@ impl Tracker {
     pub(crate) fn set_observed(
         &mut self,
         progs: &[crate::kernel::ObservedProg],
-        modes: &[(String, &'static str)],
+        modes: &[(String, XdpMode)],
     ) {
         self.xdp_modes = modes.iter().cloned().collect();
         for p in progs {
@@ -505,7 +510,7 @@ impl Tracker {
     pub(crate) fn new(
         reasons: ReasonTable,
         ifaces: Vec<(String, u32)>,
-        xdp_modes: &[(String, &'static str)],
+        xdp_modes: &[(String, XdpMode)],
         netns: u32,
         top_n: usize,
         nic_start: BTreeMap<String, Counters>,
@@ -685,7 +690,7 @@ impl Tracker {
             self.top_n,
             |k, delta, rate, total| DropPortRow {
                 reason: self.reasons.name(k.reason),
-                proto: if k.proto == 6 { "tcp" } else { "udp" },
+                proto: L4::of(k.proto.into()),
                 port: k.port,
                 delta,
                 rate,
@@ -743,7 +748,7 @@ impl Tracker {
                     iface: p.iface.clone(),
                     program: p.name.clone(),
                     id: p.id,
-                    mode: p.mode.label(),
+                    mode: p.mode.mode(),
                     delta: now.minus(prev),
                     total: now,
                 }
@@ -893,12 +898,7 @@ impl Tracker {
             interfaces.push(IfaceReport {
                 iface: name.clone(),
                 ifindex: *ifindex,
-                xdp_mode: self
-                    .xdp_modes
-                    .get(name)
-                    .copied()
-                    .unwrap_or("off")
-                    .to_string(),
+                xdp_mode: self.xdp_modes.get(name).copied().unwrap_or(XdpMode::Off),
                 present: iface::index_of(name) == Some(*ifindex),
                 link_up: iface::link_state(name) == Some((true, true)),
                 pps: d.packets as f64 / secs,
@@ -977,7 +977,7 @@ impl Tracker {
                     .iter()
                     .find(|(_, i)| *i == k.ifindex)
                     .map_or_else(|| k.ifindex.to_string(), |(n, _)| n.clone()),
-                proto: if k.proto == 6 { "tcp" } else { "udp" },
+                proto: L4::of(k.proto.into()),
                 port: k.port,
                 pps: *d as f64 / secs.max(1e-3),
             })

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sys::btf::{KernelBtf, SUBSYS_SHIFT};
 
@@ -13,9 +13,9 @@ const PREFIX: &str = "SKB_DROP_REASON_";
 /// kernel has no `enum skb_drop_reason` at all.
 const LOCATION_ONLY_REASON: u32 = 2;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum Category {
+pub enum Category {
     /// NIC ring or per-CPU backlog overflow: the host can't keep up.
     RingBacklog,
     Netfilter,
@@ -33,8 +33,14 @@ pub(crate) enum Category {
     Blocklist,
 }
 
+impl PartialEq<&str> for Category {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl Category {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Category::RingBacklog => "ring-backlog",
             Category::Netfilter => "netfilter",

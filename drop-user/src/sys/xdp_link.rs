@@ -3,6 +3,7 @@
 
 use std::io;
 
+use crate::taxonomy::XdpMode;
 use anyhow::{Context, Result, bail};
 
 /// How an XDP program is attached to an interface.
@@ -14,11 +15,11 @@ pub(crate) enum XdpAttach {
 }
 
 impl XdpAttach {
-    pub(crate) fn label(self) -> &'static str {
+    pub(crate) fn mode(self) -> XdpMode {
         match self {
-            XdpAttach::Native => "native",
-            XdpAttach::Generic => "generic",
-            XdpAttach::Offload => "offload",
+            XdpAttach::Native => XdpMode::Native,
+            XdpAttach::Generic => XdpMode::Generic,
+            XdpAttach::Offload => XdpMode::Offload,
         }
     }
 }

@@ -18,8 +18,9 @@ use crate::{
     analysis::{detect::Detector, doctor},
     export::pcap::Recorder,
     kernel::{self, DropHook, LoadOptions, Maps, Probes, XdpChoice},
-    report::{Analysis, AttackEvent, Report, Tracker, taxonomy::Phase},
+    report::{Analysis, AttackEvent, Report, Tracker},
     sys::{iface, nic},
+    taxonomy::Phase,
 };
 
 /// What one tick produced, for the sinks.

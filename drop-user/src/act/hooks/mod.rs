@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 
 pub(crate) use spec::HookSpec;
 
-use crate::report::{AttackEvent, Report, taxonomy::Phase};
+use crate::{
+    report::{AttackEvent, Report},
+    taxonomy::Phase,
+};
 use env::{attack_env, safe};
 use runner::{QUEUE, worker};
 

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 pub(crate) use http::{Exporter, parse_addr};
 
-use crate::report::{Report, taxonomy::AttackClass};
+use crate::{report::Report, taxonomy::AttackClass};
 
 /// Drop series kept; the rest are summed into iface="other".
 const MAX_DROP_SERIES: usize = 512;
