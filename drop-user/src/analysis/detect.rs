@@ -899,7 +899,7 @@ impl Detector {
             .iter()
             .filter(|(k, _)| k.ifindex == ifindex)
             .map(|(k, n)| PortRate {
-                proto: L4::of(k.proto.into()),
+                proto: L4::of(k.proto),
                 port: k.port,
                 pps: *n as f64 / secs,
             })

@@ -977,7 +977,7 @@ impl Tracker {
                     .iter()
                     .find(|(_, i)| *i == k.ifindex)
                     .map_or_else(|| k.ifindex.to_string(), |(n, _)| n.clone()),
-                proto: L4::of(k.proto.into()),
+                proto: L4::of(k.proto),
                 port: k.port,
                 pps: *d as f64 / secs.max(1e-3),
             })
