@@ -55,10 +55,6 @@ pub struct XdpConfig {
     pub trigger_port: u32,
     pub trigger_packets: u32,
     pub trigger_syn: u32,
-    /// Benchmarks only: replace each IPv4 source with one of this many
-    /// random addresses (BPF_PROG_TEST_RUN repeats one frame). 0 in
-    /// production, where the verifier prunes the branch (read-only value).
-    pub bench_random_sources: u32,
     /// Non-zero with `--enforce`: drop sources found in the blocklist.
     pub enforce: u32,
     /// Send 1 in this many packets to the sample ring (0: off).

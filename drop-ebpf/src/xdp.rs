@@ -41,7 +41,6 @@ pub(crate) static XDP_CONFIG: XdpConfig = XdpConfig {
     trigger_port: 0,
     trigger_packets: 0,
     trigger_syn: 0,
-    bench_random_sources: 0,
     enforce: 0,
     sample_every: 0,
     snaplen: 0,
@@ -224,17 +223,7 @@ pub(crate) fn count_frame<F: Bytes>(
         // Its own parse: cheaper, 1 in K packets, than keeping every field
         // of the counting parse alive through this path.
         let shape = parse(frame);
-        let mut source = shape.source(frame);
-        let n = xdp_config!(bench_random_sources);
-        if n != 0
-            && let Some((4, mut a)) = source.get()
-        {
-            // SAFETY: a helper with no arguments.
-            let r = (0x6440_0000u32 + unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } % n)
-                .to_be_bytes();
-            a[..4].copy_from_slice(&r);
-            source = Opt::some((4, a));
-        }
+        let source = shape.source(frame);
         count_udp_source_port(slot, &shape, weight);
         let epoch_packets = per_source(ifindex, len, &shape, source, weight);
         stats.sampler.next(
