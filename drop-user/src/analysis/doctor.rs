@@ -30,6 +30,7 @@ use crate::{
 };
 
 pub(crate) const SCHEMA: &str = "dropscope.doctor/1";
+crate::report::constant_field!(doctor_schema, SCHEMA);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum DoctorFormat {
@@ -87,9 +88,9 @@ pub struct PlaceRow {
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Diagnosis {
-    /// `dropscope.doctor/1` (not read back, as for [`Report`]).
-    #[serde(skip_deserializing)]
-    pub schema: &'static str,
+    /// `dropscope.doctor/1`.
+    #[serde(deserialize_with = "doctor_schema")]
+    pub schema: std::borrow::Cow<'static, str>,
     pub window_s: f64,
     pub interfaces: Vec<String>,
     pub findings: Vec<Finding>,
@@ -115,6 +116,143 @@ impl Evidence {
             rules: host::firewall_rules(),
         }
     }
+}
+
+/// The sysctls the rules and the audit quote (per-interface rp_filter
+/// comes on top, for the interfaces that dropped).
+const SYSCTLS: [&str; 14] = [
+    "net.core.netdev_max_backlog",
+    "net.core.rmem_max",
+    "net.core.rmem_default",
+    "net.core.wmem_max",
+    "net.core.somaxconn",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.udp_mem",
+    "net.ipv4.tcp_mem",
+    "net.ipv4.conf.all.rp_filter",
+    "net.ipv4.conf.all.log_martians",
+    "net.ipv4.ip_forward",
+    "net.ipv4.ipfrag_high_thresh",
+    "net.ipv4.ipfrag_time",
+];
+
+/// One watched interface's driver settings, as ethtool and sysfs tell.
+#[derive(Default)]
+pub(crate) struct IfaceFacts {
+    /// (maximum, current) RX ring size.
+    pub ring: Option<(u32, u32)>,
+    /// (maximum, current) combined channels.
+    pub channels: Option<(u32, u32)>,
+    /// (speed Mb/s, full duplex), where the driver says.
+    pub link: Option<(Option<u32>, Option<bool>)>,
+    pub rps: Option<bool>,
+}
+
+/// Everything the rules read from the host besides the window's counters,
+/// read once when the window closes: the rules are then pure functions of
+/// (report, evidence, facts), and a unit test can hand them any host.
+#[derive(Default)]
+pub(crate) struct HostFacts {
+    /// sysctl name -> value; absent: not visible from this namespace.
+    pub sysctls: BTreeMap<String, String>,
+    pub ifaces: BTreeMap<String, IfaceFacts>,
+    /// Socket inode -> (pid, command) of the sockets that dropped.
+    pub socket_owners: HashMap<u64, (u32, String)>,
+    /// UDP socket inode -> receive buffer, bytes.
+    pub rcvbufs: HashMap<u64, u64>,
+    pub cpus: usize,
+    /// /proc/kallsyms, to name reasonless drop locations.
+    pub symbols: Option<Symbols>,
+}
+
+impl HostFacts {
+    pub(crate) fn read(
+        names: &[&str],
+        report: &Report,
+        before: &Evidence,
+        after: &Evidence,
+    ) -> Self {
+        let mut sysctls = BTreeMap::new();
+        let mut put = |key: String, v: Option<String>| {
+            if let Some(v) = v {
+                sysctls.insert(key, v);
+            }
+        };
+        for n in SYSCTLS {
+            put(n.to_string(), host::sysctl(n));
+        }
+        // Interface names may hold dots: read by path, not by dotted name.
+        for row in &report.drops {
+            let i = &row.iface;
+            if !i.contains('@') && i != "-" {
+                put(
+                    format!("net.ipv4.conf.{i}.rp_filter"),
+                    host::sysctl_path(&["net", "ipv4", "conf", i, "rp_filter"]),
+                );
+            }
+        }
+        let ifaces = names
+            .iter()
+            .map(|n| {
+                let f = IfaceFacts {
+                    ring: ethtool::ring(n).ok().map(|(max, cur, _, _)| (max, cur)),
+                    channels: ethtool::channels(n).ok().map(|(max, cur, _, _)| (max, cur)),
+                    link: ethtool::link(n).ok(),
+                    rps: host::rps_enabled(n),
+                };
+                (n.to_string(), f)
+            })
+            .collect();
+        let inodes: Vec<u64> = dropping_sockets(before, after)
+            .iter()
+            .map(|(s, _)| s.inode)
+            .collect();
+        Self {
+            sysctls,
+            ifaces,
+            socket_owners: host::socket_owners(&inodes),
+            rcvbufs: if inodes.is_empty() {
+                HashMap::new()
+            } else {
+                host::udp_rcvbufs()
+            },
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            symbols: Symbols::load().ok(),
+        }
+    }
+
+    fn sysctl(&self, name: &str) -> String {
+        self.sysctls.get(name).cloned().unwrap_or_default()
+    }
+
+    fn sysctl_u64(&self, name: &str) -> u64 {
+        self.sysctls
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn iface(&self, name: &str) -> Option<&IfaceFacts> {
+        self.ifaces.get(name)
+    }
+}
+
+/// UDP sockets whose drop counter grew over the window, and by how much.
+fn dropping_sockets<'a>(before: &Evidence, after: &'a Evidence) -> Vec<(&'a UdpSocket, u64)> {
+    after
+        .udp
+        .iter()
+        .filter_map(|s| {
+            let prev = before
+                .udp
+                .iter()
+                .find(|b| b.inode == s.inode)
+                .map(|b| b.drops)
+                .unwrap_or(0);
+            (s.drops > prev).then_some((s, s.drops - prev))
+        })
+        .collect()
 }
 
 pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
@@ -213,8 +351,10 @@ pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
             ..Analysis::default()
         },
     );
+    let names: Vec<&str> = ifaces.iter().map(|(n, _)| n.as_str()).collect();
+    let facts = HostFacts::read(&names, &report, &before, &after);
     let mut dx = diagnose(
-        &reasons, &snap, &report, &before, &after, patterns, secs, &ifaces,
+        &reasons, &snap, &report, &before, &after, &facts, patterns, secs, &ifaces,
     );
     if let Some(f) = other_namespaces(&elsewhere) {
         dx.findings.push(f);
@@ -312,11 +452,14 @@ const REFERENCE: [(&str, &str); 5] = [
 
 /// Reference values for high-PPS hosts; a value meets its reference when
 /// every field is at least the reference's.
-pub(crate) fn sysctl_audit() -> Vec<AuditRow> {
+pub(crate) fn sysctl_audit(facts: &HostFacts) -> Vec<AuditRow> {
     REFERENCE
         .iter()
         .map(|(name, reference)| {
-            let current = host::sysctl(name)
+            let current = facts
+                .sysctls
+                .get(*name)
+                .cloned()
                 .unwrap_or_else(|| "not visible from this network namespace".into());
             let ok = audit_ok(&current, reference);
             AuditRow {
@@ -385,6 +528,7 @@ struct Window<'a> {
     report: &'a Report,
     before: &'a Evidence,
     after: &'a Evidence,
+    facts: &'a HostFacts,
     t: DropTotals,
     names: Vec<&'a str>,
     secs: f64,
@@ -417,6 +561,7 @@ pub(crate) fn diagnose(
     report: &Report,
     before: &Evidence,
     after: &Evidence,
+    facts: &HostFacts,
     patterns: Vec<Pattern>,
     secs: f64,
     ifaces: &[(String, u32)],
@@ -426,12 +571,13 @@ pub(crate) fn diagnose(
         report,
         before,
         after,
+        facts,
         t: totals(report, reasons),
         names: ifaces.iter().map(|(n, _)| n.as_str()).collect(),
         secs,
     };
     let mut findings: Vec<Finding> = RULES.iter().flat_map(|rule| rule(&w)).collect();
-    let locations = kernel_locations(reasons, snap);
+    let locations = kernel_locations(reasons, snap, facts.symbols.as_ref());
     findings.extend(unspecified(&w, &locations));
     let patterns = patterns
         .into_iter()
@@ -447,13 +593,13 @@ pub(crate) fn diagnose(
 
     findings.sort_by_key(|f| f.severity);
     Diagnosis {
-        schema: SCHEMA,
+        schema: SCHEMA.into(),
         window_s: secs,
         interfaces: w.names.iter().map(|s| s.to_string()).collect(),
         findings,
         patterns,
         locations,
-        sysctl_audit: sysctl_audit(),
+        sysctl_audit: sysctl_audit(w.facts),
         report: report.clone(),
     }
 }
@@ -480,18 +626,19 @@ fn nic_ring(w: &Window) -> Vec<Finding> {
             .collect();
         evidence.extend(reason_evidence(t, &["FULL_RING"], secs));
         let mut fix = Vec::new();
-        match ethtool::ring(name) {
-            Ok((rx_max, rx, _, _)) => {
+        let facts = w.facts.iface(name);
+        match facts.and_then(|f| f.ring) {
+            Some((rx_max, rx)) => {
                 evidence.push(format!("{name} rx ring {rx} of maximum {rx_max}"));
                 if rx < rx_max {
                     fix.push(format!("ethtool -G {name} rx {rx_max}"));
                 }
             }
-            Err(_) => evidence.push(format!(
+            None => evidence.push(format!(
                 "{name}: the driver does not report ring sizes (ethtool -g {name})"
             )),
         }
-        if let Ok((max_c, cur_c, _, _)) = ethtool::channels(name) {
+        if let Some((max_c, cur_c)) = facts.and_then(|f| f.channels) {
             evidence.push(format!(
                 "{name} combined channels {cur_c} of maximum {max_c}"
             ));
@@ -534,7 +681,7 @@ fn backlog(w: &Window) -> Vec<Finding> {
         .unwrap_or(0);
     let cpu_backlog = t.by_reason.get("CPU_BACKLOG").copied().unwrap_or(0);
     if backlog_nic > 0 || cpu_backlog > 0 {
-        let cur = host::sysctl_u64("net.core.netdev_max_backlog").unwrap_or(0);
+        let cur = w.facts.sysctl_u64("net.core.netdev_max_backlog");
         let mut evidence = reason_evidence(t, &["CPU_BACKLOG"], secs);
         evidence.push(format!(
             "softnet backlog_dropped +{backlog_nic}, time_squeeze +{squeeze}"
@@ -545,12 +692,10 @@ fn backlog(w: &Window) -> Vec<Finding> {
             (cur * 4).max(250_000)
         )];
         for name in names.iter() {
-            if let Some(on) = host::rps_enabled(name) {
+            if let Some(on) = w.facts.iface(name).and_then(|f| f.rps) {
                 evidence.push(format!("{name} RPS {}", if on { "on" } else { "off" }));
                 if !on {
-                    let cpus = std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(1);
+                    let cpus = w.facts.cpus;
                     let mask = if cpus >= 32 {
                         u32::MAX
                     } else {
@@ -587,24 +732,10 @@ fn socket_buffers(w: &Window) -> Vec<Finding> {
     });
     if sockbuf > 0 {
         let mut evidence = reason_evidence(t, &sock_reasons, secs);
-        let rmem_max = host::sysctl_u64("net.core.rmem_max").unwrap_or(0);
-        let rmem_default = host::sysctl_u64("net.core.rmem_default").unwrap_or(0);
-        let dropping: Vec<(&UdpSocket, u64)> = after
-            .udp
-            .iter()
-            .filter_map(|s| {
-                let prev = before
-                    .udp
-                    .iter()
-                    .find(|b| b.inode == s.inode)
-                    .map(|b| b.drops)
-                    .unwrap_or(0);
-                (s.drops > prev).then_some((s, s.drops - prev))
-            })
-            .collect();
-        let inodes: Vec<u64> = dropping.iter().map(|(s, _)| s.inode).collect();
-        let owners = host::socket_owners(&inodes);
-        let rcvbufs = host::udp_rcvbufs();
+        let rmem_max = w.facts.sysctl_u64("net.core.rmem_max");
+        let rmem_default = w.facts.sysctl_u64("net.core.rmem_default");
+        let dropping = dropping_sockets(before, after);
+        let (owners, rcvbufs) = (&w.facts.socket_owners, &w.facts.rcvbufs);
         let mut fix = Vec::new();
         let mut summary =
             "socket receive buffers overflowed: the application reads too slowly".to_string();
@@ -641,8 +772,8 @@ fn socket_buffers(w: &Window) -> Vec<Finding> {
         if t.by_reason.contains_key("PROTO_MEM") {
             evidence.push(format!(
                 "net.ipv4.udp_mem = {}, net.ipv4.tcp_mem = {}",
-                host::sysctl("net.ipv4.udp_mem").unwrap_or_default(),
-                host::sysctl("net.ipv4.tcp_mem").unwrap_or_default()
+                w.facts.sysctl("net.ipv4.udp_mem"),
+                w.facts.sysctl("net.ipv4.tcp_mem")
             ));
             fix.push(
                 "raise net.ipv4.udp_mem / net.ipv4.tcp_mem (protocol memory is exhausted)".into(),
@@ -651,7 +782,7 @@ fn socket_buffers(w: &Window) -> Vec<Finding> {
         if t.by_reason.contains_key("TCP_LISTEN_OVERFLOW") {
             evidence.push(format!(
                 "net.core.somaxconn = {}",
-                host::sysctl("net.core.somaxconn").unwrap_or_default()
+                w.facts.sysctl("net.core.somaxconn")
             ));
             fix.push(
                 "sysctl -w net.core.somaxconn=65535 and a larger listen() backlog; accept faster"
@@ -788,14 +919,13 @@ fn rp_filter(w: &Window) -> Vec<Finding> {
         let mut fix = vec!["sysctl -w net.ipv4.conf.all.rp_filter=2".to_string()];
         evidence.push(format!(
             "net.ipv4.conf.all.rp_filter = {}",
-            host::sysctl("net.ipv4.conf.all.rp_filter").unwrap_or_default()
+            w.facts.sysctl("net.ipv4.conf.all.rp_filter")
         ));
         for i in t.ifaces.get("IP_RPFILTER").cloned().unwrap_or_default() {
             if i.contains('@') || i == "-" {
                 continue;
             }
-            let v =
-                host::sysctl_path(&["net", "ipv4", "conf", &i, "rp_filter"]).unwrap_or_default();
+            let v = w.facts.sysctl(&format!("net.ipv4.conf.{i}.rp_filter"));
             evidence.push(format!("net.ipv4.conf.{i}.rp_filter = {v}"));
             fix.push(format!("sysctl -w net.ipv4.conf.{i}.rp_filter=2"));
         }
@@ -829,7 +959,7 @@ fn martians(w: &Window) -> Vec<Finding> {
         let mut evidence = reason_evidence(t, &m_names, secs);
         evidence.push(format!(
             "net.ipv4.conf.all.log_martians = {}",
-            host::sysctl("net.ipv4.conf.all.log_martians").unwrap_or_default()
+            w.facts.sysctl("net.ipv4.conf.all.log_martians")
         ));
         findings.push(Finding {
             cause: Cause::IpMartian,
@@ -862,7 +992,7 @@ fn no_route(w: &Window) -> Vec<Finding> {
         });
         evidence.push(format!(
             "net.ipv4.ip_forward = {}",
-            host::sysctl("net.ipv4.ip_forward").unwrap_or_default()
+            w.facts.sysctl("net.ipv4.ip_forward")
         ));
         findings.push(Finding {
             cause: Cause::IpNoRoute,
@@ -943,8 +1073,8 @@ fn fragments(w: &Window) -> Vec<Finding> {
         let mut evidence = reason_evidence(t, &f_names, secs);
         evidence.push(format!(
             "net.ipv4.ipfrag_high_thresh = {}, net.ipv4.ipfrag_time = {}",
-            host::sysctl("net.ipv4.ipfrag_high_thresh").unwrap_or_default(),
-            host::sysctl("net.ipv4.ipfrag_time").unwrap_or_default()
+            w.facts.sysctl("net.ipv4.ipfrag_high_thresh"),
+            w.facts.sysctl("net.ipv4.ipfrag_time")
         ));
         findings.push(Finding {
             cause: Cause::IpFragments,
@@ -975,7 +1105,7 @@ fn physical(w: &Window) -> Vec<Finding> {
         let mut fix = vec![format!(
             "check the cable, optics and switch port of {name}; ethtool {name}"
         )];
-        if let Ok((speed, duplex)) = ethtool::link(name) {
+        if let Some((speed, duplex)) = w.facts.iface(name).and_then(|f| f.link) {
             evidence.push(format!(
                 "{name} link {} {}",
                 speed
@@ -1067,7 +1197,7 @@ fn upstream(w: &Window) -> Vec<Finding> {
     let mut findings = Vec::new();
     let host_drops: u64 = t.by_reason.values().sum();
     for i in &report.interfaces {
-        if let Ok((Some(speed), _)) = ethtool::link(&i.iface) {
+        if let Some((Some(speed), _)) = w.facts.iface(&i.iface).and_then(|f| f.link) {
             let bps_in = i.delta.bytes as f64 * 8.0 / secs;
             let share = bps_in / (speed as f64 * 1e6);
             if share >= 0.9 && (host_drops as f64) < i.delta.packets as f64 * 0.001 {
@@ -1089,8 +1219,11 @@ fn upstream(w: &Window) -> Vec<Finding> {
 }
 
 /// Where reasonless drops happen, busiest first.
-fn kernel_locations(reasons: &ReasonTable, snap: &Snapshot) -> Vec<PlaceRow> {
-    let symbols = Symbols::load().ok();
+fn kernel_locations(
+    reasons: &ReasonTable,
+    snap: &Snapshot,
+    symbols: Option<&Symbols>,
+) -> Vec<PlaceRow> {
     // Summed over interfaces: the doctor names places, not ports.
     let mut by_place: std::collections::HashMap<(u32, u64), u64> = Default::default();
     for (k, v) in &snap.locations {
@@ -1371,6 +1504,107 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].1, 3);
         assert_eq!(d[1].1, 2);
+    }
+
+    /// A window in which vb dropped on a full per-CPU backlog.
+    fn backlog_report() -> Report {
+        serde_json::from_value(serde_json::json!({
+            "schema": "dropscope.watch/1", "ts": 0.0, "interval_s": 1.0, "elapsed_s": 1.0,
+            "drops_delta": 5000, "drops_total": 5000,
+            "drops": [{"reason": "CPU_BACKLOG", "reason_code": 7, "category": "ring-backlog",
+                       "iface": "vb", "ifindex": 2, "delta": 5000, "rate": 5000.0, "total": 5000}],
+            "interfaces": [], "counters": [
+                {"iface": "softnet", "counter": "backlog_dropped", "delta": 5000, "total": 5000, "value": 5000}],
+            "top_sources": [], "top_ports": [], "top_sources_fresh": true, "locations": [],
+            "drop_sources": [], "drop_ports": [], "xdp_programs": [], "attacks": [], "diagnosis": [],
+            "health": {"drop_events": 5000, "map_full": 0, "read_errors": 0, "other_netns": 0,
+                       "events_lost": 0, "sources_tracked": 0, "sources_inserted": 0,
+                       "sources_evicted": 0, "unattributed": 0, "drop_rows": 1}
+        }))
+        .unwrap()
+    }
+
+    fn facts(backlog: &str, rps: bool) -> HostFacts {
+        let mut f = HostFacts {
+            cpus: 4,
+            ..HostFacts::default()
+        };
+        f.sysctls
+            .insert("net.core.netdev_max_backlog".into(), backlog.into());
+        f.ifaces.insert(
+            "vb".into(),
+            IfaceFacts {
+                rps: Some(rps),
+                ..IfaceFacts::default()
+            },
+        );
+        f
+    }
+
+    /// The rules read only the window and the host facts handed to them:
+    /// the same drops on two different hosts give each host's fix.
+    #[test]
+    fn rules_are_pure_functions_of_the_window_and_the_host() {
+        let report = backlog_report();
+        let reasons = ReasonTable::from_pairs([("SKB_DROP_REASON_CPU_BACKLOG".to_string(), 7)]);
+        let empty = Evidence {
+            nic: BTreeMap::new(),
+            udp: Vec::new(),
+            rules: Vec::new(),
+        };
+        let run = |facts: &HostFacts| {
+            let w = Window {
+                reasons: &reasons,
+                report: &report,
+                before: &empty,
+                after: &empty,
+                facts,
+                t: totals(&report, &reasons),
+                names: vec!["vb"],
+                secs: 1.0,
+            };
+            backlog(&w)
+        };
+        let small = run(&facts("1000", false));
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].cause, Cause::Backlog);
+        assert_eq!(small[0].severity, Severity::Critical);
+        assert!(
+            small[0]
+                .evidence
+                .contains(&"net.core.netdev_max_backlog = 1000".to_string())
+        );
+        assert!(
+            small[0]
+                .fix
+                .contains(&"sysctl -w net.core.netdev_max_backlog=250000".to_string())
+        );
+        assert!(
+            small[0]
+                .fix
+                .contains(&"echo f > /sys/class/net/vb/queues/rx-0/rps_cpus".to_string())
+        );
+        let big = run(&facts("100000", true));
+        assert!(
+            big[0]
+                .fix
+                .contains(&"sysctl -w net.core.netdev_max_backlog=400000".to_string())
+        );
+        assert!(big[0].evidence.contains(&"vb RPS on".to_string()));
+        assert!(!big[0].fix.iter().any(|f| f.contains("rps_cpus")));
+        // And the audit reads the same facts.
+        let audit = sysctl_audit(&facts("1000", true));
+        let row = audit
+            .iter()
+            .find(|r| r.sysctl == "net.core.netdev_max_backlog")
+            .unwrap();
+        assert_eq!((row.current.as_str(), row.ok), ("1000", false));
+        assert!(
+            audit
+                .iter()
+                .filter(|r| r.sysctl != "net.core.netdev_max_backlog")
+                .all(|r| r.current == "not visible from this network namespace")
+        );
     }
 
     #[test]

@@ -29,10 +29,6 @@ pub(crate) fn sysctl_path(parts: &[&str]) -> Option<String> {
     super::iface::in_netns("/proc/1/ns/net".into(), move || read(&p))
 }
 
-pub(crate) fn sysctl_u64(name: &str) -> Option<u64> {
-    sysctl(name)?.parse().ok()
-}
-
 /// One UDP socket from /proc/net/udp{,6}.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct UdpSocket {
@@ -273,8 +269,6 @@ mod tests {
         let s6 = parse_proc_udp(t6);
         assert_eq!(s6[0].local, "fd80::2".parse::<IpAddr>().unwrap());
         assert_eq!(s6[0].port, 7000);
-        // The live files parse too.
-        udp_sockets();
     }
 
     #[test]
@@ -295,11 +289,5 @@ mod tests {
         assert_eq!(r[0].packets, 1000);
         assert_eq!(r[0].rule, "-A INPUT -p udp -m udp --dport 5001 -j DROP");
         assert_eq!((r[2].table.as_str(), r[2].packets), ("raw", 5));
-    }
-
-    #[test]
-    fn sysctls_read() {
-        assert!(sysctl_u64("net.core.rmem_max").unwrap() > 0);
-        assert!(sysctl("net.no.such").is_none());
     }
 }
