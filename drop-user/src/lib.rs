@@ -15,6 +15,8 @@ mod analysis;
 mod cli;
 mod config;
 mod export;
+#[doc(hidden)]
+pub mod host_readers;
 pub mod kernel;
 mod ports;
 mod report;

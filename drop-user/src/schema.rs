@@ -2,10 +2,12 @@
 //! project's tests among them): every line `watch --format json` prints is
 //! a [`Report`] (`dropscope.watch/1`) or an [`AttackEvent`]
 //! (`dropscope.attack/1`); `doctor --format json` prints a [`Diagnosis`]
-//! (`dropscope.doctor/1`). The same structs write the output, so what
-//! parses here is what dropscope wrote.
+//! (`dropscope.doctor/1`); a `drop_rate` hook reads a [`DropRateEvent`] on
+//! stdin, `blocks --format json` prints [`BlockRow`]s. The same structs
+//! write the output, so what parses here is what dropscope wrote.
 
 pub use crate::{
+    act::{blocklist::BlockRow, hooks::DropRateEvent},
     analysis::{
         doctor::{AuditRow, Diagnosis, Finding, PatternRow, PlaceRow},
         patterns::Pattern,
@@ -23,11 +25,13 @@ pub use crate::{
     },
 };
 
-/// One line of `watch --format json`.
+/// One line of `watch --format json` (a report or an attack event), or
+/// the one line of `doctor --format json`.
 #[derive(Debug, Clone)]
 pub enum Line {
     Watch(Box<Report>),
     Attack(Box<AttackEvent>),
+    Doctor(Box<Diagnosis>),
 }
 
 impl Line {
@@ -39,16 +43,11 @@ impl Line {
         let schema = v["schema"].as_str().unwrap_or_default().to_string();
         let bad = |e: serde_json::Error| format!("not a {schema} line ({e}): {line}");
         match schema.as_str() {
-            crate::report::SCHEMA => {
-                let mut r: Report = serde_json::from_value(v).map_err(bad)?;
-                r.schema = crate::report::SCHEMA;
-                Ok(Line::Watch(Box::new(r)))
+            crate::report::SCHEMA => Ok(Line::Watch(serde_json::from_value(v).map_err(bad)?)),
+            crate::report::EVENT_SCHEMA => {
+                Ok(Line::Attack(serde_json::from_value(v).map_err(bad)?))
             }
-            crate::analysis::detect::EVENT_SCHEMA => {
-                let mut a: AttackEvent = serde_json::from_value(v).map_err(bad)?;
-                a.schema = crate::analysis::detect::EVENT_SCHEMA;
-                Ok(Line::Attack(Box::new(a)))
-            }
+            crate::analysis::doctor::SCHEMA => Ok(Line::Doctor(Box::new(parse_diagnosis(line)?))),
             _ => Err(format!("unknown schema {schema:?}: {line}")),
         }
     }
@@ -56,23 +55,27 @@ impl Line {
     pub fn watch(&self) -> Option<&Report> {
         match self {
             Line::Watch(r) => Some(r),
-            Line::Attack(_) => None,
+            _ => None,
         }
     }
 
     pub fn attack(&self) -> Option<&AttackEvent> {
         match self {
             Line::Attack(a) => Some(a),
-            Line::Watch(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn doctor(&self) -> Option<&Diagnosis> {
+        match self {
+            Line::Doctor(d) => Some(d),
+            _ => None,
         }
     }
 }
 
 /// Parses `doctor --format json`'s output.
 pub fn parse_diagnosis(text: &str) -> Result<Diagnosis, String> {
-    let mut d: Diagnosis = serde_json::from_str(text.trim())
-        .map_err(|e| format!("not a dropscope.doctor/1 document ({e})"))?;
-    d.schema = crate::analysis::doctor::SCHEMA;
-    d.report.schema = crate::report::SCHEMA;
-    Ok(d)
+    serde_json::from_str(text.trim())
+        .map_err(|e| format!("not a dropscope.doctor/1 document ({e})"))
 }

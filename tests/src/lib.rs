@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use dropscope::schema::{IfaceReport, Line, Report};
 use serde_json::Value;
 
 pub mod frames;
@@ -33,6 +34,19 @@ pub const WATCH_VB: [&str; 7] = [
     "200ms",
     "--format",
     "json",
+];
+
+/// `dropscope watch` on vb every 100 ms, JSON lines, its own namespace
+/// only: what the flood, corpus and observe tests and the bench run.
+pub const WATCH_VB_FAST: [&str; 8] = [
+    "watch",
+    "--iface",
+    "vb",
+    "--interval",
+    "100ms",
+    "--format",
+    "json",
+    "--own-netns",
 ];
 
 /// What `cargo xtask dist` made (the static binary `dropscope` and the
@@ -454,12 +468,13 @@ impl Dropscope {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Next JSON report, waiting up to `timeout`.
-    pub fn next_report(&self, timeout: Duration) -> Option<Value> {
+    /// Next JSON line (a report or an attack event), waiting up to
+    /// `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<Line> {
         self.lines
             .recv_timeout(timeout)
             .ok()
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .map(|l| parse_line(&l))
     }
 
     /// The process id (`ip netns exec` execs dropscope in place).
@@ -485,8 +500,8 @@ impl Dropscope {
         }
     }
 
-    /// Sends SIGINT, waits for exit 0, and returns every report it printed.
-    pub fn stop(mut self) -> Vec<Value> {
+    /// Sends SIGINT, waits for exit 0, and returns every line it printed.
+    pub fn stop(mut self) -> Run {
         let mut child = self.child.take().unwrap();
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let status = child.wait().expect("wait dropscope");
@@ -500,10 +515,9 @@ impl Dropscope {
             self.stderr()
         );
         thread::sleep(Duration::from_millis(50));
-        self.lines
-            .try_iter()
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
-            .collect()
+        Run {
+            lines: self.lines.try_iter().map(|l| parse_line(&l)).collect(),
+        }
     }
 }
 
@@ -513,6 +527,99 @@ impl Drop for Dropscope {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A line of dropscope's output as its typed schema. Every line must
+/// parse, and the typed value must write back exactly the JSON it came
+/// from: a field the types do not know would be lost, and fails here.
+pub fn parse_line(l: &str) -> Line {
+    let line = Line::parse(l).unwrap_or_else(|e| panic!("{e}"));
+    let back = match &line {
+        Line::Watch(r) => serde_json::to_value(r),
+        Line::Attack(a) => serde_json::to_value(a),
+        Line::Doctor(d) => serde_json::to_value(d),
+    }
+    .unwrap();
+    let orig: Value = serde_json::from_str(l).unwrap();
+    if let Some(d) = difference(&orig, &back, "") {
+        panic!("the typed line does not write back what was read ({d}): {l}");
+    }
+    line
+}
+
+/// Where two JSON values first differ, as a path and the two values.
+fn difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x
+            .iter()
+            .find_map(|(k, v)| match y.get(k) {
+                Some(w) => difference(v, w, &format!("{path}.{k}")),
+                None => Some(format!("{path}.{k} lost")),
+            })
+            .or_else(|| {
+                y.keys()
+                    .find(|k| !x.contains_key(*k))
+                    .map(|k| format!("{path}.{k} added"))
+            }),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (v, w))| difference(v, w, &format!("{path}[{i}]"))),
+        _ => (a != b).then(|| format!("{path}: {a} became {b}")),
+    }
+}
+
+/// Every line of a finished run's stdout, typed.
+pub fn parse_stdout(stdout: &str) -> Run {
+    Run {
+        lines: stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(parse_line)
+            .collect(),
+    }
+}
+
+/// Everything one dropscope run printed on stdout, in order.
+pub struct Run {
+    pub lines: Vec<Line>,
+}
+
+impl Run {
+    /// The interval reports, in order.
+    pub fn reports(&self) -> impl DoubleEndedIterator<Item = &Report> + Clone {
+        self.lines.iter().filter_map(Line::watch)
+    }
+
+    /// The attack events, in order.
+    pub fn attacks(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &dropscope::schema::AttackEvent> + Clone {
+        self.lines.iter().filter_map(Line::attack)
+    }
+
+    /// The last interval report (every run prints one at exit).
+    pub fn last(&self) -> Option<&Report> {
+        self.reports().next_back()
+    }
+
+    /// The last interval report, owned.
+    pub fn into_last(mut self) -> Report {
+        while let Some(l) = self.lines.pop() {
+            if let Line::Watch(r) = l {
+                return *r;
+            }
+        }
+        panic!("no report printed")
+    }
+
+    /// The attack start events.
+    pub fn starts(&self) -> Vec<&dropscope::schema::AttackEvent> {
+        self.attacks()
+            .filter(|e| e.phase == dropscope::schema::Phase::Start)
+            .collect()
     }
 }
 
@@ -586,24 +693,22 @@ impl Drop for KillOnDrop {
 }
 
 /// Total of drop rows with this reason on this interface in a report.
-pub fn drops(report: &Value, reason: &str, iface: &str) -> u64 {
-    report["drops"]
-        .as_array()
-        .unwrap()
+pub fn drops(report: &Report, reason: &str, iface: &str) -> u64 {
+    report
+        .drops
         .iter()
-        .filter(|r| r["reason"] == reason && r["iface"] == iface)
-        .map(|r| r["total"].as_u64().unwrap())
+        .filter(|r| r.reason == reason && r.iface == iface)
+        .map(|r| r.total)
         .sum()
 }
 
 /// Total packets seen by XDP from `addr` on `iface`, from the top-sources list.
-pub fn source_packets(report: &Value, addr: &str) -> u64 {
-    report["top_sources"]
-        .as_array()
-        .unwrap()
+pub fn source_packets(report: &Report, addr: &str) -> u64 {
+    report
+        .top_sources
         .iter()
-        .filter(|r| r["address"] == addr)
-        .map(|r| r["total_packets"].as_u64().unwrap())
+        .filter(|r| r.address == addr)
+        .map(|r| r.total_packets)
         .sum()
 }
 
@@ -620,35 +725,44 @@ pub fn iptables_packets(lab: &Lab, bin: &str, needle: &str) -> u64 {
 }
 
 /// Attributed drops (total) of `reason` to destination `proto`/`port`.
-pub fn drop_port(report: &Value, reason: &str, proto: &str, port: u16) -> u64 {
-    report["drop_ports"]
-        .as_array()
-        .unwrap()
+pub fn drop_port(report: &Report, reason: &str, proto: &str, port: u16) -> u64 {
+    report
+        .drop_ports
         .iter()
-        .filter(|r| r["reason"] == reason && r["proto"] == proto && r["port"] == port)
-        .map(|r| r["total"].as_u64().unwrap())
+        .filter(|r| r.reason == reason && r.proto == proto && r.port == port)
+        .map(|r| r.total)
         .sum()
 }
 
 /// Attributed drops (total) of `reason` from source `address`.
-pub fn drop_source(report: &Value, reason: &str, address: &str) -> u64 {
-    report["drop_sources"]
-        .as_array()
-        .unwrap()
+pub fn drop_source(report: &Report, reason: &str, address: &str) -> u64 {
+    report
+        .drop_sources
         .iter()
-        .filter(|r| r["reason"] == reason && r["address"] == address)
-        .map(|r| r["total"].as_u64().unwrap())
+        .filter(|r| r.reason == reason && r.address == address)
+        .map(|r| r.total)
         .sum()
 }
 
 /// Interface block of a report.
-pub fn iface<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["interfaces"]
-        .as_array()
-        .unwrap()
+pub fn iface<'a>(report: &'a Report, name: &str) -> &'a IfaceReport {
+    report
+        .interfaces
         .iter()
-        .find(|i| i["iface"] == name)
+        .find(|i| i.iface == name)
         .unwrap_or_else(|| panic!("no interface {name} in report"))
+}
+
+/// The drop row of `reason` on `iface`, if the report has one.
+pub fn drop_row<'a>(
+    report: &'a Report,
+    reason: &str,
+    iface: &str,
+) -> Option<&'a dropscope::schema::DropRow> {
+    report
+        .drops
+        .iter()
+        .find(|r| r.reason == reason && r.iface == iface)
 }
 
 /// The `rx_packets` of `ip -s link` for a device in a namespace.

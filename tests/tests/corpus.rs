@@ -16,8 +16,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use dropscope::schema::{AttackEvent, Phase};
 use integration_tests::{Lab, flood_turn, frames::*, generator::Flood, have};
-use serde_json::Value;
 
 /// What a scenario sends, between lab.a (sender) and lab.b (watched).
 #[derive(Clone, Copy)]
@@ -459,74 +459,45 @@ struct Outcome {
 
 fn run(s: &Scenario) -> Outcome {
     let lab = Lab::new();
-    let d = lab.dropscope(&[
-        "watch",
-        "--iface",
-        "vb",
-        "--interval",
-        "100ms",
-        "--format",
-        "json",
-        "--own-netns",
-    ]);
+    let d = lab.dropscope(&integration_tests::WATCH_VB_FAST);
     // Quiet samples first: the adaptive baselines learn the idle link.
     thread::sleep(Duration::from_millis(600));
     let started = send(&lab, s.traffic);
     // Past end_after_s (3 s): the attack's end is in the record.
     thread::sleep(Duration::from_millis(3600));
     let lines = d.stop();
-    let events: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["schema"] == "dropscope.attack/1")
-        .collect();
-    let starts: Vec<&Value> = events
-        .iter()
-        .copied()
-        .filter(|e| e["phase"] == "start")
-        .collect();
+    let events: Vec<&AttackEvent> = lines.attacks().collect();
+    let starts = lines.starts();
     let held = events.iter().all(|e| {
-        let start = starts.iter().find(|st| st["id"] == e["id"]);
-        start.is_none_or(|st| st["class"] == e["class"])
+        let start = starts.iter().find(|st| st.id == e.id);
+        start.is_none_or(|st| st.class == e.class)
     });
     // The vectors the attack says it had (each with its own start).
     let mut classes_seen: Vec<String> = events
         .iter()
-        .flat_map(|e| e["vector_starts"].as_array().cloned().unwrap_or_default())
-        .filter_map(|v| v["class"].as_str().map(str::to_string))
+        .flat_map(|e| &e.vector_starts)
+        .map(|v| v.class.to_string())
         .collect();
     classes_seen.sort();
     classes_seen.dedup();
     let first = starts.first();
-    let field = |k: &str| {
-        first
-            .map(|e| e[k].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
     let mut o = Outcome {
         name: s.name,
         // "a|b" (either first, both shown) reads "a + b": '|' splits a
         // Markdown cell.
         want: s.want.unwrap_or("none").replace('|', " + "),
         first_class: first
-            .map(|e| e["class"].as_str().unwrap().to_string())
+            .map(|e| e.class.to_string())
             .unwrap_or_else(|| "none".into()),
-        confidence: first.and_then(|e| e["confidence"].as_u64()).unwrap_or(0),
+        confidence: first.map_or(0, |e| e.confidence as u64),
         evidence: first
-            .and_then(|e| {
-                e["evidence"]
-                    .as_array()?
-                    .first()?
-                    .as_str()
-                    .map(str::to_string)
-            })
+            .and_then(|e| e.evidence.first().cloned())
             .unwrap_or_default(),
-        sources: field("sources"),
+        sources: first.map(|e| e.sources.to_string()).unwrap_or_default(),
         spoofing: first
-            .map(|e| e["spoofing"]["verdict"].as_str().unwrap_or("").to_string())
+            .map(|e| e.spoofing.verdict.to_string())
             .unwrap_or_default(),
-        detect_ms: first
-            .and_then(|e| e["started_at"].as_f64())
-            .map(|t| (t - unix(started)) * 1000.0),
+        detect_ms: first.map(|e| (e.started_at - unix(started)) * 1000.0),
         attacks: starts.len(),
         held,
         classes_seen,
@@ -536,7 +507,7 @@ fn run(s: &Scenario) -> Outcome {
         None => {
             if !starts.is_empty() {
                 o.failures.push(format!(
-                    "benign traffic raised {} attack(s): {:#}",
+                    "benign traffic raised {} attack(s): {:#?}",
                     starts.len(),
                     starts[0]
                 ));
@@ -561,14 +532,12 @@ fn run(s: &Scenario) -> Outcome {
                 }
             }
             if let (Some(p), Some(e)) = (s.protocol, first)
-                && e["vectors"][0]["protocol"] != p
+                && e.vectors[0].protocol.as_deref() != Some(p)
             {
-                o.failures.push(format!(
-                    "protocol {} (want {p})",
-                    e["vectors"][0]["protocol"]
-                ));
+                o.failures
+                    .push(format!("protocol {:?} (want {p})", e.vectors[0].protocol));
             }
-            if !events.iter().any(|e| e["phase"] == "end") {
+            if !events.iter().any(|e| e.phase == Phase::End) {
                 o.failures.push("the attack never ended".into());
             }
         }
@@ -579,15 +548,15 @@ fn run(s: &Scenario) -> Outcome {
     }
     // Confidence >= 80 only with the kernel's word behind it.
     for e in &events {
-        let ev = e["evidence"].to_string();
+        let ev = e.evidence.join("; ");
         // A refused-drop item ("NO_SOCKET: n packets dropped (x% of the m
         // received)"), spoofed sources or half-open handshakes.
         let proven =
             ev.contains(" received)") || ev.contains("spoofed sources") || ev.contains("half-open");
-        if e["confidence"].as_u64().unwrap_or(0) >= 80 && !proven {
+        if e.confidence >= 80 && !proven {
             o.failures.push(format!(
                 "confidence {} without kernel evidence: {ev}",
-                e["confidence"]
+                e.confidence
             ));
             break;
         }

@@ -141,7 +141,7 @@ fn static_binary_runs_where_there_is_no_libc() {
     let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
     assert_eq!(delta, 77);
     let last = reports.last().expect("a report");
-    assert_eq!(drops(last, "NO_SOCKET", "vb"), delta, "{}", last["drops"]);
+    assert_eq!(drops(last, "NO_SOCKET", "vb"), delta, "{:?}", last.drops);
 }
 
 /// `dropscope --version` names the release, the commit and the eBPF object.

@@ -3,11 +3,11 @@
 
 use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
 
-use integration_tests::{Dropscope, Lab, frames, sockaddr as addr};
-use serde_json::Value;
+use dropscope::schema::{Diagnosis, Finding, PatternVerdict};
+use integration_tests::{Dropscope, Lab, Run, frames, sockaddr as addr};
 
 /// Starts doctor in `ns` on `dev`; `traffic` runs while it watches.
-fn doctor(ns: &str, dev: &str, traffic: impl FnOnce()) -> Value {
+fn doctor(ns: &str, dev: &str, traffic: impl FnOnce()) -> Diagnosis {
     let d = Dropscope::start(
         ns,
         &[
@@ -22,29 +22,26 @@ fn doctor(ns: &str, dev: &str, traffic: impl FnOnce()) -> Value {
     );
     traffic();
     thread::sleep(Duration::from_millis(400));
-    let mut out = d.stop();
-    assert_eq!(out.len(), 1, "one diagnosis");
-    let dx = out.pop().unwrap();
-    assert_eq!(dx["schema"], "dropscope.doctor/1");
+    diagnosis(d.stop())
+}
+
+/// The one line doctor printed.
+fn diagnosis(out: Run) -> Diagnosis {
+    assert_eq!(out.lines.len(), 1, "one diagnosis");
+    let dx = out.lines[0].doctor().expect("a diagnosis").clone();
+    assert_eq!(dx.schema, "dropscope.doctor/1");
     dx
 }
 
-fn finding<'a>(dx: &'a Value, cause: &str) -> &'a Value {
-    dx["findings"]
-        .as_array()
-        .unwrap()
+fn finding<'a>(dx: &'a Diagnosis, cause: &str) -> &'a Finding {
+    dx.findings
         .iter()
-        .find(|f| f["cause"] == cause)
-        .unwrap_or_else(|| panic!("no {cause} finding in {:#}", dx["findings"]))
+        .find(|f| f.cause == cause)
+        .unwrap_or_else(|| panic!("no {cause} finding in {:#?}", dx.findings))
 }
 
-fn text(v: &Value) -> String {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+fn text(v: &[String]) -> String {
+    v.join("\n")
 }
 
 #[test]
@@ -69,12 +66,9 @@ fn socket_buffer_overflow_names_port_owner_and_fix() {
         lab.send_udp(&lab.a, addr(&lab.v4(1), 0), bind, 300, 1000);
     });
     let f = finding(&dx, "socket-buffer");
-    let evidence = text(&f["evidence"]);
-    let fix = text(&f["fix"]);
-    assert!(
-        f["summary"].as_str().unwrap().contains("UDP port 5002"),
-        "{f:#}"
-    );
+    let evidence = text(&f.evidence);
+    let fix = text(&f.fix);
+    assert!(f.summary.contains("UDP port 5002"), "{f:#?}");
     assert!(
         evidence.contains(&format!("{}:5002", lab.v4(2))),
         "{evidence}"
@@ -102,13 +96,13 @@ fn netfilter_drop_names_the_rule_and_its_count() {
         lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5001), 777, 64);
     });
     let f = finding(&dx, "netfilter");
-    let evidence = text(&f["evidence"]);
+    let evidence = text(&f.evidence);
     assert!(
         evidence.contains("--dport 5001 -j DROP` matched 777 packets"),
         "{evidence}"
     );
     assert!(evidence.contains("chain INPUT (hook input)"), "{evidence}");
-    assert!(text(&f["fix"]).contains("iptables -L -v -n -x"), "{f:#}");
+    assert!(text(&f.fix).contains("iptables -L -v -n -x"), "{f:#?}");
 }
 
 #[test]
@@ -143,15 +137,15 @@ fn rp_filter_drops_name_the_sysctl() {
         lab.send_udp(&lab.a, addr(&spoofed, 0), addr(&lab.v4(2), 5003), 50, 64);
     });
     let f = finding(&dx, "ip-rpfilter");
-    let evidence = text(&f["evidence"]);
+    let evidence = text(&f.evidence);
     assert!(evidence.contains("IP_RPFILTER: 50 drops"), "{evidence}");
     assert!(
         evidence.contains("net.ipv4.conf.vb.rp_filter = 1"),
         "{evidence}"
     );
     assert!(
-        text(&f["fix"]).contains("sysctl -w net.ipv4.conf.vb.rp_filter=2"),
-        "{f:#}"
+        text(&f.fix).contains("sysctl -w net.ipv4.conf.vb.rp_filter=2"),
+        "{f:#?}"
     );
 }
 
@@ -180,8 +174,8 @@ fn martian_sources_are_named() {
         lab.send_frames(&lab.a, "va", vec![frame; 40])
     });
     let f = finding(&dx, "ip-martian");
-    assert!(text(&f["evidence"]).contains(": 40 drops"), "{f:#}");
-    assert!(text(&f["fix"]).contains("log_martians"), "{f:#}");
+    assert!(text(&f.evidence).contains(": 40 drops"), "{f:#?}");
+    assert!(text(&f.fix).contains("log_martians"), "{f:#?}");
 }
 
 #[test]
@@ -217,9 +211,9 @@ fn missing_route_is_named() {
         lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&far, 9), 60, 64);
     });
     let f = finding(&dx, "ip-no-route");
-    assert!(text(&f["evidence"]).contains(": 60 drops"), "{f:#}");
-    assert!(text(&f["evidence"]).contains("no default route"), "{f:#}");
-    assert!(text(&f["fix"]).contains("ip route add"), "{f:#}");
+    assert!(text(&f.evidence).contains(": 60 drops"), "{f:#?}");
+    assert!(text(&f.evidence).contains("no default route"), "{f:#?}");
+    assert!(text(&f.fix).contains("ip route add"), "{f:#?}");
 }
 
 struct NetnsGuard(String);
@@ -254,14 +248,14 @@ fn qdisc_limit_is_a_tail_drop_with_the_tc_command() {
         });
     });
     let f = finding(&dx, "qdisc");
-    let evidence = text(&f["evidence"]);
+    let evidence = text(&f.evidence);
     assert!(evidence.contains("QDISC_DROP: tail-drop"), "{evidence}");
-    assert!(text(&f["fix"]).contains("tc -s qdisc show dev va"), "{f:#}");
-    let q = dx["report"]["drops"]
-        .as_array()
-        .unwrap()
+    assert!(text(&f.fix).contains("tc -s qdisc show dev va"), "{f:#?}");
+    let q = dx
+        .report
+        .drops
         .iter()
-        .find(|r| r["reason"] == "QDISC_DROP")
+        .find(|r| r.reason == "QDISC_DROP")
         .unwrap();
     // The qdisc's own drop counter agrees.
     let tc = lab.exec(&lab.a, &["tc", "-s", "qdisc", "show", "dev", "va"]);
@@ -273,7 +267,7 @@ fn qdisc_limit_is_a_tail_drop_with_the_tc_command() {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(q["total"].as_u64().unwrap(), dropped, "{tc}");
+    assert_eq!(q.total, dropped, "{tc}");
 }
 
 /// Ground truth: isolated drops at random times vs tight clusters.
@@ -309,23 +303,22 @@ fn random_and_bursty_loss_are_told_apart() {
             }
         });
     });
-    let pattern = |dx: &Value| {
-        dx["patterns"]
-            .as_array()
-            .unwrap()
+    let pattern = |dx: &Diagnosis| {
+        dx.patterns
             .iter()
-            .find(|p| p["reason"] == "NO_SOCKET")
-            .unwrap_or_else(|| panic!("no NO_SOCKET pattern: {:#}", dx["patterns"]))
+            .find(|p| p.reason == "NO_SOCKET")
+            .unwrap_or_else(|| panic!("no NO_SOCKET pattern: {:#?}", dx.patterns))
+            .pattern
             .clone()
     };
     let r = pattern(&random);
     let b = pattern(&bursty);
-    assert_eq!(r["drops"], 60, "{r:#}");
-    assert_eq!(b["drops"], 180, "{b:#}");
-    assert_eq!(r["verdict"], "random", "{r:#}");
-    assert_eq!(b["verdict"], "bursty", "{b:#}");
-    assert_eq!(b["bursts"], 6, "{b:#}");
-    assert_eq!(b["burst_len_p50"], 30, "{b:#}");
+    assert_eq!(r.drops, 60, "{r:#?}");
+    assert_eq!(b.drops, 180, "{b:#?}");
+    assert_eq!(r.verdict, PatternVerdict::Random, "{r:#?}");
+    assert_eq!(b.verdict, PatternVerdict::Bursty, "{b:#?}");
+    assert_eq!(b.bursts, 6, "{b:#?}");
+    assert_eq!(b.burst_len_p50, 30, "{b:#?}");
 }
 
 #[test]
@@ -374,14 +367,14 @@ fn drops_in_another_namespace_are_pointed_at() {
     );
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5004), 55, 64);
     thread::sleep(Duration::from_millis(400));
-    let dx = d.stop().pop().unwrap();
+    let dx = diagnosis(d.stop());
     let f = finding(&dx, "other-namespace");
     assert!(
-        text(&f["evidence"]).contains(&format!("NETFILTER_DROP: 55 drops on vb@{}", lab.b)),
-        "{f:#}"
+        text(&f.evidence).contains(&format!("NETFILTER_DROP: 55 drops on vb@{}", lab.b)),
+        "{f:#?}"
     );
     assert!(
-        text(&f["fix"]).contains(&format!("ip netns exec {} dropscope doctor", lab.b)),
-        "{f:#}"
+        text(&f.fix).contains(&format!("ip netns exec {} dropscope doctor", lab.b)),
+        "{f:#?}"
     );
 }

@@ -4,9 +4,10 @@
 
 use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
 
+use dropscope::schema::{Category, Cause};
 use integration_tests::{
-    Dropscope, Lab, drop_port, drop_source, drops, iface, ip_link_rx_packets, iptables_packets,
-    sockaddr as addr, source_packets,
+    Dropscope, Lab, drop_port, drop_row, drop_source, drops, iface, ip_link_rx_packets,
+    iptables_packets, sockaddr as addr, source_packets,
 };
 
 const WATCH: [&str; 7] = integration_tests::WATCH_VB;
@@ -39,23 +40,16 @@ fn netfilter_drops_equal_the_rule_counter() {
     let rule = iptables_packets(&lab, "iptables", "dpt:5001");
     assert_eq!(rule, 1000, "the rule saw every datagram");
     assert_eq!(drops(last, "NETFILTER_DROP", "vb"), rule);
-    let row = last["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["reason"] == "NETFILTER_DROP")
-        .unwrap();
-    assert_eq!(row["category"], "netfilter");
+    let row = drop_row(last, "NETFILTER_DROP", "vb").unwrap();
+    assert_eq!(row.category, Category::Netfilter);
     // Attribution: who sent what was dropped, and to which port.
     assert_eq!(drop_source(last, "NETFILTER_DROP", &lab.v4(1)), rule);
     assert_eq!(drop_port(last, "NETFILTER_DROP", "udp", 5001), rule);
     // The live diagnosis panel named the cause while it happened.
-    assert!(reports.iter().any(|r| {
-        r["diagnosis"]
-            .as_array()
-            .unwrap()
+    assert!(reports.reports().any(|r| {
+        r.diagnosis
             .iter()
-            .any(|h| h["cause"] == "netfilter" && h["iface"] == "vb")
+            .any(|h| h.cause == Cause::Netfilter && h.iface == "vb")
     }));
 }
 
@@ -81,19 +75,14 @@ fn reasonless_drops_are_named_by_kernel_location() {
     let ds = lab.dropscope(&args);
     lab.send_frames(&lab.a, "va", vec![frame; 25]);
     settle();
-    let last = ds.stop().pop().unwrap();
-    let locs = last["locations"].as_array().unwrap();
+    let last = ds.stop().into_last();
+    let locs = &last.locations;
     let row = locs
         .iter()
-        .find(|l| {
-            l["location"]
-                .as_str()
-                .unwrap()
-                .starts_with("ip6_mc_input+0x")
-        })
+        .find(|l| l.location.starts_with("ip6_mc_input+0x"))
         .unwrap_or_else(|| panic!("no ip6_mc_input row in {locs:#?}"));
-    assert_eq!(row["reason"], "NOT_SPECIFIED");
-    assert_eq!(row["total"], 25, "{locs:#?}");
+    assert_eq!(row.reason, "NOT_SPECIFIED");
+    assert_eq!(row.total, 25, "{locs:#?}");
 }
 
 #[test]
@@ -156,13 +145,8 @@ fn full_receive_buffer_drops_equal_udp_rcvbuf_errors() {
         queued += 1;
     }
     assert_eq!(queued + errors, sent as u64);
-    let row = last["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["reason"] == "SOCKET_RCVBUFF")
-        .unwrap();
-    assert_eq!(row["category"], "socket-buffer");
+    let row = drop_row(last, "SOCKET_RCVBUFF", "vb").unwrap();
+    assert_eq!(row.category, Category::SocketBuffer);
     // "SOCKET_RCVBUFF on udp/5002", from the sender.
     assert_eq!(drop_port(last, "SOCKET_RCVBUFF", "udp", port), errors);
     assert_eq!(drop_source(last, "SOCKET_RCVBUFF", &lab.v4(1)), errors);
@@ -209,17 +193,12 @@ fn per_source_counts_equal_what_each_source_sent() {
     }
     let vb = iface(last, "vb");
     let total: u64 = plan.iter().map(|(_, a, b)| (a + b) as u64).sum();
-    assert_eq!(vb["total"]["protocols"]["udp"].as_u64().unwrap(), total);
-    assert_eq!(vb["total"]["ipv4"].as_u64().unwrap(), 380);
-    assert_eq!(vb["total"]["ipv6"].as_u64().unwrap(), 170);
+    assert_eq!(vb.total.protocols["udp"], total);
+    assert_eq!(vb.total.ipv4, 380);
+    assert_eq!(vb.total.ipv6, 170);
     // XDP saw exactly what the interface received.
-    assert_eq!(vb["total"]["packets"].as_u64().unwrap(), rx);
-    let size_sum: u64 = vb["total"]["sizes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    assert_eq!(vb.total.packets, rx);
+    let size_sum: u64 = vb.total.sizes.values().sum();
     assert_eq!(size_sum, rx);
 }
 
@@ -315,31 +294,22 @@ fn packet_shapes_vlan_qinq_fragments_and_tcp_flags() {
     assert_eq!(source_packets(last, &s(4).to_string()), 100);
     assert_eq!(source_packets(last, &s6(5).to_string()), 60);
     assert_eq!(source_packets(last, &s(6).to_string()), 133);
-    let t = &iface(last, "vb")["total"];
-    let n = |k: &str| t[k].as_u64().unwrap();
-    assert!(n("packets") >= total, "{t}");
-    assert_eq!(n("vlan"), 222 + 111 + 77);
-    assert_eq!(n("fragments"), 100 + 60);
-    assert_eq!(n("tcp_syn"), 50);
-    assert_eq!(n("tcp_syn_ack"), 20);
-    assert_eq!(n("tcp_ack_only"), 45);
-    assert_eq!(n("tcp_rst"), 10);
-    assert_eq!(n("tcp_fin"), 5);
-    let p = &t["protocols"];
-    assert_eq!(p["udp"].as_u64().unwrap(), 222 + 111 + 77 + 100 + 60);
-    assert_eq!(p["tcp"].as_u64().unwrap(), 130);
-    assert_eq!(p["malformed"].as_u64().unwrap(), 10);
+    let t = &iface(last, "vb").total;
+    assert!(t.packets >= total, "{t:?}");
+    assert_eq!(t.vlan, 222 + 111 + 77);
+    assert_eq!(t.fragments, 100 + 60);
+    assert_eq!(t.tcp_syn, 50);
+    assert_eq!(t.tcp_syn_ack, 20);
+    assert_eq!(t.tcp_ack_only, 45);
+    assert_eq!(t.tcp_rst, 10);
+    assert_eq!(t.tcp_fin, 5);
+    let p = &t.protocols;
+    assert_eq!(p["udp"], 222 + 111 + 77 + 100 + 60);
+    assert_eq!(p["tcp"], 130);
+    assert_eq!(p["malformed"], 10);
     // UDP source ports: 4000 (no counter of its own) and 123 (NTP).
-    let ports = iface(last, "vb")["udp_src_ports"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let port = |p: &str| {
-        ports
-            .iter()
-            .find(|r| r["port"] == p)
-            .map(|r| r["total"].as_u64().unwrap())
-    };
+    let ports = &iface(last, "vb").udp_src_ports;
+    let port = |p: &str| ports.iter().find(|r| r.port == p).map(|r| r.total);
     assert_eq!(port("123"), Some(25));
     assert_eq!(port("other"), Some(222 + 111 + 77 + 40));
 }
@@ -392,15 +362,15 @@ fn drops_in_other_namespaces_are_counted_and_named() {
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 6100), 123, 32);
     settle();
     let label = format!("vb@{}", lab.b);
-    let all_last = all.stop().pop().unwrap();
-    let own_last = own.stop().pop().unwrap();
+    let all_last = all.stop().into_last();
+    let own_last = own.stop().into_last();
     let delta = lab.nstat(&lab.b, "UdpNoPorts") - before;
     assert_eq!(delta, 123);
     assert_eq!(
         drops(&all_last, "NO_SOCKET", &label),
         delta,
-        "{}",
-        all_last["drops"]
+        "{:?}",
+        all_last.drops
     );
     assert_eq!(drops(&own_last, "NO_SOCKET", &label), 0);
 }
@@ -448,9 +418,9 @@ fn a_full_drop_table_is_logged_and_its_drops_still_count() {
         .iter()
         .map(|i| drops(last, "NO_SOCKET", i))
         .sum();
-    assert_eq!(counted, sent, "{}", last["drops"]);
-    assert!(drops(last, "NO_SOCKET", "other") > 0, "{}", last["drops"]);
-    assert!(last["health"]["map_full"].as_u64().unwrap() > 0);
+    assert_eq!(counted, sent, "{:?}", last.drops);
+    assert!(drops(last, "NO_SOCKET", "other") > 0, "{:?}", last.drops);
+    assert!(last.health.map_full > 0);
     assert!(
         err.contains("warn: drop_ebpf") && err.contains("a drop table is full"),
         "the kernel's log line on stderr:\n{err}"

@@ -218,22 +218,19 @@ fn events_stream_carries_reports_and_attacks() {
     // Until a report shows every drop, and at least three reports.
     wait_for(Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&file).ok()?;
-        let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
+        let last = dropscope::schema::Line::parse(text.lines().last()?).ok()?;
         (text.lines().count() >= 3
-            && integration_tests::drops(&last, "NETFILTER_DROP", "vb") == rule)
+            && integration_tests::drops(last.watch()?, "NETFILTER_DROP", "vb") == rule)
             .then_some(())
     })
     .expect("the stream never showed every drop");
     let lines = ds.stop();
-    assert!(lines.is_empty(), "run prints nothing on stdout");
+    assert!(lines.lines.is_empty(), "run prints nothing on stdout");
     let text = std::fs::read_to_string(&file).unwrap();
-    let reports: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    assert!(reports.len() >= 3, "{} lines", reports.len());
-    assert!(reports.iter().all(|r| r["schema"] == "dropscope.watch/1"));
-    let last = reports.last().unwrap();
+    let events = integration_tests::parse_stdout(&text);
+    assert!(events.lines.len() >= 3, "{} lines", events.lines.len());
+    assert_eq!(events.reports().count(), events.lines.len(), "only reports");
+    let last = events.last().unwrap();
     assert_eq!(rule, 300);
     assert_eq!(integration_tests::drops(last, "NETFILTER_DROP", "vb"), rule);
 }

@@ -4,6 +4,7 @@
 
 use std::{process::Command, thread, time::Duration};
 
+use dropscope::schema::XdpMode;
 use integration_tests::{
     Lab, WATCH_VB, dropscope_bin, iface, sockaddr as addr, source_packets, wait_for,
 };
@@ -42,18 +43,16 @@ fn deleted_interface_is_followed_when_it_returns() {
     assert!(err.contains("interface vb is gone"), "{err}");
     assert!(err.contains("interface vb is back"), "{err}");
     assert!(
-        reports
-            .iter()
-            .any(|r| r["interfaces"][0]["present"] == false),
+        reports.reports().any(|r| !r.interfaces[0].present),
         "a report showed vb missing"
     );
     let last = reports.last().unwrap();
-    assert_eq!(iface(last, "vb")["present"], true);
+    assert!(iface(last, "vb").present);
     assert_eq!(
         source_packets(last, &lab.v4(1)),
         177,
-        "{}",
-        last["top_sources"]
+        "{:?}",
+        last.top_sources
     );
 }
 
@@ -83,18 +82,16 @@ fn link_down_and_up_is_reported_and_counted_through() {
     assert!(err.contains("interface vb is down"), "{err}");
     assert!(err.contains("interface vb is up again"), "{err}");
     assert!(
-        reports
-            .iter()
-            .any(|r| r["interfaces"][0]["link_up"] == false),
+        reports.reports().any(|r| !r.interfaces[0].link_up),
         "a report showed vb down"
     );
     let last = reports.last().unwrap();
-    assert_eq!(iface(last, "vb")["link_up"], true);
+    assert!(iface(last, "vb").link_up);
     assert_eq!(
         source_packets(last, &lab.v4(1)),
         100,
-        "{}",
-        last["top_sources"]
+        "{:?}",
+        last.top_sources
     );
 }
 
@@ -126,8 +123,8 @@ fn driver_without_native_xdp_runs_generic_and_says_why() {
     assert!(err.contains("dsbridge: no native XDP"), "{err}");
     assert!(err.contains("generic"), "{err}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(iface(&last, "dsbridge")["xdp_mode"], "generic");
+    let last = integration_tests::parse_stdout(&stdout).into_last();
+    assert_eq!(iface(&last, "dsbridge").xdp_mode, XdpMode::Generic);
 
     let out = run("native");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -9,24 +9,14 @@ use std::{
     time::Duration,
 };
 
+use dropscope::schema::{
+    AttackClass, AttackEvent, Line, LossKind, Phase, Report, SourceSpread, SpoofVerdict,
+};
 use integration_tests::{Dropscope, Lab, flood_turn, frames::*, generator::Flood, have};
-use serde_json::Value;
-
-const WATCH: [&str; 9] = [
-    "watch",
-    "--iface",
-    "vb",
-    "--interval",
-    "100ms",
-    "--format",
-    "json",
-    "--own-netns",
-    "--top",
-];
 
 fn watch(lab: &Lab, extra: &[&str]) -> Dropscope {
-    let mut args = WATCH.to_vec();
-    args.push("20");
+    let mut args = integration_tests::WATCH_VB_FAST.to_vec();
+    args.extend(["--top", "20"]);
     args.extend_from_slice(extra);
     let d = lab.dropscope(&args);
     // Quiet samples first: the adaptive baselines learn the idle link.
@@ -34,18 +24,19 @@ fn watch(lab: &Lab, extra: &[&str]) -> Dropscope {
     d
 }
 
-fn events(lines: &[Value]) -> Vec<&Value> {
-    lines
-        .iter()
-        .filter(|l| l["schema"] == "dropscope.attack/1")
+fn events(lines: &[Line]) -> Vec<&AttackEvent> {
+    lines.iter().filter_map(Line::attack).collect()
+}
+
+fn started(lines: &[Line]) -> Vec<&AttackEvent> {
+    events(lines)
+        .into_iter()
+        .filter(|e| e.phase == Phase::Start)
         .collect()
 }
 
-fn started(lines: &[Value]) -> Vec<&Value> {
-    events(lines)
-        .into_iter()
-        .filter(|e| e["phase"] == "start")
-        .collect()
+fn reports(lines: &[Line]) -> Vec<&Report> {
+    lines.iter().filter_map(Line::watch).collect()
 }
 
 fn eth(lab: &Lab) -> Eth {
@@ -85,30 +76,25 @@ fn flood(lab: &Lab, l4proto: u8, l4: Vec<u8>, count: u32, sources: u32) {
 
 /// Every event of each attack carries the class its start did: updates
 /// and the end (the wind-down after the traffic stops) never reclassify.
-fn assert_class_holds(lines: &[Value]) {
+fn assert_class_holds(lines: &[Line]) {
     for start in started(lines) {
-        for e in events(lines).iter().filter(|e| e["id"] == start["id"]) {
+        for e in events(lines).iter().filter(|e| e.id == start.id) {
             assert_eq!(
-                e["class"], start["class"],
-                "attack {} changed class at {}: {e:#}",
-                start["id"], e["phase"]
+                e.class, start.class,
+                "attack {} changed class at {}: {e:#?}",
+                start.id, e.phase
             );
         }
     }
 }
 
-fn assert_class(lines: &[Value], class: &str) -> Value {
+fn assert_class(lines: &[Line], class: AttackClass) -> AttackEvent {
     let s = started(lines);
     assert!(!s.is_empty(), "no attack started");
     let e = s[0];
     assert_class_holds(lines);
-    let classes: Vec<&str> = e["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["class"].as_str().unwrap())
-        .collect();
-    assert_eq!(e["class"], class, "vectors {classes:?} in {e:#}");
+    let classes: Vec<AttackClass> = e.vectors.iter().map(|v| v.class).collect();
+    assert_eq!(e.class, class, "vectors {classes:?} in {e:#?}");
     e.clone()
 }
 
@@ -119,24 +105,21 @@ fn syn_flood_from_random_sources() {
     let d = watch(&lab, &[]);
     flood(&lab, 6, tcp(40000, 80, SYN), 200_000, 60_000);
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    let e = assert_class(&lines, "syn-flood");
-    eprintln!("{e}");
-    assert!(e["confidence"].as_u64().unwrap() >= 80, "{e:#}");
-    assert_eq!(e["sources"], "many", "{e:#}");
-    assert_eq!(e["spoofing"]["verdict"], "spoofed", "{e:#}");
+    let lines = d.stop().lines;
+    let e = assert_class(&lines, AttackClass::SynFlood);
+    eprintln!("{e:?}");
+    assert!(e.confidence >= 80, "{e:#?}");
+    assert_eq!(e.sources, SourceSpread::Many, "{e:#?}");
+    assert_eq!(e.spoofing.verdict, SpoofVerdict::Spoofed, "{e:#?}");
     // The start may come within milliseconds of the first packets (or, in
     // an emulated VM of the kernel matrix, of a slow trickle): the attack's
     // later updates must see the thousands of sources.
     let distinct = events(&lines)
         .iter()
-        .filter_map(|v| v["distinct_sources"].as_f64())
+        .map(|v| v.distinct_sources)
         .fold(0.0, f64::max);
-    assert!(distinct > 1000.0, "{distinct}: {e:#}");
-    assert!(
-        e["trigger"].as_str().unwrap().starts_with("spike:syn"),
-        "{e:#}"
-    );
+    assert!(distinct > 1000.0, "{distinct}: {e:#?}");
+    assert!(e.trigger.starts_with("spike:syn"), "{e:#?}");
     // It ends once the flood stops (hysteresis: 3 s by default) - or is still
     // running when we stopped; either way it never flaps into two attacks.
     assert_eq!(started(&lines).len(), 1);
@@ -166,17 +149,17 @@ fn udp_reflection_names_the_protocol() {
         },
     );
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    let e = assert_class(&lines, "udp-reflection");
-    assert_eq!(e["vectors"][0]["protocol"], "NTP", "{e:#}");
+    let lines = d.stop().lines;
+    let e = assert_class(&lines, AttackClass::UdpReflection);
+    assert_eq!(e.vectors[0].protocol.as_deref(), Some("NTP"), "{e:#?}");
     // The kernel's word: the answers landed on a closed port, from
     // spoofed sources; so the confidence may be high.
-    let evidence = e["evidence"].to_string();
+    let evidence = e.evidence.join("; ");
     assert!(
         evidence.contains("NO_SOCKET") && evidence.contains("dropped"),
-        "{e:#}"
+        "{e:#?}"
     );
-    assert!(e["confidence"].as_u64().unwrap() >= 80, "{e:#}");
+    assert!(e.confidence >= 80, "{e:#?}");
 }
 
 #[test]
@@ -188,8 +171,8 @@ fn icmp_flood() {
     echo.extend([0u8; 56]);
     flood(&lab, 1, echo, 150_000, 1000);
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    assert_class(&lines, "icmp-flood");
+    let lines = d.stop().lines;
+    assert_class(&lines, AttackClass::IcmpFlood);
 }
 
 #[test]
@@ -205,8 +188,8 @@ fn source_threshold_fires_in_kernel_with_few_sources() {
         let deadline = std::time::Instant::now() + Duration::from_secs(8);
         let mut lines = Vec::new();
         while std::time::Instant::now() < deadline {
-            if let Some(v) = d.next_report(Duration::from_millis(200)) {
-                let end = v["schema"] == "dropscope.attack/1" && v["phase"] == "end";
+            if let Some(v) = d.next_line(Duration::from_millis(200)) {
+                let end = v.attack().is_some_and(|e| e.phase == Phase::End);
                 lines.push(v);
                 if end {
                     return (true, lines);
@@ -219,22 +202,21 @@ fn source_threshold_fires_in_kernel_with_few_sources() {
     assert!(first_ended, "the attack never ended once the flood stopped");
     flood(&lab, 17, udp(5000, 9999, 100), 100_000, 1);
     thread::sleep(Duration::from_millis(400));
-    lines.extend(d.stop());
+    lines.extend(d.stop().lines);
     assert_eq!(started(&lines).len(), 2, "a second flood, a second attack");
     let s = started(&lines);
     assert!(!s.is_empty(), "no attack");
     let e = s[0];
-    eprintln!("{e}");
+    eprintln!("{e:?}");
     assert!(
-        e["trigger"].as_str().unwrap().starts_with("kernel:source")
-            || e["trigger"] == "threshold:source_pps",
-        "{e:#}"
+        e.trigger.starts_with("kernel:source") || e.trigger == "threshold:source_pps",
+        "{e:#?}"
     );
-    assert_eq!(e["sources"], "few", "{e:#}");
+    assert_eq!(e.sources, SourceSpread::Few, "{e:#?}");
     assert_eq!(
-        e["top_sources"][0]["address"],
+        e.top_sources[0].address,
         spoofed_base(&lab).to_string(),
-        "{e:#}"
+        "{e:#?}"
     );
 }
 
@@ -278,33 +260,21 @@ fn heavy_hitters_within_the_stated_error() {
         thread::sleep(Duration::from_millis(10));
     }
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    let reports: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["schema"] == "dropscope.watch/1")
-        .collect();
+    let lines = d.stop().lines;
+    let reports = reports(&lines);
     let last = reports.last().unwrap();
-    let total: u64 = reports
-        .iter()
-        .map(|r| r["interfaces"][0]["delta"]["packets"].as_u64().unwrap())
-        .sum();
+    let total: u64 = reports.iter().map(|r| r.interfaces[0].delta.packets).sum();
     assert!(total >= 165_000, "frames lost on the way: {total}");
     // Count-min bound: e / 1024 of the packets in an interval; sampling
     // (past 20 000 packets a second per CPU) adds 4 * sqrt(2 n K) as stated.
     let every = reports
         .iter()
-        .filter_map(|r| r["sources_estimate"]["sample_every"].as_f64())
+        .filter_map(|r| r.sources_estimate.as_ref().map(|e| e.sample_every))
         .fold(1.0f64, f64::max);
     let cm = (std::f64::consts::E / 1024.0 * total as f64).ceil() as u64;
     for (addr, n) in heavy {
         let bound = cm + (4.0 * (2.0 * n as f64 * every).sqrt()).ceil() as u64;
-        let got: u64 = last["top_sources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["address"] == addr.to_string())
-            .map(|s| s["total_packets"].as_u64().unwrap())
-            .sum();
+        let got = integration_tests::source_packets(last, &addr.to_string());
         eprintln!("{addr}: sent {n}, estimated {got}, bound {bound}, total {total}, every {every}");
         assert!(
             got + bound >= n as u64 && got <= n as u64 + bound,
@@ -341,9 +311,9 @@ fn hping3_syn_flood_with_random_sources() {
         .stderr(Stdio::null())
         .status();
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    let e = assert_class(&lines, "syn-flood");
-    assert_eq!(e["sources"], "many", "{e:#}");
+    let lines = d.stop().lines;
+    let e = assert_class(&lines, AttackClass::SynFlood);
+    assert_eq!(e.sources, SourceSpread::Many, "{e:#?}");
 }
 
 #[test]
@@ -355,11 +325,10 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
     let d = watch(&lab, &[]);
     lab.iperf3_client(&[]);
     thread::sleep(Duration::from_millis(300));
-    let lines = d.stop();
-    let peak = lines
+    let lines = d.stop().lines;
+    let peak = reports(&lines)
         .iter()
-        .filter(|l| l["schema"] == "dropscope.watch/1")
-        .map(|l| l["interfaces"][0]["pps"].as_f64().unwrap())
+        .map(|r| r.interfaces[0].pps)
         .fold(0.0, f64::max);
     eprintln!("iperf3 peak {peak} pps");
     assert!(peak > 20_000.0, "iperf3 reached only {peak} pps");
@@ -387,23 +356,20 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
         let d = watch(&lab, &[]);
         lab.iperf3_client(&["-u", "--cport", cport, "-l", "1200", "-b", "150M"]);
         thread::sleep(Duration::from_millis(300));
-        let lines = d.stop();
+        let lines = d.stop().lines;
         // The precondition: every datagram reached the socket.
         assert_eq!(lab.nstat(&lab.b, "UdpRcvbufErrors"), rcvbuf_before);
         assert_eq!(lab.nstat(&lab.b, "UdpNoPorts"), noports_before);
-        let reports: Vec<&Value> = lines
-            .iter()
-            .filter(|l| l["schema"] == "dropscope.watch/1")
-            .collect();
+        let reports = reports(&lines);
         let peak = reports
             .iter()
-            .map(|l| l["interfaces"][0]["pps"].as_f64().unwrap())
+            .map(|r| r.interfaces[0].pps)
             .fold(0.0, f64::max);
         let from_port: u64 = reports
             .iter()
-            .flat_map(|l| l["interfaces"][0]["udp_src_ports"].as_array().unwrap())
-            .filter(|p| p["port"] == cport)
-            .map(|p| p["packets"].as_u64().unwrap())
+            .flat_map(|r| &r.interfaces[0].udp_src_ports)
+            .filter(|p| p.port == cport)
+            .map(|p| p.packets)
             .sum();
         eprintln!("udp from {cport}: peak {peak} pps, {from_port} datagrams from the port");
         assert!(peak > 5_000.0, "iperf3 reached only {peak} pps");
@@ -417,7 +383,8 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
             started(&lines)
         );
         for r in &reports {
-            assert_ne!(r["loss"]["verdict"], "ddos", "{}", r["loss"]);
+            let loss = r.loss.as_ref().map(|l| l.verdict);
+            assert_ne!(loss, Some(LossKind::Ddos), "{:?}", r.loss);
         }
         let _ = server.0.wait();
     }
@@ -430,8 +397,8 @@ fn ack_flood_without_handshakes() {
     let d = watch(&lab, &[]);
     flood(&lab, 6, tcp(40000, 443, ACK), 200_000, 60_000);
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    assert_class(&lines, "ack-rst-flood");
+    let lines = d.stop().lines;
+    assert_class(&lines, AttackClass::AckRstFlood);
 }
 
 #[test]
@@ -442,8 +409,8 @@ fn small_udp_flood() {
     // 60-byte datagrams from a high source port to one service.
     flood(&lab, 17, udp(50000, 27015, 18), 200_000, 60_000);
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    assert_class(&lines, "udp-flood");
+    let lines = d.stop().lines;
+    assert_class(&lines, AttackClass::UdpFlood);
 }
 
 #[test]
@@ -469,8 +436,8 @@ fn fragment_flood() {
         },
     );
     thread::sleep(Duration::from_millis(400));
-    let lines = d.stop();
-    assert_class(&lines, "fragment-flood");
+    let lines = d.stop().lines;
+    assert_class(&lines, AttackClass::FragmentFlood);
 }
 
 /// A bounded soak: 24 to 48 million packets from as many random spoofed
@@ -496,40 +463,31 @@ fn twenty_four_million_spoofed_sources_keep_maps_bounded_and_memory_flat() {
         }
         flood(&lab, 6, tcp(40000, 80, SYN), 3_000_000, 48_000_000);
         thread::sleep(Duration::from_millis(1200));
-        while let Some(r) = d.next_report(Duration::from_millis(50)) {
-            if r["schema"] == "dropscope.watch/1" {
-                last_report = Some(r);
+        while let Some(l) = d.next_line(Duration::from_millis(50)) {
+            if let Line::Watch(r) = l {
+                last_report = Some(*r);
             }
         }
-        let evicted = last_report
-            .as_ref()
-            .map_or(0, |r| r["health"]["sources_evicted"].as_u64().unwrap_or(0));
+        let evicted = last_report.as_ref().map_or(0, |r| r.health.sources_evicted);
         rounds.push((d.rss_kib(), evicted));
     }
-    let lines = d.stop();
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l["schema"] == "dropscope.watch/1")
-        .or(last_report.as_ref())
-        .unwrap();
-    let h = &last["health"];
-    eprintln!("(RSS KiB, sources evicted) per 3M packets: {rounds:?}; health {h}");
-    let tracked = h["sources_tracked"].as_u64().unwrap();
-    let inserted = h["sources_inserted"].as_u64().unwrap();
-    let evicted = h["sources_evicted"].as_u64().unwrap();
+    let run = d.stop();
+    let last = run.last().or(last_report.as_ref()).unwrap();
+    let h = &last.health;
+    eprintln!("(RSS KiB, sources evicted) per 3M packets: {rounds:?}; health {h:?}");
+    let tracked = h.sources_tracked as u64;
+    let inserted = h.sources_inserted;
+    let evicted = h.sources_evicted;
     assert!(tracked <= 65536, "{tracked} sources in a 65536-entry table");
     // The budget keeps inserts far below one per packet; whatever the LRU
     // pushed out is counted.
     assert!(inserted < 400_000, "{inserted} inserts for 24M sources");
-    assert_eq!(inserted, tracked + evicted, "{h}");
-    assert!(evicted > 0, "the soak should fill the table: {h}");
+    assert_eq!(inserted, tracked + evicted, "{h:?}");
+    assert!(evicted > 0, "the soak should fill the table: {h:?}");
     // Drop attribution under the same flood: new rows are budgeted, and
     // the drops that found none are counted, not silently lost.
-    assert!(h["unattributed"].as_u64().unwrap() > 0, "{h}");
-    let packets = integration_tests::iface(last, "vb")["total"]["packets"]
-        .as_u64()
-        .unwrap();
+    assert!(h.unattributed > 0, "{h:?}");
+    let packets = integration_tests::iface(last, "vb").total.packets;
     // The soak happened (a busy machine may lose some frames at the veth
     // ring before XDP sees them; the bounds above must hold regardless).
     assert!(packets >= 20_000_000, "{packets}");

@@ -7,11 +7,11 @@
 
 use std::{thread, time::Duration};
 
+use dropscope::schema::Report;
 use integration_tests::{
     Dropscope, Lab, WATCH_VB, drop_port, drop_source, drops, dropscope_bin, frames::*,
     iptables_packets, sh, sockaddr as addr, source_packets,
 };
-use serde_json::Value;
 
 /// The kernel's own description of the skb:kfree_skb record.
 fn kfree_skb_format() -> String {
@@ -58,19 +58,12 @@ fn tracefs_reasons() -> Vec<(u32, String)> {
 }
 
 /// The location row on `iface` in function `func`, total drops.
-fn location_total(report: &Value, iface: &str, func: &str) -> u64 {
-    report["locations"]
-        .as_array()
-        .unwrap()
+fn location_total(report: &Report, iface: &str, func: &str) -> u64 {
+    report
+        .locations
         .iter()
-        .filter(|l| {
-            l["iface"] == iface
-                && l["location"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&format!("{func}+0x"))
-        })
-        .map(|l| l["total"].as_u64().unwrap())
+        .filter(|l| l.iface == iface && l.location.starts_with(&format!("{func}+0x")))
+        .map(|l| l.total)
         .sum()
 }
 
@@ -167,7 +160,7 @@ fn netfilter_drops_equal_the_rule_counter_on_this_kernel() {
     let ds = lab.dropscope(&WATCH_VB);
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5301), 700, 64);
     settle();
-    let last = ds.stop().pop().expect("a report");
+    let last = ds.stop().into_last();
     let rule = iptables_packets(&lab, "iptables", "dpt:5301");
     assert_eq!(rule, 700, "the rule saw every datagram");
     if kernel_has_reasons() {
@@ -176,9 +169,9 @@ fn netfilter_drops_equal_the_rule_counter_on_this_kernel() {
         assert_eq!(
             location_total(&last, "vb", "nf_hook_slow"),
             rule,
-            "{last:#}"
+            "{last:#?}"
         );
-        assert!(drops(&last, "NOT_SPECIFIED", "vb") >= rule, "{last:#}");
+        assert!(drops(&last, "NOT_SPECIFIED", "vb") >= rule, "{last:#?}");
     }
 }
 
@@ -193,7 +186,7 @@ fn closed_port_drops_equal_nstat_on_this_kernel() {
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5399), 400, 32);
     lab.send_udp(&lab.a, addr(&lab.v6(1), 0), addr(&lab.v6(2), 5399), 250, 32);
     settle();
-    let last = ds.stop().pop().expect("a report");
+    let last = ds.stop().into_last();
     let v4 = lab.nstat(&lab.b, "UdpNoPorts") - v4_before;
     let v6 = lab.nstat(&lab.b, "Udp6NoPorts") - v6_before;
     assert_eq!((v4, v6), (400, 250), "nstat saw every datagram");
@@ -204,12 +197,12 @@ fn closed_port_drops_equal_nstat_on_this_kernel() {
         assert_eq!(
             location_total(&last, "vb", "__udp4_lib_rcv"),
             v4,
-            "{last:#}"
+            "{last:#?}"
         );
         assert_eq!(
             location_total(&last, "vb", "__udp6_lib_rcv"),
             v6,
-            "{last:#}"
+            "{last:#?}"
         );
         "NOT_SPECIFIED"
     };
@@ -217,20 +210,20 @@ fn closed_port_drops_equal_nstat_on_this_kernel() {
     assert_eq!(
         drop_source(&last, reason, &lab.v4(1)),
         v4,
-        "{:#}",
-        last["drop_sources"]
+        "{:#?}",
+        last.drop_sources
     );
     assert_eq!(
         drop_source(&last, reason, &lab.v6(1)),
         v6,
-        "{:#}",
-        last["drop_sources"]
+        "{:#?}",
+        last.drop_sources
     );
     assert_eq!(
         drop_port(&last, reason, "udp", 5399),
         v4 + v6,
-        "{:#}",
-        last["drop_ports"]
+        "{:#?}",
+        last.drop_ports
     );
 }
 
@@ -259,20 +252,19 @@ fn doctor_names_where_drops_happen_on_this_kernel() {
     );
     lab.send_udp(&lab.a, addr(&lab.v4(1), 0), addr(&lab.v4(2), 5302), 555, 64);
     settle();
-    let dx = d.stop().pop().expect("a diagnosis");
-    let findings = dx["findings"].as_array().unwrap();
+    let run = d.stop();
+    let dx = run
+        .lines
+        .iter()
+        .find_map(|l| l.doctor())
+        .expect("a diagnosis");
+    let findings = &dx.findings;
     let evidence = |cause: &str| -> String {
         let f = findings
             .iter()
-            .find(|f| f["cause"] == cause)
+            .find(|f| f.cause == cause)
             .unwrap_or_else(|| panic!("no {cause} finding in {findings:#?}"));
-        f["evidence"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e.as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+        f.evidence.join("\n")
     };
     if kernel_has_reasons() {
         let e = evidence("netfilter");
@@ -308,21 +300,13 @@ fn a_flood_is_detected_and_its_source_counted_on_this_kernel() {
     lab.send_frames(&lab.a, "va", vec![frame; 3000]);
     settle();
     let lines = ds.stop();
-    let start = lines
-        .iter()
-        .find(|l| l["schema"] == "dropscope.attack/1" && l["phase"] == "start")
-        .unwrap_or_else(|| panic!("no attack; last report: {:#}", lines.last().unwrap()));
-    assert_eq!(
-        start["top_sources"][0]["address"],
-        src.to_string(),
-        "{start:#}"
-    );
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l["schema"] != "dropscope.attack/1")
-        .unwrap();
-    assert_eq!(source_packets(last, &src.to_string()), 3000, "{last:#}");
+    let start = *lines
+        .starts()
+        .first()
+        .unwrap_or_else(|| panic!("no attack; last report: {:#?}", lines.last()));
+    assert_eq!(start.top_sources[0].address, src.to_string(), "{start:#?}");
+    let last = lines.last().unwrap();
+    assert_eq!(source_packets(last, &src.to_string()), 3000, "{last:#?}");
 }
 
 /// The same programs can be loaded twice in a row (nothing is left

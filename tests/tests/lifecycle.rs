@@ -62,9 +62,12 @@ fn streams_json_lines_and_detaches_on_sigterm() {
     let t = Instant::now();
     for _ in 0..3 {
         let r = ds
-            .next_report(Duration::from_secs(5))
+            .next_line(Duration::from_secs(5))
             .expect("a report each interval");
-        assert_eq!(r["schema"], "dropscope.watch/1");
+        assert_eq!(
+            r.watch().expect("a watch report").schema,
+            "dropscope.watch/1"
+        );
     }
     assert!(t.elapsed() < Duration::from_secs(5));
     let pid = ds_pid(&lab);
@@ -111,13 +114,11 @@ fn duration_ends_with_exit_zero_after_the_last_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 4, "{text}");
-    let last = lines.last().unwrap();
-    assert!((last["elapsed_s"].as_f64().unwrap() - 1.0).abs() < 0.2);
+    let run = integration_tests::parse_stdout(&text);
+    assert_eq!(run.reports().count(), 4, "{text}");
+    assert_eq!(run.lines.len(), 4, "{text}");
+    let last = run.last().unwrap();
+    assert!((last.elapsed_s - 1.0).abs() < 0.2);
     assert!(programs_gone(), "left attached: {:?}", our_programs());
 }
 
@@ -170,6 +171,6 @@ fn a_second_instance_on_the_same_interface_refuses_clearly() {
     );
     // The first one is untouched and still reporting.
     assert!(has_xdp(&lab));
-    assert!(first.next_report(Duration::from_secs(3)).is_some());
+    assert!(first.next_line(Duration::from_secs(3)).is_some());
     first.stop();
 }

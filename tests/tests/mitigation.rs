@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use dropscope::schema::{AttackEvent, BlockRow, Category, DropRateEvent, Phase};
+use integration_tests::Run;
 use integration_tests::{
     Dropscope, Lab, TempDir, drops, dropscope_bin, flood_turn, frames::*, generator::Flood, have,
     shared_bpffs, sockaddr as addr, wait_for,
@@ -54,11 +56,15 @@ fn script(dir: &TempDir, name: &str, body: &str) -> String {
     p
 }
 
-fn attack_events(lines: &[Value]) -> Vec<&Value> {
-    lines
-        .iter()
-        .filter(|l| l["schema"] == "dropscope.attack/1")
-        .collect()
+fn attack_events(run: &Run) -> Vec<&AttackEvent> {
+    run.attacks().collect()
+}
+
+/// The attack event a hook received on stdin (it saved it to `path`).
+fn hook_stdin(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = integration_tests::parse_line(text.trim());
+    serde_json::to_value(line.attack().expect("an attack event")).unwrap()
 }
 
 fn env_file(path: &str) -> std::collections::HashMap<String, String> {
@@ -139,27 +145,31 @@ argv = ["{failing}"]
     let events = attack_events(&lines);
     let start = events
         .iter()
-        .find(|e| e["phase"] == "start")
+        .find(|e| e.phase == Phase::Start)
         .expect("a start event");
     let end = events
         .iter()
-        .find(|e| e["phase"] == "end")
+        .find(|e| e.phase == Phase::End)
         .expect("an end event");
-    let got: Value = serde_json::from_str(&std::fs::read_to_string(&start_file).unwrap()).unwrap();
-    assert_eq!(&got, *start, "the hook's stdin is the start event");
-    let got: Value = serde_json::from_str(&std::fs::read_to_string(&end_file).unwrap()).unwrap();
-    assert_eq!(&got, *end, "the hook's stdin is the end event");
+    let typed = |e: &AttackEvent| serde_json::to_value(e).unwrap();
+    assert_eq!(
+        hook_stdin(&start_file),
+        typed(start),
+        "the hook's stdin is the start event"
+    );
+    assert_eq!(
+        hook_stdin(&end_file),
+        typed(end),
+        "the hook's stdin is the end event"
+    );
 
     let env = env_file(&format!("{out}/attack_start-1.env"));
     assert_eq!(env["DROPSCOPE_EVENT"], "attack_start");
     assert_eq!(env["DROPSCOPE_ATTACK_ID"], "1");
-    assert_eq!(env["DROPSCOPE_CLASS"], start["class"].as_str().unwrap());
+    assert_eq!(env["DROPSCOPE_CLASS"], start.class.as_str());
     assert_eq!(env["DROPSCOPE_IFACE"], "vb");
     assert_eq!(env["DROPSCOPE_TARGET"], lab.v4(2));
-    assert_eq!(
-        env["DROPSCOPE_PPS"],
-        format!("{:.0}", start["pps"].as_f64().unwrap())
-    );
+    assert_eq!(env["DROPSCOPE_PPS"], format!("{:.0}", start.pps));
     assert!(["pps", "bps"].contains(&env["DROPSCOPE_TRIGGER"].as_str()));
 
     assert!(
@@ -172,11 +182,7 @@ argv = ["{failing}"]
     );
     assert!(err.contains("hook record (attack_start): ok"), "{err}");
     // No hung, slow or failing hook held the sampler: a report every 100 ms.
-    let ts: Vec<f64> = lines
-        .iter()
-        .filter(|l| l["schema"] == "dropscope.watch/1")
-        .map(|l| l["ts"].as_f64().unwrap())
-        .collect();
+    let ts: Vec<f64> = lines.reports().map(|r| r.ts).collect();
     let worst = ts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(worst < 0.6, "a {worst:.2} s gap between reports");
     // The hook left nothing behind.
@@ -242,12 +248,15 @@ argv = ["{record}", "{out}"]
     ds.stop();
     let files: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
     assert_eq!(files.len(), 1, "cooldown: one run for three bursts\n{err}");
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(files[0].path()).unwrap()).unwrap();
-    assert_eq!(v["schema"], "dropscope.drop_rate/1");
-    assert_eq!(v["reason"], "NETFILTER_DROP");
-    assert_eq!(v["iface"], "vb");
-    assert!(v["rate"].as_f64().unwrap() >= 50.0);
+    let text = std::fs::read_to_string(files[0].path()).unwrap();
+    let raw: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(raw["schema"], "dropscope.drop_rate/1");
+    assert_eq!(raw["event"], "drop_rate");
+    let v: DropRateEvent = serde_json::from_str(&text).unwrap();
+    assert_eq!(v.reason, "NETFILTER_DROP");
+    assert_eq!(v.category, Category::Netfilter);
+    assert_eq!(v.iface, "vb");
+    assert!(v.rate >= 50.0);
 
     // --dry-run: logged, not run.
     std::fs::remove_file(files[0].path()).unwrap();
@@ -347,18 +356,18 @@ fn blocklist_drops_exactly_the_blocked_sources() {
 
     let (ok, out, _) = ds_cmd(&lab, &pin_dir, &["blocks", "--format", "json"]);
     assert!(ok);
-    let rows: Vec<Value> = out
+    let rows: Vec<BlockRow> = out
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    let row = |p: &str| rows.iter().find(|r| r["prefix"] == p).cloned();
+    let row = |p: &str| rows.iter().find(|r| r.prefix == p).cloned();
     let v4row = row(&format!("{}/32", lab.v4(1))).expect("v4 entry");
     let v6row = row(&format!("{}/128", lab.v6(1))).expect("v6 entry");
-    assert_eq!(v4row["expires_in_s"], Value::Null);
-    assert!(v6row["expires_in_s"].as_f64().unwrap() > 500.0);
+    assert_eq!(v4row.expires_in_s, None);
+    assert!(v6row.expires_in_s.unwrap() > 500.0);
     // Per-entry hits are plain adds; one sender on one CPU counts them all.
-    assert!(v4row["packets"].as_u64().unwrap() <= 300);
-    assert!(v4row["packets"].as_u64().unwrap() > 0);
+    assert!(v4row.packets <= 300);
+    assert!(v4row.packets > 0);
 
     // Unblock: traffic flows again.
     let (ok, _, err) = ds_cmd(&lab, &pin_dir, &["unblock", &lab.v4(1)]);
@@ -383,11 +392,7 @@ fn blocklist_drops_exactly_the_blocked_sources() {
     let err = ds.stderr();
     let lines = ds.stop();
     assert!(err.contains(&format!("{}/32 expired", lab.v4(3))), "{err}");
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l["schema"] == "dropscope.watch/1")
-        .unwrap();
+    let last = lines.last().unwrap();
     assert_eq!(
         drops(last, "DROPSCOPE_BLOCKLIST", "vb"),
         350,
@@ -492,9 +497,9 @@ fn attack_pcap_has_the_onset_and_is_read_by_tshark() {
     let lines = ds.stop();
     let start = attack_events(&lines)
         .into_iter()
-        .find(|e| e["phase"] == "start")
+        .find(|e| e.phase == Phase::Start)
         .expect("an attack");
-    let file = start["pcap"].as_str().expect("the event names its pcap");
+    let file = start.pcap.as_deref().expect("the event names its pcap");
     let out = Command::new("tshark")
         .args([
             "-r",

@@ -15,10 +15,10 @@
 
 use std::{process::Command, thread, time::Duration};
 
+use dropscope::schema::{AttackClass, Category, Cause, Phase, Report, XdpMode, XdpProgramRow};
 use integration_tests::{
     Dropscope, Lab, drop_port, drop_source, drops, nsenter, sh, sockaddr as addr, source_packets,
 };
-use serde_json::Value;
 
 const WATCH: [&str; 7] = integration_tests::WATCH_VB;
 
@@ -113,13 +113,12 @@ fn observing_on(ds: &Dropscope, ifaces: &[&str]) -> bool {
     true
 }
 
-fn program_row(report: &Value) -> &Value {
-    report["xdp_programs"]
-        .as_array()
-        .unwrap()
+fn program_row(report: &Report) -> &XdpProgramRow {
+    report
+        .xdp_programs
         .iter()
-        .find(|p| p["iface"] == "vb")
-        .unwrap_or_else(|| panic!("no observed program on vb: {report}"))
+        .find(|p| p.iface == "vb")
+        .unwrap_or_else(|| panic!("no observed program on vb: {report:?}"))
 }
 
 fn observes_xdp_filter(mode: &str) {
@@ -169,15 +168,10 @@ fn observes_xdp_filter(mode: &str) {
         return;
     }
     assert_eq!(drops(last, "XDP_DROP", "vb"), hits);
-    let row = last["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["reason"] == "XDP_DROP")
-        .unwrap();
-    assert_eq!(row["category"], "xdp");
-    let program = row["program"].as_str().unwrap();
-    assert!(program.starts_with("xdpfilt"), "{row}");
+    let row = integration_tests::drop_row(last, "XDP_DROP", "vb").unwrap();
+    assert_eq!(row.category, Category::Xdp);
+    let program = row.program.as_deref().unwrap();
+    assert!(program.starts_with("xdpfilt"), "{row:?}");
     // Attributed like kfree_skb drops.
     assert_eq!(drop_source(last, "XDP_DROP", &denied), hits);
     assert_eq!(drop_port(last, "XDP_DROP", "udp", 7001), hits);
@@ -186,8 +180,8 @@ fn observes_xdp_filter(mode: &str) {
         assert_eq!(
             drops(last, reason, "vb"),
             0,
-            "{reason} double-counts: {}",
-            last["drops"]
+            "{reason} double-counts: {:?}",
+            last.drops
         );
     }
     // The entry side counts every packet per source, dropped or not.
@@ -215,17 +209,13 @@ fn observes_xdp_filter(mode: &str) {
         "{metrics}"
     );
     let p = program_row(last);
-    assert_eq!(p["program"], program);
-    assert_eq!(p["total"]["drop"].as_u64(), Some(hits));
-    assert_eq!(p["total"]["pass"].as_u64(), Some(200));
+    assert_eq!(p.program, program);
+    assert_eq!(p.total.drop, hits);
+    assert_eq!(p.total.pass, 200);
     // Through libxdp's dispatcher the component is what gets named.
     if before.contains("xdp_dispatcher") {
         assert_ne!(program, "xdp_dispatcher");
-        assert!(
-            reports
-                .iter()
-                .all(|r| !r["xdp_programs"].as_array().unwrap().is_empty())
-        );
+        assert!(reports.reports().all(|r| !r.xdp_programs.is_empty()));
     }
 }
 
@@ -373,11 +363,14 @@ fn follows_a_replaced_program() {
     // Both programs' drops, each under its own row.
     assert_eq!(drops(last, "XDP_DROP", "vb"), 100 + after);
     assert_eq!(drop_source(last, "XDP_DROP", &denied), 100 + after);
-    let progs = last["xdp_programs"].as_array().unwrap();
+    let progs = &last.xdp_programs;
     assert_eq!(progs.len(), 2, "{progs:?}");
-    assert_eq!(progs[0]["total"]["drop"].as_u64(), Some(100));
-    assert_eq!(progs[1]["total"]["drop"].as_u64(), Some(after));
-    assert_eq!(integration_tests::iface(last, "vb")["xdp_mode"], "observe");
+    assert_eq!(progs[0].total.drop, 100);
+    assert_eq!(progs[1].total.drop, after);
+    assert_eq!(
+        integration_tests::iface(last, "vb").xdp_mode,
+        XdpMode::Observe
+    );
 }
 
 /// The observed program is removed while dropscope watches (auto mode):
@@ -403,16 +396,16 @@ fn takes_the_free_hook_when_the_observed_program_goes() {
     let reports = ds.stop();
     let last = reports.last().unwrap();
     assert_eq!(drops(last, "XDP_DROP", "vb"), 60);
-    assert_ne!(integration_tests::iface(last, "vb")["xdp_mode"], "observe");
+    assert_ne!(
+        integration_tests::iface(last, "vb").xdp_mode,
+        XdpMode::Observe
+    );
     // The 25 sent after the switch reached dropscope's own program.
     let since: u64 = reports
-        .iter()
-        .filter(|r| integration_tests::iface(r, "vb")["xdp_mode"] != "observe")
-        .map(|r| {
-            integration_tests::iface(r, "vb")["delta"]["packets"]
-                .as_u64()
-                .unwrap()
-        })
+        .reports()
+        .map(|r| integration_tests::iface(r, "vb"))
+        .filter(|i| i.xdp_mode != XdpMode::Observe)
+        .map(|i| i.delta.packets)
         .sum();
     assert_eq!(since, 25);
     // After exit the hook is free again: dropscope took nothing for good.
@@ -437,19 +430,7 @@ fn a_syn_flood_xdp_filter_drops_is_reported_with_its_drop_share() {
         &lab.b,
         &["xdp-filter", "port", "80", "-m", "dst", "-p", "tcp"],
     );
-    let ds = Dropscope::start_nsenter(
-        &lab.b,
-        &[
-            "watch",
-            "--iface",
-            "vb",
-            "--interval",
-            "100ms",
-            "--format",
-            "json",
-            "--own-netns",
-        ],
-    );
+    let ds = Dropscope::start_nsenter(&lab.b, &integration_tests::WATCH_VB_FAST);
     let observed = observing(&ds);
     // Quiet samples first: the adaptive baselines learn the idle link.
     thread::sleep(Duration::from_millis(600));
@@ -490,36 +471,27 @@ fn a_syn_flood_xdp_filter_drops_is_reported_with_its_drop_share() {
     if !observed {
         return;
     }
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l["schema"] != "dropscope.attack/1")
-        .unwrap();
+    let last = lines.last().unwrap();
     assert_eq!(drops(last, "XDP_DROP", "vb"), hits);
-    let attacks: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["schema"] == "dropscope.attack/1")
-        .collect();
+    let attacks: Vec<_> = lines.attacks().collect();
     let start = attacks
         .iter()
-        .find(|e| e["phase"] == "start")
+        .find(|e| e.phase == Phase::Start)
         .unwrap_or_else(|| panic!("no attack started"));
-    assert_eq!(start["class"], "syn-flood", "{start:#}");
+    assert_eq!(start.class, AttackClass::SynFlood, "{start:#?}");
     // Its share dropped by xdp-filter, once the attack has run a while.
     let share = attacks
         .iter()
         .filter_map(|e| {
-            e["dropped_by"].as_array()?.iter().find(|p| {
-                p["program"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("xdpfilt"))
-            })?["share"]
-                .as_f64()
+            e.dropped_by
+                .iter()
+                .find(|p| p.program.starts_with("xdpfilt"))
+                .map(|p| p.share)
         })
         .fold(0.0, f64::max);
     assert!(
         share >= 0.95,
-        "share {share}: {:#}",
+        "share {share}: {:#?}",
         attacks.last().unwrap()
     );
 }
@@ -547,31 +519,31 @@ fn doctor_says_which_xdp_program_drops_what() {
     let observed = observing_on(&d, &[]);
     lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 150, 64);
     settle();
-    let mut out = d.stop();
-    let dx = out.pop().expect("a diagnosis");
+    let out = d.stop();
+    let dx = out
+        .lines
+        .iter()
+        .find_map(|l| l.doctor())
+        .expect("a diagnosis");
     let hits = filter.hits(&denied);
     assert_eq!(hits, 150);
-    let f = dx["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["cause"] == "xdp-program");
+    let f = dx.findings.iter().find(|f| f.cause == Cause::XdpProgram);
     if !observed {
         assert!(f.is_none(), "{f:?}");
         return;
     }
-    let f = f.unwrap_or_else(|| panic!("no xdp-program finding in {:#}", dx["findings"]));
-    let summary = f["summary"].as_str().unwrap();
+    let f = f.unwrap_or_else(|| panic!("no xdp-program finding in {:#?}", dx.findings));
+    let summary = &f.summary;
     assert!(
         summary.contains("xdpfilt") && summary.contains(" on vb drops 150 of"),
         "{summary}"
     );
-    let evidence = f["evidence"].to_string();
+    let evidence = f.evidence.join("\n");
     assert!(
         evidence.contains(&format!("XDP_DROP from {denied}: 150")),
         "{evidence}"
     );
-    assert!(f["fix"].to_string().contains("xdp-filter status"), "{f:#}");
+    assert!(f.fix.join("\n").contains("xdp-filter status"), "{f:#?}");
 }
 
 /// Two programs through libxdp's dispatcher (xdp-filter and xdpdump's
@@ -617,26 +589,25 @@ fn dispatcher_components_are_counted_one_by_one() {
     settle();
     let reports = ds.stop();
     let last = reports.last().unwrap();
-    let progs: Vec<&Value> = last["xdp_programs"]
-        .as_array()
-        .unwrap()
+    let progs: Vec<&XdpProgramRow> = last
+        .xdp_programs
         .iter()
-        .filter(|p| p["iface"] == "vb")
+        .filter(|p| p.iface == "vb")
         .collect();
     assert_eq!(progs.len(), 2, "{progs:?}");
     let filt = progs
         .iter()
-        .find(|p| p["program"].as_str().unwrap().starts_with("xdpfilt"))
+        .find(|p| p.program.starts_with("xdpfilt"))
         .unwrap();
-    let other = progs.iter().find(|p| p["id"] != filt["id"]).unwrap();
-    assert_eq!(filt["total"]["drop"].as_u64(), Some(filter.hits(&denied)));
-    assert_eq!(filt["total"]["drop"].as_u64(), Some(100));
-    assert_eq!(filt["total"]["pass"].as_u64(), Some(60));
+    let other = progs.iter().find(|p| p.id != filt.id).unwrap();
+    assert_eq!(filt.total.drop, filter.hits(&denied));
+    assert_eq!(filt.total.drop, 100);
+    assert_eq!(filt.total.pass, 60);
     // The pass-through program passes what reaches it: all 160 if it runs
     // first, the 60 xdp-filter let through if it runs second.
-    let p = other["total"]["pass"].as_u64().unwrap();
-    assert!(p == 160 || p == 60, "{other}");
-    assert_eq!(other["total"]["drop"].as_u64(), Some(0));
+    let p = other.total.pass;
+    assert!(p == 160 || p == 60, "{other:?}");
+    assert_eq!(other.total.drop, 0);
     assert_eq!(drops(last, "XDP_DROP", "vb"), 100);
     assert_eq!(source_packets(last, &denied), 100);
     assert_eq!(source_packets(last, &allowed), 60);
@@ -703,15 +674,10 @@ fn one_program_on_two_interfaces_counts_each_packet_once() {
     if !observed {
         return;
     }
-    assert_eq!(drops(last, "XDP_DROP", "vb"), 100, "{}", last["drops"]);
-    assert_eq!(drops(last, "XDP_DROP", "wb"), 50, "{}", last["drops"]);
-    let verdict_drops: u64 = last["xdp_programs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["total"]["drop"].as_u64().unwrap())
-        .sum();
-    assert_eq!(verdict_drops, 150, "{}", last["xdp_programs"]);
+    assert_eq!(drops(last, "XDP_DROP", "vb"), 100, "{:?}", last.drops);
+    assert_eq!(drops(last, "XDP_DROP", "wb"), 50, "{:?}", last.drops);
+    let verdict_drops: u64 = last.xdp_programs.iter().map(|p| p.total.drop).sum();
+    assert_eq!(verdict_drops, 150, "{:?}", last.xdp_programs);
     assert_eq!(source_packets(last, &denied), 100);
     assert_eq!(source_packets(last, &wa), 50);
 }

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use dropscope::schema::Report;
 use integration_tests::{Lab, drops, dropscope_bin, sockaddr as addr};
 
 /// Without BTF drops can't be told apart by namespace: the tests take turns.
@@ -22,7 +23,7 @@ fn watch_closed_port(
     args: &[&str],
     port: u16,
     count: u32,
-) -> (String, serde_json::Value, u64) {
+) -> (String, Report, u64) {
     use std::io::{BufRead, BufReader, Read};
     let before = lab.nstat(&lab.b, "UdpNoPorts");
     let mut child = Command::new("ip")
@@ -75,7 +76,7 @@ fn watch_closed_port(
     let stdout = out_reader.join().unwrap();
     assert!(ready, "never ready: {err}");
     assert!(status.success(), "{err}");
-    let last = serde_json::from_str(stdout.lines().last().expect("a report")).unwrap();
+    let last = integration_tests::parse_stdout(&stdout).into_last();
     (err, last, lab.nstat(&lab.b, "UdpNoPorts") - before)
 }
 
@@ -100,8 +101,8 @@ fn without_btf_it_counts_through_the_classic_tracepoint() {
     // Other namespaces of the host count too; on a test machine they are quiet.
     assert!(
         counted >= delta && counted <= delta + 5,
-        "{counted}: {}",
-        last["drops"]
+        "{counted}: {:?}",
+        last.drops
     );
 }
 
@@ -156,9 +157,9 @@ fn without_a_drop_hook_it_runs_xdp_only_and_says_why() {
         // No drop rows without a hook, and XDP saw exactly the datagrams
         // the test sent (a stray neighbour packet may come and go around
         // start-up, so the oracle is the UDP count).
-        assert_eq!(last["drops"].as_array().unwrap().len(), 0);
+        assert_eq!(last.drops.len(), 0);
         assert_eq!(
-            integration_tests::iface(&last, "vb")["total"]["protocols"]["udp"],
+            integration_tests::iface(&last, "vb").total.protocols["udp"],
             50,
             "XDP's UDP count vs the datagrams sent"
         );
@@ -202,20 +203,13 @@ fn without_drop_reasons_drops_are_counted_by_kernel_location() {
     assert_eq!(why.len(), 1, "{err}");
     assert!(why[0].starts_with("note:"), "{err}");
     assert_eq!(delta, 50, "the datagrams reached the closed port");
-    let at_udp: u64 = last["locations"]
-        .as_array()
-        .unwrap()
+    let at_udp: u64 = last
+        .locations
         .iter()
-        .filter(|l| {
-            l["reason"] == "NOT_SPECIFIED"
-                && l["location"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("__udp4_lib_rcv+0x")
-        })
-        .map(|l| l["total"].as_u64().unwrap())
+        .filter(|l| l.reason == "NOT_SPECIFIED" && l.location.starts_with("__udp4_lib_rcv+0x"))
+        .map(|l| l.total)
         .sum();
-    assert_eq!(at_udp, delta, "{:#}", last["locations"]);
+    assert_eq!(at_udp, delta, "{:#?}", last.locations);
     assert!(drops(&last, "NOT_SPECIFIED", "-") >= delta);
 }
 
@@ -256,9 +250,9 @@ fn kfree_hook_none_is_xdp_only_by_choice() {
     let (err, last, delta) = watch_closed_port(&lab, &[], &["--kfree-hook", "none"], 6310, 40);
     assert!(err.contains("--kfree-hook none"), "{err}");
     assert_eq!(delta, 40, "the datagrams reached the closed port");
-    assert_eq!(last["drops"].as_array().unwrap().len(), 0);
+    assert_eq!(last.drops.len(), 0);
     assert_eq!(
-        integration_tests::iface(&last, "vb")["total"]["protocols"]["udp"],
+        integration_tests::iface(&last, "vb").total.protocols["udp"],
         40
     );
     let out = Command::new(dropscope_bin())

@@ -32,6 +32,7 @@ pub(crate) struct Kernel {
 /// on the kernel (loading, counting against oracles, attribution, XDP and
 /// its triggers, the blocklist, PCAP, doctor, reasons, Prometheus, top).
 const FULL: &[(&str, &[&str])] = &[
+    ("host", &[]),
     ("observe", &[]),
     (
         "kernels",
@@ -73,6 +74,7 @@ const FULL: &[(&str, &[&str])] = &[
 /// Before 5.17 there are no drop reasons: the tests that say what runs
 /// there instead (drops by location, XDP shapes, sources, floods).
 const NO_REASONS: &[(&str, &[&str])] = &[
+    ("host", &[]),
     // Everything but the flood: the live-frames generator needs 5.18+.
     (
         "observe",

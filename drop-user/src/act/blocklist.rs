@@ -21,7 +21,7 @@ use aya::{
     maps::{Array, LpmTrie, Map, MapData, lpm_trie::Key},
 };
 use drop_common::{BlockEntry, MAX_BLOCKS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::monotonic_ns;
 
@@ -91,8 +91,8 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
 }
 
 /// One entry as `dropscope blocks` shows it.
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct BlockRow {
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct BlockRow {
     pub prefix: String,
     /// Seconds left; None never expires.
     pub expires_in_s: Option<f64>,

@@ -23,7 +23,7 @@ use crate::{
     taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict},
 };
 
-pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
+pub(crate) use crate::report::EVENT_SCHEMA;
 
 /// Absolute thresholds; 0 turns one off. Rates are per second.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -310,6 +310,23 @@ pub(crate) fn spoofing(ttl: &[u64], packets: u64, distinct_sources: f64) -> Spoo
 struct Evidence {
     items: Vec<String>,
     unwanted: bool,
+    /// The spoofing verdict behind the "spoofed sources" item; the event
+    /// reports it as it is.
+    spoofing: Spoofing,
+}
+
+/// (reason, drops) of the refused (or of the other) reasons, most first.
+fn top_reasons<'a>(
+    by_reason: &BTreeMap<&'a str, (u64, bool)>,
+    refused: bool,
+) -> Vec<(&'a str, u64)> {
+    let mut top: Vec<(&str, u64)> = by_reason
+        .iter()
+        .filter(|(_, (_, u))| *u == refused)
+        .map(|(r, (n, _))| (*r, *n))
+        .collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    top
 }
 
 /// Drops that mean "nobody wanted this packet": no socket, a firewall or
@@ -374,21 +391,16 @@ fn evidence(
             .or_insert((0, refusal(d)));
         e.0 += d.delta;
     }
-    let refused: u64 = by_reason.values().filter(|(_, u)| *u).map(|(n, _)| n).sum();
+    let refusals: u64 = by_reason.values().filter(|(_, u)| *u).map(|(n, _)| n).sum();
     let overload: u64 = by_reason
         .values()
         .filter(|(_, u)| !*u)
         .map(|(n, _)| n)
         .sum();
     let pct = |n: u64| 100.0 * n as f64 / packets.max(1) as f64;
-    if refused > 0 && refused * 100 >= packets {
+    if refusals > 0 && refusals * 100 >= packets {
         is_unwanted = true;
-        let mut top: Vec<(&str, u64)> = by_reason
-            .iter()
-            .filter(|(_, (_, u))| *u)
-            .map(|(r, (n, _))| (*r, *n))
-            .collect();
-        top.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let top = top_reasons(&by_reason, true);
         if !report.reasons_named {
             items.push("this kernel names no drop reasons: any drop counts as refused".into());
         }
@@ -399,22 +411,20 @@ fn evidence(
                 pct(n).min(100.0)
             ));
         }
-    } else if refused + overload == 0 {
+    } else if refusals + overload == 0 {
         items.push(format!(
             "no drops on {}: its {packets} packets were delivered",
             i.iface
         ));
     } else {
-        let mut names: Vec<(&str, u64)> = by_reason
+        let names: Vec<&str> = top_reasons(&by_reason, false)
             .iter()
-            .filter(|(_, (_, u))| !*u)
-            .map(|(r, (n, _))| (*r, *n))
+            .take(3)
+            .map(|(r, _)| *r)
             .collect();
-        names.sort_by_key(|t| std::cmp::Reverse(t.1));
-        let names: Vec<&str> = names.iter().take(3).map(|(r, _)| *r).collect();
         items.push(format!(
             "{} of {packets} packets dropped, {overload} of them as overflow or unnamed ({}), not refusals",
-            refused + overload,
+            refusals + overload,
             names.join(", ")
         ));
     }
@@ -478,6 +488,7 @@ fn evidence(
     Evidence {
         items,
         unwanted: is_unwanted,
+        spoofing: sp,
     }
 }
 
@@ -765,7 +776,8 @@ impl Detector {
             a.packets += i.delta.packets;
             let ended = now.duration_since(a.last_trigger).as_secs_f64() >= end_after_s;
             let phase = if ended { Phase::End } else { Phase::Update };
-            let ev = self.event(phase, i, report, sample, vectors, port_rates);
+            let ev = evidence(i, report, sample, vectors);
+            let ev = self.event(phase, i, report, sample, vectors, port_rates, ev);
             if ended {
                 self.active.remove(&i.iface);
             }
@@ -821,7 +833,7 @@ impl Detector {
                     packets: i.delta.packets,
                 },
             );
-            return Some(self.event(Phase::Start, i, report, sample, vectors, port_rates));
+            return Some(self.event(Phase::Start, i, report, sample, vectors, port_rates, ev));
         }
         None
     }
@@ -909,6 +921,10 @@ impl Detector {
         v
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one interval's view (interface, measurements, epoch, vectors, ports) and the evidence already judged from it"
+    )]
     fn event(
         &self,
         phase: Phase,
@@ -917,9 +933,9 @@ impl Detector {
         sample: &EpochSummary,
         vectors: &[Vector],
         top_ports: Vec<PortRate>,
+        ev: Evidence,
     ) -> AttackEvent {
         let a = &self.active[&i.iface];
-        let ev = evidence(i, report, sample, vectors);
         let srcs: Vec<&crate::report::SourceRow> = report
             .top_sources
             .iter()
@@ -941,7 +957,7 @@ impl Detector {
         let few = distinct < 50.0 || top5 >= 0.8;
         let eps = std::f64::consts::E / SKETCH_WIDTH as f64;
         AttackEvent {
-            schema: EVENT_SCHEMA,
+            schema: Cow::Borrowed(EVENT_SCHEMA),
             id: a.id,
             phase,
             iface: i.iface.clone(),
@@ -977,7 +993,7 @@ impl Detector {
                 SourceSpread::Many
             },
             top_source_share: top_share,
-            spoofing: spoofing(&i.delta.ttl, i.delta.packets, distinct),
+            spoofing: ev.spoofing,
             top_sources,
             top_ports,
             drops: a

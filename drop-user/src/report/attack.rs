@@ -6,6 +6,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+/// The attack stream's schema.
+pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
+super::constant_field!(attack_schema, EVENT_SCHEMA);
+
 use crate::taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict};
 
 /// A vector of an attack and when it first showed: vectors are added as
@@ -92,9 +96,9 @@ pub struct SketchBound {
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct AttackEvent {
-    /// `dropscope.attack/1` (not read back, as for [`super::Report`]).
-    #[serde(skip_deserializing)]
-    pub schema: &'static str,
+    /// `dropscope.attack/1`.
+    #[serde(deserialize_with = "attack_schema")]
+    pub schema: Cow<'static, str>,
     pub id: u64,
     pub phase: Phase,
     pub iface: String,

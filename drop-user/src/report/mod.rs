@@ -27,12 +27,39 @@ use crate::{
 
 mod attack;
 
+pub(crate) use attack::EVENT_SCHEMA;
+
 pub use attack::{
     AttackEvent, LossVerdict, PortRate, ProgramDropShare, ReasonCount, SketchBound, SourceShare,
     Spoofing, Vector, VectorStart,
 };
 
 pub(crate) const SCHEMA: &str = "dropscope.watch/1";
+
+/// Reads a document's constant string (its `schema`, an event's name)
+/// back as the constant it was written from; any other value is an error
+/// naming both. (A `Cow`, not a `&'static str`: serde would make a
+/// `&'static str` field borrow from input that lives forever.)
+macro_rules! constant_field {
+    ($name:ident, $value:expr) => {
+        pub(crate) fn $name<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<std::borrow::Cow<'static, str>, D::Error> {
+            let s = <String as serde::Deserialize>::deserialize(d)?;
+            if s == $value {
+                Ok(std::borrow::Cow::Borrowed($value))
+            } else {
+                Err(serde::de::Error::custom(format!(
+                    "{s:?} where {:?} was expected",
+                    $value
+                )))
+            }
+        }
+    };
+}
+pub(crate) use constant_field;
+
+constant_field!(watch_schema, SCHEMA);
 
 /// The `--enforce` blocklist's drops are reported as a reason of their own,
 /// outside the kernel's numbering.
@@ -41,10 +68,9 @@ pub(crate) const BLOCKLIST_REASON_CODE: u32 = 0xffff_0001;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Report {
-    /// `dropscope.watch/1` (not read back: a parsed line's schema tells
-    /// which type it is).
-    #[serde(skip_deserializing)]
-    pub schema: &'static str,
+    /// `dropscope.watch/1`.
+    #[serde(deserialize_with = "watch_schema")]
+    pub schema: Cow<'static, str>,
     /// Unix time of this snapshot, seconds.
     pub ts: f64,
     pub interval_s: f64,
@@ -126,7 +152,7 @@ impl Report {
     /// the analysis made of them. Nothing changes a report afterwards.
     pub(crate) fn build(m: Measured, a: Analysis) -> Report {
         Report {
-            schema: SCHEMA,
+            schema: Cow::Borrowed(SCHEMA),
             ts: m.ts,
             interval_s: m.interval_s,
             elapsed_s: m.elapsed_s,

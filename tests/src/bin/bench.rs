@@ -15,6 +15,7 @@ use aya::{
     EbpfLoader,
     programs::{Xdp, XdpMode, loaded_programs},
 };
+use dropscope::schema::Phase;
 use integration_tests::{
     Dropscope, Lab, frames::*, generator::Flood, ip_link_rx_packets, nsenter, sh,
 };
@@ -451,23 +452,20 @@ fn xdp_test(rows: &mut Vec<Row>, _n: u32, full: bool) {
             .try_into()
             .unwrap();
         floor.load().unwrap();
-        let load = |random: u32| {
-            let mut cfg = dropscope::kernel::default_xdp_config();
-            cfg.bench_random_sources = random;
+        let load = || {
             let mut p = dropscope::kernel::load(&dropscope::kernel::LoadOptions {
                 ifaces: vec![("vb".into(), ifindex)],
                 xdp: dropscope::kernel::XdpChoice::None,
                 kfree: dropscope::kernel::KfreeChoice::Auto,
                 own_netns_only: true,
-                xdp_config: cfg,
+                xdp_config: dropscope::kernel::default_xdp_config(),
             })
             .expect("load dropscope");
             dropscope::kernel::prepare_xdp(&mut p.ebpf, &[("vb".into(), ifindex)])
                 .expect("prepare XDP");
             p
         };
-        let mut one = load(0);
-        let mut random = load(1_000_000);
+        let mut one = load();
         let on = |p: &mut dropscope::kernel::Probes, frame: &[u8]| {
             let x: &mut Xdp = p
                 .ebpf
@@ -478,13 +476,12 @@ fn xdp_test(rows: &mut Vec<Row>, _n: u32, full: bool) {
             time(x, frame)
         };
         // Interleaved rounds, best of each: the machine is shared.
-        let mut best = [f64::MAX; 5];
+        let mut best = [f64::MAX; 4];
         for _ in 0..3 {
             best[0] = best[0].min(time(floor, &v4));
             best[1] = best[1].min(on(&mut one, &v4));
-            best[2] = best[2].min(on(&mut random, &v4));
-            best[3] = best[3].min(on(&mut one, &v6));
-            best[4] = best[4].min(on(&mut one, &vlan));
+            best[2] = best[2].min(on(&mut one, &v6));
+            best[3] = best[3].min(on(&mut one, &vlan));
         }
         best
     });
@@ -496,11 +493,13 @@ fn xdp_test(rows: &mut Vec<Row>, _n: u32, full: bool) {
         format!("{floor:.1} ns"),
         Some(1.0),
     ));
+    // One frame repeated: random sources are measured in NAPI below, on
+    // live frames from the generator (the production object carries no
+    // benchmark switch to fake them).
     for (i, what) in [
         (1, "dropscope, one source"),
-        (2, "dropscope, 1M random sources"),
-        (3, "dropscope, IPv6"),
-        (4, "dropscope, 802.1Q tagged"),
+        (2, "dropscope, IPv6"),
+        (3, "dropscope, 802.1Q tagged"),
     ] {
         let r = results[i] / floor;
         rows.push(Row::goal(
@@ -512,15 +511,6 @@ fn xdp_test(rows: &mut Vec<Row>, _n: u32, full: bool) {
             r <= 2.0,
         ));
     }
-    let r = results[2] / results[1];
-    rows.push(Row::goal(
-        "XDP cost (test run)",
-        "random sources vs one source",
-        format!("{r:.2}x"),
-        r,
-        "<= 1.3x",
-        r <= 1.3,
-    ));
 }
 
 /// 1b. The same in NAPI on a veth, with the stack behind it (cold caches).
@@ -856,18 +846,8 @@ fn latency(rows: &mut Vec<Row>, _n: u32, full: bool) {
         let lab = Lab::new();
         let cfg = std::env::temp_dir().join(format!("dropscope-bench-{}.toml", std::process::id()));
         std::fs::write(&cfg, "[detection]\nend_after_s = 0.3\n").unwrap();
-        let mut args = vec![
-            "watch",
-            "--iface",
-            "vb",
-            "--interval",
-            "100ms",
-            "--format",
-            "json",
-            "--own-netns",
-            "--config",
-            cfg.to_str().unwrap(),
-        ];
+        let mut args = integration_tests::WATCH_VB_FAST.to_vec();
+        args.extend(["--config", cfg.to_str().unwrap()]);
         args.extend_from_slice(extra);
         let ds = lab.dropscope(&args);
         thread::sleep(Duration::from_millis(600));
@@ -890,20 +870,21 @@ fn latency(rows: &mut Vec<Row>, _n: u32, full: bool) {
             let t0 = now_unix() - sent.as_secs_f64();
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
-                let Some(v) = ds.next_report(Duration::from_millis(200)) else {
+                let Some(v) = ds.next_line(Duration::from_millis(200)) else {
                     continue;
                 };
-                if v["schema"] == "dropscope.attack/1" && v["phase"] == "start" {
-                    lat.push((v["ts"].as_f64().unwrap() - t0) * 1000.0);
+                if let Some(e) = v.attack()
+                    && e.phase == Phase::Start
+                {
+                    lat.push((e.ts - t0) * 1000.0);
                     break;
                 }
             }
             // Let it end before the next trial.
             let quiet = Instant::now() + Duration::from_secs(6);
             while Instant::now() < quiet {
-                if let Some(v) = ds.next_report(Duration::from_millis(100))
-                    && v["schema"] == "dropscope.attack/1"
-                    && v["phase"] == "end"
+                if let Some(v) = ds.next_line(Duration::from_millis(100))
+                    && v.attack().is_some_and(|e| e.phase == Phase::End)
                 {
                     break;
                 }
@@ -1165,16 +1146,10 @@ fn user(rows: &mut Vec<Row>, _n: u32, full: bool) {
         let (c1, hwm) = proc_cpu_rss(pid);
         let share = (c1 - c0) / t.elapsed().as_secs_f64() * 100.0;
         let lines = ds.stop();
-        let health = lines
-            .iter()
-            .rev()
-            .find(|l| l["schema"] == "dropscope.watch/1")
-            .map(|l| l["health"].clone())
-            .unwrap_or_default();
+        let health = lines.last().map(|r| r.health.clone()).unwrap_or_default();
         let what = format!(
             "{what}: {} drop rows, {} sources tracked",
-            health["drop_rows"].as_u64().unwrap_or(0),
-            health["sources_tracked"].as_u64().unwrap_or(0)
+            health.drop_rows, health.sources_tracked
         );
         let (limit_cpu, limit_mem, target) = if flood {
             (2.0, 64 * 1024, "< 2% of a core, < 64 MiB")

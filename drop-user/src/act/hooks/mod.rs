@@ -17,26 +17,36 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub(crate) use spec::HookSpec;
 
 use crate::{
     report::{AttackEvent, Report},
+    sys::reasons::Category,
     taxonomy::Phase,
 };
 use env::{attack_env, safe};
 use runner::{QUEUE, worker};
 
-/// A drop reason over its hook's rate on one interface.
-#[derive(Serialize, Debug, Clone)]
-pub(crate) struct DropRateEvent {
-    pub schema: &'static str,
-    pub event: &'static str,
+const DROP_RATE_SCHEMA: &str = "dropscope.drop_rate/1";
+crate::report::constant_field!(drop_rate_schema, DROP_RATE_SCHEMA);
+crate::report::constant_field!(drop_rate_event, "drop_rate");
+
+/// A drop reason over its hook's rate on one interface: a `drop_rate`
+/// hook's stdin (schema `dropscope.drop_rate/1`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DropRateEvent {
+    /// `dropscope.drop_rate/1`.
+    #[serde(deserialize_with = "drop_rate_schema")]
+    pub schema: std::borrow::Cow<'static, str>,
+    /// Always `drop_rate`.
+    #[serde(deserialize_with = "drop_rate_event")]
+    pub event: std::borrow::Cow<'static, str>,
     pub ts: f64,
     pub reason: String,
-    pub category: &'static str,
+    pub category: Category,
     pub iface: String,
     pub rate: f64,
     pub threshold: f64,
@@ -135,11 +145,11 @@ impl Hooks {
                 }
                 self.last_run.insert(key, now);
                 let ev = DropRateEvent {
-                    schema: "dropscope.drop_rate/1",
-                    event: "drop_rate",
+                    schema: DROP_RATE_SCHEMA.into(),
+                    event: "drop_rate".into(),
                     ts: report.ts,
                     reason: row.reason.clone(),
-                    category: row.category.as_str(),
+                    category: row.category,
                     iface: row.iface.clone(),
                     rate: row.rate,
                     threshold: rate,
