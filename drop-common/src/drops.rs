@@ -1,8 +1,8 @@
 //! Drops counted by the kfree_skb programs: per reason, per (reason,
 //! interface, netns), per kernel location, the event stream, the load-time
 //! config and the programs' health counters (maps: `maps::{REASON_COUNTS,
-//! DROPS_BY_REASON, DROPS_BY_IFACE, DROP_LOCATIONS, DROP_EVENTS,
-//! EVENT_SWITCH, KFREE_HEALTH}`).
+//! DROPS_BY_REASON, DROP_SLOTS, DROPS_BY_IFACE, DROP_LOCATIONS,
+//! DROP_EVENTS, EVENT_SWITCH, KFREE_HEALTH}`).
 
 /// Upper bound of distinct reasons tracked (the kernel has about 120).
 pub const MAX_REASONS: u32 = 1024;
@@ -12,6 +12,48 @@ pub const MAX_DROP_ROWS: u32 = 8192;
 pub const MAX_LOCATIONS: u32 = 4096;
 /// Drop event ring size in bytes (a power of two; 32 bytes an event).
 pub const DROP_EVENT_RING_BYTES: u32 = 1 << 22;
+
+/// Rows of each CPU's direct-mapped table in front of `DROPS_BY_IFACE`
+/// (a power of two).
+pub const DROP_SLOT_COUNT: usize = 64;
+
+/// The slot of `key` in a CPU's [`DropSlots`]: a multiplicative hash,
+/// the same on both sides (user space reads slots whole, so it only needs
+/// this to explain a layout).
+#[inline(always)]
+pub fn drop_slot(key: &DropKey) -> usize {
+    let h = (key.reason ^ key.ifindex.rotate_left(11) ^ key.netns.rotate_left(22))
+        .wrapping_mul(0x9e37_79b1);
+    (h >> 26) as usize & (DROP_SLOT_COUNT - 1)
+}
+
+/// One (reason, interface, netns) row of a CPU's slot table; `count` 0
+/// marks a free slot. A claimed slot keeps its key for good (bounded:
+/// DROP_SLOT_COUNT per CPU); a key whose slot is taken goes to the hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropSlot {
+    pub key: DropKey,
+    pub count: u64,
+}
+
+/// A CPU's slot table: the value of the one-entry per-CPU array
+/// `DROP_SLOTS`, so the program finds its row with one inlined array
+/// lookup and an index instead of a hash lookup, and user space reads
+/// every CPU's table with one call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DropSlots {
+    pub slots: [DropSlot; DROP_SLOT_COUNT],
+}
+
+impl Default for DropSlots {
+    fn default() -> Self {
+        Self {
+            slots: [DropSlot::default(); DROP_SLOT_COUNT],
+        }
+    }
+}
 
 /// Key of the per-(reason, interface) drop map.
 #[repr(C)]
@@ -100,6 +142,9 @@ pub struct KfreeConfig {
     /// New (reason, source) and (reason, port) rows per CPU and epoch.
     pub attr_source_budget: u32,
     pub attr_port_budget: u32,
+    /// Non-zero: rows are found in the per-CPU slot table first (0 only
+    /// where a test simulates a full `DROPS_BY_IFACE`).
+    pub drop_slots: u32,
 }
 
 pub const KFREE_FLAG_SKB_OFFSETS: u32 = 1;
@@ -130,7 +175,10 @@ pub(crate) mod map_names {
     pub const REASON_COUNTS: &str = "REASON_COUNTS";
     /// Per-CPU hash: reason (subsystem reasons, high bits set) -> drops.
     pub const DROPS_BY_REASON: &str = "DROPS_BY_REASON";
-    /// Per-CPU hash: (reason, ifindex, netns) -> drops.
+    /// Per-CPU array[1] of [`crate::DropSlots`]: the rows found first.
+    pub const DROP_SLOTS: &str = "DROP_SLOTS";
+    /// Per-CPU hash: (reason, ifindex, netns) -> drops, for the keys whose
+    /// slot another key holds.
     pub const DROPS_BY_IFACE: &str = "DROPS_BY_IFACE";
     /// Ring buffer of [`crate::DropEvent`]s, written only while switched on.
     pub const DROP_EVENTS: &str = "DROP_EVENTS";
@@ -147,6 +195,7 @@ mod user {
     use super::*;
     // SAFETY: repr(C), Copy, and valid for any bit pattern.
     unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for DropSlots {}
     unsafe impl aya::Pod for DropEvent {}
     unsafe impl aya::Pod for LocationKey {}
     unsafe impl aya::Pod for KfreeConfig {}

@@ -34,8 +34,8 @@ pub use sampler::*;
 pub mod maps {
     pub use crate::attribution::map_names::{ATTR_STATE, DROP_PORTS, DROP_SOURCES};
     pub use crate::drops::map_names::{
-        DROP_EVENTS, DROP_LOCATIONS, DROPS_BY_IFACE, DROPS_BY_REASON, EVENT_SWITCH, KFREE_HEALTH,
-        REASON_COUNTS,
+        DROP_EVENTS, DROP_LOCATIONS, DROP_SLOTS, DROPS_BY_IFACE, DROPS_BY_REASON, EVENT_SWITCH,
+        KFREE_HEALTH, REASON_COUNTS,
     };
     pub use crate::flood::map_names::SOURCES;
     pub use crate::iface::map_names::{
@@ -43,9 +43,10 @@ pub mod maps {
     };
     pub use crate::observe::map_names::{OBSERVE_STASH, XDP_VERDICTS};
     /// Every name here: user space looks each one up.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         REASON_COUNTS,
         DROPS_BY_REASON,
+        DROP_SLOTS,
         DROPS_BY_IFACE,
         DROP_EVENTS,
         EVENT_SWITCH,
@@ -131,4 +132,7 @@ pub mod programs {
     pub const GENERATOR: &str = "dropscope_gen";
     /// In the test object only: the benchmarks' empty XDP floor.
     pub const PASS: &str = "dropscope_pass";
+    /// In the test object only: the benchmarks' empty tp_btf/kfree_skb
+    /// floor (the cost of the dispatch alone).
+    pub const KFREE_EMPTY: &str = "dropscope_kfree_empty";
 }

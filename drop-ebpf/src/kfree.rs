@@ -10,9 +10,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use drop_common::{
-    AttrState, DROP_EVENT_RING_BYTES, DropEvent, DropKey, DropPortKey, DropSourceKey,
-    KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey, MAX_DROP_PORTS,
-    MAX_DROP_ROWS, MAX_DROP_SOURCES, MAX_LOCATIONS, MAX_REASONS, kfree_health,
+    AttrState, DROP_EVENT_RING_BYTES, DROP_SLOT_COUNT, DropEvent, DropKey, DropPortKey, DropSlots,
+    DropSourceKey, KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey,
+    MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_DROP_SOURCES, MAX_LOCATIONS, MAX_REASONS, kfree_health,
     parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -45,6 +45,7 @@ static KFREE_CONFIG: KfreeConfig = KfreeConfig {
     attr_every: 0,
     attr_source_budget: 0,
     attr_port_budget: 0,
+    drop_slots: 0,
 };
 
 #[map]
@@ -53,6 +54,10 @@ pub(crate) static DROPS_BY_REASON: PerCpuHashMap<u32, u64> =
 
 #[map]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_REASONS, 0);
+
+/// Each CPU's direct-mapped rows, found before the hash (see `count_row`).
+#[map]
+static DROP_SLOTS: PerCpuArray<DropSlots> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub(crate) static DROPS_BY_IFACE: PerCpuHashMap<DropKey, u64> =
@@ -231,7 +236,7 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
     } else {
         bump(&DROPS_BY_REASON, &reason)
     };
-    if !by_reason | !bump(&DROPS_BY_IFACE, &key) {
+    if !by_reason | !count_row(cfg, &key) {
         map_full(ctx);
     }
     // A reasonless drop is only findable by where it happened.
@@ -264,6 +269,33 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
             bump_health(kfree_health::EVENTS_LOST);
         }
     }
+}
+
+/// Adds one to `key`'s row: its slot in this CPU's slot table when the
+/// slot is free or already its own (an inlined array lookup and an index:
+/// the common case, a few busy rows), else the hash. Only this program
+/// writes the slots, and it does not nest on a CPU, so a slot is never
+/// claimed twice. False if the hash is full.
+#[inline(always)]
+fn count_row(cfg: &KfreeConfig, key: &DropKey) -> bool {
+    if cfg.drop_slots != 0
+        && let Some(t) = DROP_SLOTS.get_ptr_mut(0)
+    {
+        let i = drop_common::drop_slot(key) & (DROP_SLOT_COUNT - 1);
+        // SAFETY: this CPU's value of a per-CPU array, valid for this run;
+        // i is masked below DROP_SLOT_COUNT.
+        let s = unsafe { &mut (*t).slots[i] };
+        if s.count == 0 {
+            s.key = *key;
+            s.count = 1;
+            return true;
+        }
+        if s.key.reason == key.reason && s.key.ifindex == key.ifindex && s.key.netns == key.netns {
+            s.count += 1;
+            return true;
+        }
+    }
+    bump(&DROPS_BY_IFACE, key)
 }
 
 /// Adds one to a per-CPU counter, creating it if needed; false if the map is full.

@@ -6,14 +6,16 @@
 //!   (never attached): each run rewrites the template frame's IPv4 source
 //!   (and TTL) and transmits it.
 //! * `dropscope_pass`: the benchmarks' floor, an XDP program that only passes.
+//! * `dropscope_kfree_empty`: the kfree_skb benchmark's floor, a tp_btf
+//!   program that returns at once.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_get_prandom_u32, bpf_redirect},
-    macros::xdp,
-    programs::XdpContext,
+    macros::{btf_tracepoint, xdp},
+    programs::{BtfTracePointContext, XdpContext},
 };
 use drop_common::GenConfig;
 
@@ -127,6 +129,13 @@ fn transmit(cfg: &GenConfig) -> u32 {
 #[xdp]
 pub fn dropscope_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The floor for the kfree_skb benchmark: what attaching to tp_btf costs
+/// per drop before a program does anything.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn dropscope_kfree_empty(_ctx: BtfTracePointContext) -> i32 {
+    0
 }
 
 #[unsafe(link_section = "license")]

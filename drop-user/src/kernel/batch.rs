@@ -153,7 +153,7 @@ struct BatchAttr {
 pub(super) fn counters<K: Pod + Eq + std::hash::Hash>(
     map: &MapData,
     limit: usize,
-) -> io::Result<std::collections::HashMap<K, u64>> {
+) -> io::Result<super::Table<K, u64>> {
     Ok(lookup_percpu::<K, u64>(map, limit, add_u64)?
         .into_iter()
         .collect())

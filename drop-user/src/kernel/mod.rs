@@ -15,3 +15,8 @@ pub use load::{
 };
 pub(crate) use observe::ObservedProg;
 pub(crate) use snapshot::{EpochSummary, Maps, Snapshot};
+
+/// A user-side copy of a kernel table (sources, drop rows): hashed with
+/// foldhash, seeded per process, several times cheaper than SipHash on
+/// these small keys.
+pub(crate) type Table<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

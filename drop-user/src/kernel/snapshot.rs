@@ -3,21 +3,24 @@
 
 use std::collections::HashMap;
 
+use super::Table;
+
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, IterableMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use drop_common::{
-    DropEvent, DropKey, DropPortKey, DropSourceKey, EpochState, HLL_REGISTERS, IfaceStats,
-    LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS, MAX_SOURCES,
-    PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger, UDP_PORT_BUCKETS,
-    VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
+    DropEvent, DropKey, DropPortKey, DropSlots, DropSourceKey, EpochState, HLL_REGISTERS,
+    IfaceStats, LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS,
+    MAX_SOURCES, PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger,
+    UDP_PORT_BUCKETS, VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
 };
 
 pub(crate) struct Maps {
     drops_by_reason: PerCpuHashMap<MapData, u32, u64>,
     reason_counts: PerCpuArray<MapData, u64>,
+    drop_slots: PerCpuArray<MapData, DropSlots>,
     drops_by_iface: PerCpuHashMap<MapData, DropKey, u64>,
     health: PerCpuArray<MapData, u64>,
     iface_stats: PerCpuArray<MapData, IfaceStats>,
@@ -120,14 +123,14 @@ pub(super) fn hll_estimate(regs: &[u8]) -> f64 {
 pub(crate) struct Snapshot {
     /// Drops per reason over every interface: what a full (reason,
     /// interface) table could not give a row still counts here.
-    pub by_reason: HashMap<u32, u64>,
-    pub by_iface: HashMap<DropKey, u64>,
+    pub by_reason: Table<u32, u64>,
+    pub by_iface: Table<DropKey, u64>,
     pub health: [u64; kfree_health::COUNT as usize],
     /// Indexed by interface slot.
     pub ifaces: Vec<IfaceStats>,
     /// (slot, bucket) -> packets; only non-zero buckets.
     pub udp_ports: UdpPortBuckets,
-    pub sources: HashMap<SourceKey, SourceStats>,
+    pub sources: Table<SourceKey, SourceStats>,
     /// False when this snapshot skipped the source table (see `read`).
     pub sources_fresh: bool,
     /// The source table is as last read (no packet since): `sources` is
@@ -138,11 +141,11 @@ pub(crate) struct Snapshot {
     /// since): they are empty here and the previous read stands.
     pub drops_unchanged: bool,
     /// (location, reason) -> drops, for reasonless (NOT_SPECIFIED) drops.
-    pub locations: HashMap<LocationKey, u64>,
+    pub locations: Table<LocationKey, u64>,
     /// Drop attribution: (reason, source) and (reason, protocol, port) ->
     /// drops (estimates once sampled, see `KfreeConfig::attr_exact`).
-    pub drop_sources: HashMap<DropSourceKey, u64>,
-    pub drop_ports: HashMap<DropPortKey, u64>,
+    pub drop_sources: Table<DropSourceKey, u64>,
+    pub drop_ports: Table<DropPortKey, u64>,
     /// Observe mode: each observed program's verdicts, indexed by slot.
     pub verdicts: Vec<VerdictStats>,
 }
@@ -157,6 +160,7 @@ impl Maps {
         Ok(Self {
             drops_by_reason: PerCpuHashMap::try_from(take(ebpf, maps::DROPS_BY_REASON)?)?,
             reason_counts: PerCpuArray::try_from(take(ebpf, maps::REASON_COUNTS)?)?,
+            drop_slots: PerCpuArray::try_from(take(ebpf, maps::DROP_SLOTS)?)?,
             drops_by_iface: PerCpuHashMap::try_from(take(ebpf, maps::DROPS_BY_IFACE)?)?,
             health: PerCpuArray::try_from(take(ebpf, maps::KFREE_HEALTH)?)?,
             iface_stats: PerCpuArray::try_from(take(ebpf, maps::IFACE_STATS)?)?,
@@ -181,7 +185,7 @@ impl Maps {
     }
 
     /// The whole source table, per-CPU values summed.
-    pub(crate) fn read_sources(&self) -> Result<HashMap<SourceKey, SourceStats>> {
+    pub(crate) fn read_sources(&self) -> Result<Table<SourceKey, SourceStats>> {
         let all = crate::kernel::batch::lookup_percpu::<SourceKey, SourceStats>(
             self.sources.map(),
             MAX_SOURCES as usize,
@@ -363,6 +367,12 @@ impl Maps {
             s.by_reason
                 .extend(array.into_iter().filter(|(_, n)| *n > 0));
             s.by_iface = counters(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?;
+            // Every CPU's slot table, one call: its rows add to the hash's.
+            for cpu in self.drop_slots.get(&0, 0)?.iter() {
+                for slot in cpu.slots.iter().filter(|s| s.count > 0) {
+                    *s.by_iface.entry(slot.key).or_default() += slot.count;
+                }
+            }
             s.locations = counters(self.locations.map(), MAX_LOCATIONS as usize)?;
             s.drop_sources = counters(
                 self.drop_sources.map(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::taxonomy::{Cause, L4, XdpMode};
 use crate::{
-    kernel::{EpochSummary, Snapshot},
+    kernel::{EpochSummary, Snapshot, Table},
     ports::REFLECTOR_PORTS_HIGH,
     sys::{
         iface,
@@ -459,7 +459,7 @@ pub(crate) struct Tracker {
     nic_prev: BTreeMap<String, Counters>,
     names: HashMap<u32, String>,
     foreign: iface::ForeignNames,
-    prev_sources: HashMap<SourceKey, drop_common::SourceStats>,
+    prev_sources: Table<SourceKey, drop_common::SourceStats>,
     last_sources_at: Instant,
     last_top: Vec<SourceRow>,
     sources_tracked: usize,
@@ -471,8 +471,8 @@ pub(crate) struct Tracker {
 
 /// The `n` rows with the most drops since `prev` (then the most in total).
 fn top_by_delta<K: Eq + std::hash::Hash + Ord, R>(
-    now: &HashMap<K, u64>,
-    prev: &HashMap<K, u64>,
+    now: &Table<K, u64>,
+    prev: &Table<K, u64>,
     secs: f64,
     n: usize,
     row: impl Fn(&K, u64, f64, u64) -> R,
@@ -557,7 +557,7 @@ impl Tracker {
             names: HashMap::new(),
             foreign: iface::ForeignNames::default(),
             symbols: None,
-            prev_sources: HashMap::new(),
+            prev_sources: Table::default(),
             last_sources_at: now,
             last_top: Vec::new(),
             sources_tracked: 0,
@@ -576,7 +576,7 @@ impl Tracker {
     /// Recomputes the top sources from a fresh read of the source table.
     pub(crate) fn refresh_sources(
         &mut self,
-        sources: HashMap<SourceKey, drop_common::SourceStats>,
+        sources: Table<SourceKey, drop_common::SourceStats>,
         now: Instant,
     ) -> Vec<SourceRow> {
         let ssecs = now
@@ -823,7 +823,7 @@ impl Tracker {
         // A full (reason, interface) table loses rows, not counts: the
         // per-reason totals cover what found no row, shown as iface "other".
         if snap.health[kfree_health::MAP_FULL as usize] > 0 {
-            let unrowed = |by_reason: &HashMap<u32, u64>, by_iface: &HashMap<DropKey, u64>| {
+            let unrowed = |by_reason: &Table<u32, u64>, by_iface: &Table<DropKey, u64>| {
                 let mut left = by_reason.clone();
                 for (k, n) in by_iface {
                     if let Some(v) = left.get_mut(&k.reason) {
