@@ -246,15 +246,17 @@ fn bpftrace_by_reason() -> std::io::Result<std::process::Child> {
 
 /// Best of two floods of `n` frames (the machine is shared): how fast
 /// `counter` grew per second of generator time.
-fn best_rate(lab: &Lab, n: u32, base: Ipv4Addr, counter: impl Fn() -> u64) -> f64 {
-    let mut best = 0.0f64;
-    for _ in 0..2 {
+/// Packets a second `counter` saw per second of generator time: the median
+/// of 5 runs of `n` frames, with the spread.
+fn rate(lab: &Lab, n: u32, base: Ipv4Addr, counter: impl Fn() -> u64) -> Spread {
+    let mut v = Vec::new();
+    for _ in 0..5 {
         let c0 = counter();
         let t = send(lab, v4_frame(lab, base, vec![]), n, 1000, base);
         thread::sleep(Duration::from_millis(200));
-        best = best.max((counter() - c0) as f64 / t.as_secs_f64());
+        v.push((counter() - c0) as f64 / t.as_secs_f64());
     }
-    best
+    Spread::of(&mut v)
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -640,7 +642,7 @@ fn observe(rows: &mut Vec<Row>, n: u32, _full: bool) {
         unload();
         panic!("xdp-filter's program is not loaded");
     };
-    let rate = || best_rate(&lab, n, base, || ip_link_rx_packets(&lab, &lab.b, "vb"));
+    let rate = || rate(&lab, n, base, || ip_link_rx_packets(&lab, &lab.b, "vb")).median;
     let alone_rate = rate();
     let alone_ns = ns_per_run(&filt, || {
         send(&lab, v4_frame(&lab, base, vec![]), n, 1000, base);
@@ -726,7 +728,7 @@ fn throughput(rows: &mut Vec<Row>, n: u32, _full: bool) {
     let lab = Lab::new();
     lab.exec(&lab.b, &["ethtool", "-K", "vb", "gro", "on"]);
     let base = Ipv4Addr::new(198, 18, 0, 1);
-    let measure = || best_rate(&lab, n, base, || ip_link_rx_packets(&lab, &lab.b, "vb"));
+    let measure = || rate(&lab, n, base, || ip_link_rx_packets(&lab, &lab.b, "vb"));
     let none = measure();
     let empty = {
         let _floor = attach_floor(&lab);
@@ -800,6 +802,12 @@ fn throughput(rows: &mut Vec<Row>, n: u32, _full: bool) {
     let wall = t0.elapsed().as_secs_f64();
     let (seen, lost, cpu) = counter.stop();
     let af_packet = rx as f64 / t.as_secs_f64();
+    let af_packet = Spread {
+        median: af_packet,
+        min: af_packet,
+        max: af_packet,
+        n: 1,
+    };
     for (what, rate, goal) in [
         ("no XDP program", none, false),
         ("empty XDP program", empty, false),
@@ -824,7 +832,18 @@ fn throughput(rows: &mut Vec<Row>, n: u32, _full: bool) {
             false,
         ),
     ] {
-        let (r, value) = (rate / empty, format!("{:.0} kpps", rate / 1e3));
+        let r = rate.median / empty.median;
+        let value = if rate.n > 1 {
+            format!(
+                "{:.0} kpps (median of {}, {:.0}-{:.0})",
+                rate.median / 1e3,
+                rate.n,
+                rate.min / 1e3,
+                rate.max / 1e3
+            )
+        } else {
+            format!("{:.0} kpps", rate.median / 1e3)
+        };
         rows.push(if goal {
             Row::goal("Throughput", what, value, r, ">= 0.9x empty", r >= 0.9)
         } else {
@@ -1078,6 +1097,7 @@ fn kfree(rows: &mut Vec<Row>, n: u32, full: bool) {
 }
 
 /// The median of repeated trials and their min-max spread.
+#[derive(Clone, Copy)]
 struct Spread {
     median: f64,
     min: f64,
@@ -1121,7 +1141,7 @@ fn droppath(rows: &mut Vec<Row>, n: u32, _full: bool) {
     let lab = Lab::new();
     lab.exec(&lab.b, &["ethtool", "-K", "vb", "gro", "on"]);
     let base = Ipv4Addr::new(198, 18, 0, 1);
-    let measure = || best_rate(&lab, n, base, || lab.nstat(&lab.b, "UdpNoPorts"));
+    let measure = || rate(&lab, n, base, || lab.nstat(&lab.b, "UdpNoPorts")).median;
     let none = measure();
     let with_dropscope = {
         let _d = lab.dropscope(&[
@@ -1219,34 +1239,45 @@ fn user(rows: &mut Vec<Row>, _n: u32, full: bool) {
         let pid = dropscope_pid(&lab);
         // Steady state: skip start-up work (BTF, first samples).
         thread::sleep(Duration::from_secs(2));
-        let (c0, _) = proc_cpu_rss(pid);
-        let t = Instant::now();
-        if flood {
-            let base = Ipv4Addr::new(100, 64, 0, 0);
-            while t.elapsed() < Duration::from_secs(secs) {
-                send(&lab, v4_frame(&lab, base, vec![]), 500_000, 1_000_000, base);
+        // Five consecutive windows of the run: the median and the spread.
+        let window = Duration::from_secs_f64(secs as f64 / 5.0);
+        let mut shares = Vec::new();
+        let mut hwm = 0;
+        for _ in 0..5 {
+            let (c0, _) = proc_cpu_rss(pid);
+            let t = Instant::now();
+            if flood {
+                let base = Ipv4Addr::new(100, 64, 0, 0);
+                while t.elapsed() < window {
+                    send(&lab, v4_frame(&lab, base, vec![]), 500_000, 1_000_000, base);
+                }
+            } else {
+                thread::sleep(window);
             }
-        } else {
-            thread::sleep(Duration::from_secs(secs));
+            let (c1, h) = proc_cpu_rss(pid);
+            hwm = h;
+            shares.push((c1 - c0) / t.elapsed().as_secs_f64() * 100.0);
         }
-        let (c1, hwm) = proc_cpu_rss(pid);
-        let share = (c1 - c0) / t.elapsed().as_secs_f64() * 100.0;
+        let spread = Spread::of(&mut shares);
+        let share = spread.median;
         let lines = ds.stop();
         let health = lines.last().map(|r| r.health.clone()).unwrap_or_default();
         let what = format!(
             "{what}: {} drop rows, {} sources tracked",
             health.drop_rows, health.sources_tracked
         );
-        let (limit_cpu, limit_mem, target) = if flood {
-            (2.0, 64 * 1024, "< 2% of a core, < 64 MiB")
-        } else {
-            (0.1, 30 * 1024, "< 0.1% of a core, < 30 MiB")
+        let (limit_cpu, limit_mem, target) = match (flood, interval) {
+            (true, "1s") => (1.5, 64 * 1024, "< 1.5% of a core, < 64 MiB"),
+            (true, _) => (3.0, 64 * 1024, "< 3% of a core, < 64 MiB"),
+            (false, _) => (0.1, 30 * 1024, "< 0.1% of a core, < 30 MiB"),
         };
         rows.push(Row {
             section: "User side",
             what,
             value: format!(
-                "{share:.2}% of a core, {:.1} MiB peak RSS",
+                "{share:.2}% of a core (median of 5 windows, {:.2}-{:.2}), {:.1} MiB peak RSS",
+                spread.min,
+                spread.max,
                 hwm as f64 / 1024.0
             ),
             ratio: None,
