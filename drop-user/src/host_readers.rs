@@ -36,12 +36,13 @@ pub fn btf_through_a_copy(path: &str) -> Result<(u32, Members), String> {
     ))
 }
 
-/// The drop reasons the running kernel names (short names), and whether
-/// its table knows the not-a-drop values (consumed, not dropped yet).
-pub fn kernel_reasons() -> Result<(Vec<String>, bool), String> {
+/// The drop reasons the running kernel names (short names), and which
+/// not-a-drop values its table knows: (not dropped yet, consumed). The
+/// enum gained SKB_CONSUMED in 6.2; 6.1 has only SKB_NOT_DROPPED_YET.
+pub fn kernel_reasons() -> Result<(Vec<String>, (bool, bool)), String> {
     let b = text(KernelBtf::load())?;
     let t = text(ReasonTable::from_btf(&b))?.ok_or("the kernel has no skb_drop_reason enum")?;
-    let known = t.consumed.is_some() && t.not_dropped_yet.is_some();
+    let known = (t.not_dropped_yet.is_some(), t.consumed.is_some());
     Ok((t.all().into_iter().map(|(_, n)| n).collect(), known))
 }
 
