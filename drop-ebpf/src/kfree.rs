@@ -87,11 +87,18 @@ static ATTR_STATE: PerCpuArray<AttrState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_health::COUNT, 0);
 
+/// The load-time config. User space patches .rodata at load, so LLVM must
+/// not fold the zeros of the initializer: the address goes through a
+/// volatile read (opaque to LLVM), and each path then loads only the
+/// fields it uses (a volatile copy of the whole struct loaded all 25 on
+/// every drop). The verifier still sees a frozen read-only map value, so
+/// the offsets the direct BTF loads need are known constants.
 #[inline(always)]
-pub(crate) fn config() -> KfreeConfig {
-    // SAFETY: a plain aligned read of a static; volatile because user
-    // space patches .rodata at load time and LLVM must not fold the zeros.
-    unsafe { core::ptr::read_volatile(&raw const KFREE_CONFIG) }
+pub(crate) fn config() -> &'static KfreeConfig {
+    let p = &raw const KFREE_CONFIG;
+    // SAFETY: p is a valid pointer to a static that lives forever and is
+    // never written from BPF; the volatile read only hides its value.
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
 /// tp_btf/kfree_skb: typed arguments (skb, location, reason[, rx_sk]).
@@ -102,7 +109,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
     // skb is a BTF-typed pointer here: its fields load directly, checked by
     // the verifier against the kernel's BTF, with no helper call.
-    record_drop::<true, _>(&ctx, &config(), skb, location, reason);
+    record_drop::<true, _>(&ctx, config(), skb, location, reason);
     0
 }
 
@@ -126,7 +133,7 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
         // SAFETY: as above.
         unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }.unwrap_or(0)
     };
-    record_drop::<false, _>(&ctx, &cfg, skb, location, reason);
+    record_drop::<false, _>(&ctx, cfg, skb, location, reason);
     0
 }
 
@@ -396,19 +403,24 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
         }
         _ => return,
     };
-    let port = if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
-        dport
-            .or_else(|| {
-                // SAFETY: a probe read, as above.
-                unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) }
-                    .ok()
-                    .map(u16::from_be_bytes)
-            })
-            .map(|p| (l4proto, p))
-    } else {
-        None
-    };
-    attr_count(cfg, st, weight, src, port);
+    // Plain values, not Option combinators around the helper call: LLVM
+    // may spill a None's undefined payload register after the call, which
+    // the verifier rejects as a read of an unset register (6.18).
+    let mut port: u16 = 0;
+    let mut has_port = false;
+    if l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP {
+        if let Some(p) = dport {
+            port = p;
+            has_port = true;
+        } else if let Ok(b) =
+            // SAFETY: a probe read, as above.
+            unsafe { bpf_probe_read_kernel((l4 + 2) as *const [u8; 2]) }
+        {
+            port = u16::from_be_bytes(b);
+            has_port = true;
+        }
+    }
+    attr_count(cfg, st, weight, src, has_port.then_some((l4proto, port)));
 }
 
 /// Attribution of a drop whose source and port are already known (an

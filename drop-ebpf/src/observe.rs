@@ -262,7 +262,7 @@ fn exit(ctx: &FExitContext, slot: u32) {
         } else {
             None
         };
-        kfree::attribute_parsed(&kfree::config(), reason, src, port);
+        kfree::attribute_parsed(kfree::config(), reason, src, port);
     }
 }
 
@@ -273,7 +273,11 @@ fn exit(ctx: &FExitContext, slot: u32) {
 /// entry, can match.
 #[inline(always)]
 pub(crate) fn counted_by_exit(reason: u32, not_specified: u32, ifindex: u32) -> bool {
-    if reason != config().reason_xdp && reason != not_specified {
+    // One field, not the whole config: this runs on every kfree_skb.
+    // SAFETY: a plain aligned read of a static's field; volatile because
+    // user space patches .rodata at load time.
+    let reason_xdp = unsafe { core::ptr::read_volatile(&raw const OBSERVE_CONFIG.reason_xdp) };
+    if reason != reason_xdp && reason != not_specified {
         return false;
     }
     let Some(stash) = OBSERVE_STASH.get_ptr_mut(0) else {
