@@ -1299,15 +1299,25 @@ const METHODS: &str = r#"
   programs (this project's 6.18 development kernel), only the first row is
   measured and the table says so.
 
-- **XDP cost**: the live-frames generator (BPF_PROG_TEST_RUN, `dropscope_gen`)
+- **Timed rows** are the median of at least 5 trials (rounds, runs or
+  windows, as each section says) with the min-max spread beside it; each
+  empty-program floor is measured in the same rounds as the programs it is
+  the floor of, not once.
+- **XDP cost (NAPI)**: the live-frames generator (BPF_PROG_TEST_RUN, `dropscope_gen`)
   transmits 64-byte UDP frames out of one end of a veth pair; the program
   under test runs in native mode on the other end, in NAPI, as in production.
   The per-packet cost is the kernel's own accounting (`kernel.bpf_stats_enabled`:
-  run_time_ns / run_cnt of the program). The floor is an XDP program that only
-  returns XDP_PASS, attached to the same interface and fed the same frames.
+  run_time_ns / run_cnt of the program, which includes the statistics' own
+  two clock reads). The floor is an XDP program that only
+  returns XDP_PASS, attached to the same interface and fed the same frames;
+  each of 5 rounds measures the floor, then dropscope (one source, a
+  million random sources, IPv6, 802.1Q, 1M frames each).
   "1M random sources" draws each frame's source from a million addresses.
+- **XDP cost (test run)**: BPF_PROG_TEST_RUN repeating one frame (hot
+  caches), best of 3 interleaved rounds; one frame means one source, so
+  random sources are measured in NAPI only.
 - **Throughput**: packets received on the veth end (`ip -s link`) per second of
-  generator time (best of two runs), with no program (GRO on, for NAPI), the
+  generator time (median of 5 runs), with no program (GRO on, for NAPI), the
   empty program, dropscope with XDP only (`--kfree-hook none`), the same with
   `--enforce` holding 100 blocklist prefixes the traffic does not match, the
   full dropscope (the frames go to a closed port, so every one is also a
@@ -1315,24 +1325,26 @@ const METHODS: &str = r#"
   the interface (the classic alternative to XDP counting; its share of the
   frames, socket drops and CPU are shown).
 - **Drop path**: drops per second (nstat `UdpNoPorts` over generator time,
-  best of two) of one closed-port flood with nothing attached, dropscope
+  median of 5) of one closed-port flood with nothing attached, dropscope
   alone (tp_btf, XDP off), a bpftrace one-liner alone and dropwatch alone
   (drop_monitor; run only where the kernel has it).
 - **Detection latency**: unix time of the attack `start` event minus the time
-  the generator started, over repeated trials (the attack is let end between
-  trials). Adaptive detection waits for the next sample (100 ms interval); a
+  the generator started, over 10 trials (20 with --full; the attack is let
+  end between trials), so it includes the time to the crossing. Adaptive detection waits for the next sample (100 ms interval); a
   configured threshold fires in the kernel and wakes the loop at once.
-- **User side**: CPU time of the dropscope process (utime + stime) over the
-  window, and its peak RSS (VmHWM), with an idle lab and with a continuous
+- **User side**: CPU time of the dropscope process (utime + stime) over
+  each of 5 consecutive 2 s windows (6 s with --full), and its peak RSS (VmHWM), with an idle lab and with a continuous
   spoofed flood of a million sources to a closed port (every packet is also
   a drop, so the drop tables fill: the row says how many drop rows and
   tracked sources the last report held).
 
-- **kfree_skb path**: one drop flood (datagrams to a closed port, every one a
-  NO_SOCKET drop) with three programs attached at once: a bpftrace one-liner
-  counting kfree_skb by reason, dropscope with `tp_btf/kfree_skb` and a second
-  dropscope with the classic tracepoint; the kernel's per-program statistics
-  give the cost per event.
+- **kfree_skb path**: a drop flood (datagrams to a closed port, every one a
+  NO_SOCKET drop, 1M per trial, 5 trials) with four programs attached at
+  once, so each trial measures all of them on the same drops: an empty
+  `tp_btf/kfree_skb` program (the floor: the dispatch and the statistics
+  alone), a bpftrace one-liner counting kfree_skb by reason, dropscope with
+  `tp_btf/kfree_skb` and a second dropscope with the classic tracepoint;
+  the kernel's per-program statistics give the cost per event.
 
 ## Where the targets are missed, and what would close them
 
