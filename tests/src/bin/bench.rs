@@ -1348,30 +1348,38 @@ const METHODS: &str = r#"
 
 ## Where the targets are missed, and what would close them
 
-- **kfree_skb path (about 0.6-0.7x bpftrace, target 0.25x).** On tp_btf
-  the skb fields are read by direct BTF-checked loads and reasons count in a
-  per-CPU array; what remains is the per-CPU hash keyed by (reason, ifindex,
-  netns), since drops arrive on any interface of any namespace, and drop
-  attribution (source and port per reason: two more hash lookups and one
-  header read, exact for the first 2000 drops per CPU and interval, then 1
-  in ~32). Without attribution the path measured 0.56x. A per-CPU slot
-  cache of recent (ifindex, netns) pairs in front of the hash and sampling
-  attribution from the first drop would close part of the gap; both
-  figures include the kernel's statistics overhead (two clock reads per
-  run), which narrows every ratio. The classic tracepoint keeps
-  `bpf_probe_read_kernel` (about 2.9x tp_btf). On the whole drop path
-  (Drop path rows) dropscope costs less than the bpftrace one-liner.
-- **User side: idle about 0.1% of a core (0.09-0.11% across runs, target
-  under 0.1%); under a spoofed flood 3-4% at 1 s and 7% at 100 ms (target
-  2%).** Idle, the tables are read again only when a counter says they
-  changed; what remains is the per-interval reads of the per-CPU arrays,
-  the interface counters and the report itself. Each second the whole source table (65 536
-  entries) and, each interval, the drop tables (thousands of attributed
-  rows under this flood) are read with batched lookups; the kernel's walk
-  of every hash bucket is about 40% of the cost, hashing and sorting the
-  rest. Every flood packet here is also an attributed drop, so this is the
-  worst case for the drop tables. Reading the attribution tables once a second at short intervals,
-  and a faster hasher for the user-side copies, would close most of it.
+- **kfree_skb path: met in this run** (0.46x bpftrace, 1.73x the empty
+  tp_btf program, medians of 5). Before this session's change it was 0.67x
+  / 2.47x: the per-CPU hash lookup per drop is now an inlined array lookup
+  into each CPU's 64-row slot table, and the config is read by field. What
+  is left over the empty program (about 40 ns) is the skb/device/netns BTF
+  loads, three per-CPU array updates (health, per-reason, slot) and the
+  attribution sampler (exact for 2000 drops per CPU and interval, then 1 in
+  ~32 drops pays two LRU lookups and a header read).
+- **XDP in NAPI (about 1.65x the empty program, +32 ns, target 1.4x).**
+  Not worked on this session beyond removing the benchmark switch from the
+  per-source path. The floor itself (about 50 ns) is mostly the
+  statistics' two clock reads; what dropscope adds is the shape parse
+  (byte-wise bounded loads), the per-interface counters and the sampler.
+  802.1Q-tagged frames cost +14 ns, untagged ones +33: the untagged path is
+  where to look first (its parse is the longer one).
+- **In-kernel trigger latency (p50 21 ms, one of 10 trials at 71 ms,
+  target max 50 ms).** The outlier is not explained yet: the ring buffer
+  wakes the loop, so a late event is the loop busy with an interval's
+  read (under this flood the drop tables hold thousands of rows) or the
+  generator's start being counted before the first frame left.
+- **User side under a spoofed flood (1.6% of a core at 1 s, 4.9% at
+  100 ms; targets 1.5% and 3%).** The copies of the tables are now hashed
+  with foldhash; the windows spread widely (0.4-2.8% at 1 s) because the
+  source table is read once a second and a 2 s window holds one or two of
+  those reads. Each 100 ms interval still reads the drop tables (thousands
+  of attributed rows under this flood, every packet also a drop), of which
+  the kernel's walk of every hash bucket is the larger part: reading the
+  attribution tables at most once a second at short intervals (they feed
+  the top lists, not detection's per-interval evidence, which reads
+  per-port drops only) would close most of it.
+- **Idle memory (32.0 MiB peak RSS, target < 30 MiB; 28.9 MiB in the last
+  run).** Not investigated this session.
 
 dropwatch needs the kernel's drop_monitor (CONFIG_NET_DROP_MONITOR); where
 the kernel lacks it, its row says so.
