@@ -29,7 +29,10 @@ pub(crate) struct Maps {
     locations: PerCpuHashMap<MapData, LocationKey, u64>,
     drop_sources: PerCpuHashMap<MapData, DropSourceKey, u64>,
     drop_ports: PerCpuHashMap<MapData, DropPortKey, u64>,
-    events: RingBuf<MapData>,
+    /// The per-drop event ring, mapped into memory only once switched on
+    /// (its 4 MiB are mapped twice: 8 MiB of resident memory for nothing
+    /// when only doctor reads it).
+    events: Lazy<RingBuf<MapData>>,
     event_switch: Array<MapData, u32>,
     epoch: Array<MapData, u32>,
     src_sketch: PerCpuArray<MapData, SrcSketch>,
@@ -38,8 +41,8 @@ pub(crate) struct Maps {
     verdicts: PerCpuArray<MapData, VerdictStats>,
     /// In-kernel threshold crossings; poll its fd for readiness.
     pub triggers: Option<RingBuf<MapData>>,
-    /// Sampled packets for PCAP files; poll its fd for readiness.
-    pub samples: Option<RingBuf<MapData>>,
+    /// Sampled packets for PCAP files, mapped by [`Maps::take_samples`].
+    samples: Lazy<RingBuf<MapData>>,
     cache: ReadCache,
     /// Observed programs (slots of `verdicts` in use).
     pub(crate) observed: u32,
@@ -170,7 +173,7 @@ impl Maps {
             // LRU per-CPU hashes read like per-CPU hashes.
             drop_sources: PerCpuHashMap::try_from(take(ebpf, maps::DROP_SOURCES)?)?,
             drop_ports: PerCpuHashMap::try_from(take(ebpf, maps::DROP_PORTS)?)?,
-            events: RingBuf::try_from(take(ebpf, maps::DROP_EVENTS)?)?,
+            events: Lazy::Unmapped(take(ebpf, maps::DROP_EVENTS)?),
             event_switch: Array::try_from(take(ebpf, maps::EVENT_SWITCH)?)?,
             epoch: Array::try_from(take(ebpf, flood_maps::EPOCH)?)?,
             src_sketch: PerCpuArray::try_from(take(ebpf, flood_maps::SRC_SKETCH)?)?,
@@ -178,7 +181,7 @@ impl Maps {
             heavy_ports: PerCpuHashMap::try_from(take(ebpf, flood_maps::HEAVY_PORTS)?)?,
             verdicts: PerCpuArray::try_from(take(ebpf, maps::XDP_VERDICTS)?)?,
             triggers: Some(RingBuf::try_from(take(ebpf, flood_maps::TRIGGERS)?)?),
-            samples: Some(RingBuf::try_from(take(ebpf, flood_maps::SAMPLES)?)?),
+            samples: Lazy::Unmapped(take(ebpf, flood_maps::SAMPLES)?),
             cache: ReadCache::default(),
             observed: 0,
         })
@@ -272,6 +275,15 @@ impl Maps {
     }
 
     /// Takes every queued trigger.
+    /// The PCAP sample ring, mapped, for the caller to poll.
+    pub(crate) fn take_samples(&mut self) -> Result<RingBuf<MapData>> {
+        self.samples.map()?;
+        match std::mem::replace(&mut self.samples, Lazy::Taken) {
+            Lazy::Mapped(r) => Ok(r),
+            _ => Err(anyhow!("the sample ring was already taken")),
+        }
+    }
+
     pub(crate) fn drain_triggers(rb: &mut RingBuf<MapData>, mut f: impl FnMut(Trigger)) {
         while let Some(item) = rb.next() {
             if item.len() >= std::mem::size_of::<Trigger>() {
@@ -297,13 +309,19 @@ impl Maps {
     /// Switches the per-drop event stream on or off (off by default: it
     /// costs a ring buffer write per drop).
     pub(crate) fn set_events(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.events.map()?;
+        }
         self.event_switch.set(0, on as u32, 0)?;
         Ok(())
     }
 
     /// Hands every queued drop event to `f`.
     pub(crate) fn drain_events(&mut self, mut f: impl FnMut(DropEvent)) {
-        while let Some(item) = self.events.next() {
+        let Lazy::Mapped(events) = &mut self.events else {
+            return;
+        };
+        while let Some(item) = events.next() {
             if item.len() >= std::mem::size_of::<DropEvent>() {
                 // SAFETY: DropEvent is plain old data and the slice is long enough.
                 let ev = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const DropEvent) };
@@ -393,6 +411,30 @@ impl Maps {
             }
         }
         Ok(s)
+    }
+}
+
+/// A ring buffer whose memory is mapped only when someone reads it; the
+/// map itself (its fd, which the programs name) lives from load on.
+enum Lazy<R> {
+    Unmapped(aya::maps::Map),
+    Mapped(R),
+    /// Handed out (see [`Maps::take_samples`]).
+    Taken,
+}
+
+impl Lazy<RingBuf<MapData>> {
+    /// Maps the ring (once) and returns it.
+    fn map(&mut self) -> Result<&mut RingBuf<MapData>> {
+        if let Lazy::Unmapped(_) = self
+            && let Lazy::Unmapped(m) = std::mem::replace(self, Lazy::Taken)
+        {
+            *self = Lazy::Mapped(RingBuf::try_from(m)?);
+        }
+        match self {
+            Lazy::Mapped(r) => Ok(r),
+            _ => Err(anyhow!("ring buffer already handed out")),
+        }
     }
 }
 

@@ -59,6 +59,10 @@ pub(crate) struct WatchOptions {
     pub pcap: PcapSpec,
 }
 
+/// The shortest gap between two samples that a trigger may force: a rate
+/// over less is mostly noise.
+const EARLY_GAP: Duration = Duration::from_millis(20);
+
 pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
     // First: a signal during loading must still end in a clean exit.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -72,6 +76,9 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
     let mut next = start + opts.interval;
+    // A trigger that came too soon after the last sample: its early sample
+    // is due then (not dropped: the crossing fires once per epoch).
+    let mut early_at: Option<Instant> = None;
     loop {
         let mut last = false;
         if let Some(d) = deadline
@@ -81,8 +88,15 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
             last = true;
         }
         let mut early = false;
+        let wake = early_at.map_or(next, |e| e.min(next));
         tokio::select! {
-            _ = sleep_until(next) => {}
+            _ = sleep_until(wake) => {
+                // The deferred early sample, unless the interval's own is due.
+                if early_at.is_some() && wake < next {
+                    early = true;
+                    last = false;
+                }
+            }
             _ = sigint.recv() => last = true,
             _ = sigterm.recv() => last = true,
             Some(()) = quit_rx.recv() => last = true,
@@ -111,12 +125,18 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
                 guard.clear_ready();
                 let busy = s.ifaces.iter().all(|(n, _)| s.detector.active_on(n));
                 // An early sample, at most every 20 ms, only for news.
-                early = fired && !busy && s.last_sample.elapsed() >= Duration::from_millis(20);
-                if !early {
+                if !fired || busy {
                     continue;
                 }
+                let due = s.last_sample + EARLY_GAP;
+                if Instant::now() < due {
+                    early_at = Some(early_at.map_or(due, |e| e.min(due)));
+                    continue;
+                }
+                early = true;
             }
         }
+        early_at = None;
         s.follow_links();
         let tick = s.tick(last || early)?;
         if !sinks.publish(tick) {

@@ -186,16 +186,12 @@ impl Session {
             .take()
             .context("trigger ring missing")?;
         let triggers = pollable(triggers, "trigger")?;
-        // Without a recorder the ring stays in the maps: the programs'
-        // instructions name its fd, and observe mode loads them again when
-        // it follows a replaced program.
-        let packet_samples = match (&recorder, probes.maps.samples.take()) {
-            (Some(_), Some(rb)) => Some(pollable(rb, "sample")?),
-            (None, rb) => {
-                probes.maps.samples = rb;
-                None
-            }
-            _ => None,
+        // Without a recorder the ring stays in the maps, never mapped: the
+        // programs' instructions name its fd, and observe mode loads them
+        // again when it follows a replaced program.
+        let packet_samples = match &recorder {
+            Some(_) => Some(pollable(probes.maps.take_samples()?, "sample")?),
+            None => None,
         };
         let logger = match probes.logger.take() {
             // SAFETY: the AsyncFd owns the logger and with it the ring's fd.

@@ -897,11 +897,22 @@ fn latency(rows: &mut Vec<Row>, _n: u32, full: bool) {
             _ => udp(5000, 9, 18),
         };
         let frame = eth(&lab, vec![]).frame(0x0800, &ipv4(base, dst, proto, (0, false), &l4));
+        let kernel = what.contains("in-kernel");
         let mut lat = Vec::new();
         for _ in 0..trials {
-            let sent = send(&lab, frame.clone(), 150_000, sources, base);
-            // The flood's first frame left this long ago.
-            let t0 = now_unix() - sent.as_secs_f64();
+            const FRAMES: u32 = 150_000;
+            let sent = send(&lab, frame.clone(), FRAMES, sources, base);
+            // The flood's first frame left this long ago; the in-kernel
+            // trigger's crossing is the frame that takes the source over
+            // --source-pps for one 100 ms epoch (2000 frames), at the
+            // generator's mean rate. (Its first possible crossing: an
+            // epoch closing mid-flood only moves it later.)
+            let first = now_unix() - sent.as_secs_f64();
+            let t0 = if kernel {
+                first + sent.as_secs_f64() * 2000.0 / FRAMES as f64
+            } else {
+                first
+            };
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
                 let Some(v) = ds.next_line(Duration::from_millis(200)) else {
@@ -928,7 +939,6 @@ fn latency(rows: &mut Vec<Row>, _n: u32, full: bool) {
         let _ = std::fs::remove_file(&cfg);
         let detected = lat.len();
         let (p50, p95, max) = (pct(&mut lat, 0.5), pct(&mut lat, 0.95), pct(&mut lat, 1.0));
-        let kernel = what.contains("in-kernel");
         rows.push(Row {
             section: "Detection latency",
             what: format!("{what}, {detected}/{trials} detected"),
