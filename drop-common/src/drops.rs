@@ -165,7 +165,11 @@ pub mod kfree_health {
     pub const EVENTS_LOST: u32 = 4;
     /// Drops whose source or port had no row (budget spent or table full).
     pub const UNATTRIBUTED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Drops counted in a hash table (the per-reason hash, the (reason,
+    /// interface) hash behind the slot table, the location table): user
+    /// space re-reads those only when this moved.
+    pub const HASHED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// The names of the maps this concept owns (the statics' names in the

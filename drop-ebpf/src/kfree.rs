@@ -305,9 +305,12 @@ fn count_row(cfg: &KfreeConfig, key: &DropKey) -> bool {
     bump(&DROPS_BY_IFACE, key)
 }
 
-/// Adds one to a per-CPU counter, creating it if needed; false if the map is full.
+/// Adds one to a per-CPU counter, creating it if needed; false if the map is
+/// full. Counted in `HASHED`, so user space skips reading hashes that did
+/// not change.
 #[inline(always)]
 pub(crate) fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
+    bump_health(kfree_health::HASHED);
     if let Some(p) = map.get_ptr_mut(key) {
         // SAFETY: this CPU's value of a per-CPU hash entry.
         unsafe { *p += 1 };

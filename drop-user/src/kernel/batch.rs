@@ -11,8 +11,10 @@ use std::{
 use aya::{Pod, maps::MapData};
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// The kernel's internal "operation not supported" (not in libc).
 const ENOTSUPP: i32 = 524;
 
@@ -233,4 +235,66 @@ pub(super) fn lookup_percpu<K: Pod, V: Pod + Default>(
         first = false;
     }
     Ok(out)
+}
+
+/// Deletes `keys` from a hash map: one BPF_MAP_DELETE_BATCH call, or one
+/// call per key on kernels without it. Keys already gone are no error.
+pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let fd = map.fd().as_fd().as_raw_fd() as u32;
+    if !no_batch_simulated() {
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            count: keys.len() as u32,
+            map_fd: fd,
+            ..Default::default()
+        };
+        // SAFETY: attr is a valid bpf_attr for BPF_MAP_DELETE_BATCH; keys
+        // points at `count` keys of the map's key size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_DELETE_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !batch_unsupported(&e) && e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("BPF_MAP_DELETE_BATCH: {e}"),
+            ));
+        }
+        // ENOENT stops the batch at a key already gone (evicted since the
+        // read): the rest, one by one.
+        let done = attr.count as usize;
+        return delete_by_key(fd, &keys[done.min(keys.len())..]);
+    }
+    delete_by_key(fd, keys)
+}
+
+fn delete_by_key<K: Pod>(fd: u32, keys: &[K]) -> io::Result<()> {
+    for k in keys {
+        let mut attr = ElemAttr {
+            map_fd: fd,
+            key: k as *const K as u64,
+            ..Default::default()
+        };
+        match bpf_elem(BPF_MAP_DELETE_ELEM, &mut attr) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_DELETE_ELEM: {e}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

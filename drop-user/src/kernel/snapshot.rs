@@ -125,7 +125,8 @@ pub(super) fn hll_estimate(regs: &[u8]) -> f64 {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
     /// Drops per reason over every interface: what a full (reason,
-    /// interface) table could not give a row still counts here.
+    /// interface) table could not give a row still counts here. Read only
+    /// once a table was full (`kfree_health::MAP_FULL`); empty before.
     pub by_reason: Table<u32, u64>,
     pub by_iface: Table<DropKey, u64>,
     pub health: [u64; kfree_health::COUNT as usize],
@@ -143,6 +144,9 @@ pub(crate) struct Snapshot {
     /// `drop_sources`, `drop_ports`) are as last read (no drop event
     /// since): they are empty here and the previous read stands.
     pub drops_unchanged: bool,
+    /// `drop_sources` was read (at most about once a second, with the
+    /// source table); otherwise it is empty and the previous read stands.
+    pub drop_sources_fresh: bool,
     /// (location, reason) -> drops, for reasonless (NOT_SPECIFIED) drops.
     pub locations: Table<LocationKey, u64>,
     /// Drop attribution: (reason, source) and (reason, protocol, port) ->
@@ -197,7 +201,16 @@ impl Maps {
                 t.bytes += v.bytes;
             },
         )?;
-        Ok(all.into_iter().collect())
+        // Sized once: grown entry by entry, 65 536 rows rehash 16 times.
+        let mut t = Table::with_capacity_and_hasher(all.len(), Default::default());
+        t.extend(all);
+        Ok(t)
+    }
+
+    /// Forgets sources user space expired (see `Tracker::take_expired`).
+    pub(crate) fn delete_sources(&self, keys: &[SourceKey]) -> Result<()> {
+        crate::kernel::batch::delete(self.sources.map(), keys)?;
+        Ok(())
     }
 
     /// Ends the current epoch: the XDP program moves to the other sketch;
@@ -331,7 +344,8 @@ impl Maps {
     }
 
     /// `slots` is how many interface slots are in use.
-    /// `with_sources`: also read the (up to 65 536 entry) source table.
+    /// `with_sources`: also read the (up to 65 536 entry) source table and
+    /// the per-source drop table.
     pub(crate) fn read(&mut self, slots: usize, with_sources: bool) -> Result<Snapshot> {
         use crate::kernel::batch::counters;
         let mut s = Snapshot::default();
@@ -379,24 +393,47 @@ impl Maps {
         if self.cache.drops_at == Some(events) {
             s.drops_unchanged = true;
         } else {
-            s.by_reason = counters(self.drops_by_reason.map(), MAX_REASONS as usize)?;
-            // The array holds every reason below MAX_REASONS; only those seen count.
-            let array = counters::<u32>(self.reason_counts.map(), MAX_REASONS as usize)?;
-            s.by_reason
-                .extend(array.into_iter().filter(|(_, n)| *n > 0));
-            s.by_iface = counters(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?;
+            // The hashes (rows the slot tables have no room for, subsystem
+            // reasons, reasonless drops by location) are re-read only when
+            // a drop was counted in one: most drops count in the slots.
+            let hashed = s.health[kfree_health::HASHED as usize];
+            if self.cache.hashed_at != Some(hashed) {
+                self.cache.hashes = HashTables {
+                    by_reason: counters(self.drops_by_reason.map(), MAX_REASONS as usize)?,
+                    by_iface: counters(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?,
+                    locations: counters(self.locations.map(), MAX_LOCATIONS as usize)?,
+                };
+                self.cache.hashed_at = Some(hashed);
+            }
+            let h = &self.cache.hashes;
+            s.by_iface = h.by_iface.clone();
+            s.locations = h.locations.clone();
+            // Per-reason totals only matter once a row table was full (the
+            // report's "other" rows): until then they equal the rows' sums.
+            if s.health[kfree_health::MAP_FULL as usize] > 0 {
+                s.by_reason = h.by_reason.clone();
+                // The array holds every reason below MAX_REASONS; only those seen count.
+                let array = counters::<u32>(self.reason_counts.map(), MAX_REASONS as usize)?;
+                s.by_reason
+                    .extend(array.into_iter().filter(|(_, n)| *n > 0));
+            }
             // Every CPU's slot table, one call: its rows add to the hash's.
             for cpu in self.drop_slots.get(&0, 0)?.iter() {
                 for slot in cpu.slots.iter().filter(|s| s.count > 0) {
                     *s.by_iface.entry(slot.key).or_default() += slot.count;
                 }
             }
-            s.locations = counters(self.locations.map(), MAX_LOCATIONS as usize)?;
-            s.drop_sources = counters(
-                self.drop_sources.map(),
-                drop_common::MAX_DROP_SOURCES as usize,
-            )?;
+            // Per-port drops feed detection's evidence every interval; the
+            // per-source table only the top lists, read with the sources.
             s.drop_ports = counters(self.drop_ports.map(), MAX_DROP_PORTS as usize)?;
+            if with_sources && self.cache.drop_sources_at != Some(events) {
+                s.drop_sources = counters(
+                    self.drop_sources.map(),
+                    drop_common::MAX_DROP_SOURCES as usize,
+                )?;
+                s.drop_sources_fresh = true;
+                self.cache.drop_sources_at = Some(events);
+            }
             self.cache.drops_at = Some(events);
         }
         let packets: u64 = s.ifaces.iter().map(|i| i.packets).sum();
@@ -441,12 +478,26 @@ impl Lazy<RingBuf<MapData>> {
 /// (slot, bucket) -> packets.
 type UdpPortBuckets = HashMap<(u32, u32), u64>;
 
+/// The drop hashes as last read.
+#[derive(Default)]
+struct HashTables {
+    by_reason: Table<u32, u64>,
+    by_iface: Table<DropKey, u64>,
+    locations: Table<LocationKey, u64>,
+}
+
 /// The last reads of the hash-map tables, with the counter that changes
 /// whenever they can.
 #[derive(Default)]
 struct ReadCache {
     /// Drop events counted when the drop tables were last read.
     drops_at: Option<u64>,
+    /// Drop events counted when the per-source drop table was last read.
+    drop_sources_at: Option<u64>,
+    /// Hashed drops (see `kfree_health::HASHED`) at the hashes' last read,
+    /// and that read.
+    hashed_at: Option<u64>,
+    hashes: HashTables,
     /// XDP packets seen when the source table was last read.
     sources_at: Option<u64>,
     /// XDP packets at the last `read`, and at the last epoch read.

@@ -460,8 +460,14 @@ pub(crate) struct Tracker {
     names: HashMap<u32, String>,
     foreign: iface::ForeignNames,
     prev_sources: Table<SourceKey, drop_common::SourceStats>,
+    /// Sources the last read expired, for the kernel's table to forget
+    /// (see [`Tracker::take_expired`]).
+    expired: Vec<SourceKey>,
     last_sources_at: Instant,
     last_top: Vec<SourceRow>,
+    /// The per-source drop table's last read, and the top list it gave.
+    drop_sources_at: Instant,
+    last_drop_sources: Vec<DropSourceRow>,
     sources_tracked: usize,
     /// New sources the kernel inserted since start (the epochs' sum).
     sources_inserted: u64,
@@ -487,6 +493,12 @@ fn top_by_delta<K: Eq + std::hash::Hash + Ord, R>(
         .map(|(d, t, k)| row(k, d, d as f64 / secs, t))
         .collect()
 }
+
+/// Source tables larger than this expire their idle light sources.
+const EXPIRE_ABOVE: usize = drop_common::MAX_SOURCES as usize / 8;
+/// Below this many packets a source is light (the XDP program's default
+/// promotion threshold: under a flood, lighter sources are not tracked).
+const EXPIRE_LIGHTER_THAN: u64 = 32;
 
 pub(crate) fn format_addr(k: &SourceKey) -> String {
     if k.family == 4 {
@@ -558,8 +570,11 @@ impl Tracker {
             foreign: iface::ForeignNames::default(),
             symbols: None,
             prev_sources: Table::default(),
+            expired: Vec::new(),
             last_sources_at: now,
             last_top: Vec::new(),
+            drop_sources_at: now,
+            last_drop_sources: Vec::new(),
             sources_tracked: 0,
             sources_inserted: 0,
         }
@@ -623,9 +638,36 @@ impl Tracker {
             .collect();
         self.last_top = top;
         self.sources_tracked = sources.len();
+        let mut sources = sources;
+        // A table past an eighth of its bound is a spoofed flood's doing
+        // (each interval's budget of new sources, mostly one packet each):
+        // sources that stayed light and sent nothing since the last read
+        // are expired, so the next read walks the live ones, not the junk.
+        if sources.len() > EXPIRE_ABOVE {
+            let prev = &self.prev_sources;
+            self.expired = sources
+                .iter()
+                .filter(|(k, v)| {
+                    v.packets < EXPIRE_LIGHTER_THAN
+                        && prev.get(*k).is_some_and(|p| p.packets == v.packets)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &self.expired {
+                sources.remove(k);
+            }
+        }
         self.prev_sources = sources;
         self.last_sources_at = now;
         self.last_top.clone()
+    }
+
+    /// Sources to delete from the kernel's table: idle and light at the
+    /// last read, already forgotten here (a source that comes back starts
+    /// a new total; packets it sent between that read and the delete are
+    /// lost to its row, never to the interface's counters).
+    pub(crate) fn take_expired(&mut self) -> Vec<SourceKey> {
+        std::mem::take(&mut self.expired)
     }
 
     fn iface_name(&mut self, ifindex: u32, netns: u32) -> String {
@@ -660,14 +702,27 @@ impl Tracker {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
+        let prev = &mut self.prev;
         if snap.drops_unchanged {
             // Nothing dropped since the last read: the previous tables stand
-            // (their deltas come out zero).
-            snap.by_reason = self.prev.by_reason.clone();
-            snap.by_iface = self.prev.by_iface.clone();
-            snap.locations = self.prev.locations.clone();
-            snap.drop_sources = self.prev.drop_sources.clone();
-            snap.drop_ports = self.prev.drop_ports.clone();
+            // (their deltas come out zero). Moved, not copied: `prev` is
+            // replaced by `snap` below and its tables are read no more.
+            snap.by_reason = std::mem::take(&mut prev.by_reason);
+            snap.by_iface = std::mem::take(&mut prev.by_iface);
+            snap.locations = std::mem::take(&mut prev.locations);
+            snap.drop_ports = std::mem::take(&mut prev.drop_ports);
+        }
+        // The per-source drop table is read about once a second: between
+        // reads the last top list stands, as the top sources' does.
+        let drop_sources_fresh = snap.drop_sources_fresh;
+        if !drop_sources_fresh {
+            snap.drop_sources = std::mem::take(&mut prev.drop_sources);
+            if snap.drops_unchanged {
+                // No drop since the last read: the same rows, none dropping.
+                for r in &mut self.last_drop_sources {
+                    (r.delta, r.rate) = (0, 0.0);
+                }
+            }
         }
 
         let (drops, drops_delta, drops_total) = self.drop_rows(&snap, secs);
@@ -691,24 +746,32 @@ impl Tracker {
 
         let locations = self.location_rows(&snap);
 
-        let drop_sources = top_by_delta(
-            &snap.drop_sources,
-            &self.prev.drop_sources,
-            secs,
-            self.top_n,
-            |k, delta, rate, total| DropSourceRow {
-                reason: self.reasons.name(k.reason),
-                address: format_addr(&SourceKey {
-                    addr: k.addr,
-                    ifindex: 0,
-                    family: k.family,
-                    _pad: [0; 3],
-                }),
-                delta,
-                rate,
-                total,
-            },
-        );
+        if drop_sources_fresh {
+            let secs = now
+                .duration_since(self.drop_sources_at)
+                .as_secs_f64()
+                .max(1e-3);
+            self.drop_sources_at = now;
+            self.last_drop_sources = top_by_delta(
+                &snap.drop_sources,
+                &self.prev.drop_sources,
+                secs,
+                self.top_n,
+                |k, delta, rate, total| DropSourceRow {
+                    reason: self.reasons.name(k.reason),
+                    address: format_addr(&SourceKey {
+                        addr: k.addr,
+                        ifindex: 0,
+                        family: k.family,
+                        _pad: [0; 3],
+                    }),
+                    delta,
+                    rate,
+                    total,
+                },
+            );
+        }
+        let drop_sources = self.last_drop_sources.clone();
         let drop_ports = top_by_delta(
             &snap.drop_ports,
             &self.prev.drop_ports,

@@ -340,6 +340,11 @@ impl Session {
                 self.detector.restate(e, &measured);
             }
         }
+        let expired = self.tracker.take_expired();
+        if let Err(e) = self.probes.maps.delete_sources(&expired) {
+            // Not fatal: the LRU still bounds the table.
+            eprintln!("note: expiring idle sources: {e:#}");
+        }
         if let Some(rec) = self.recorder.as_mut() {
             if let Some(rb) = self.packet_samples.as_mut() {
                 Maps::drain_packet_samples(rb.get_mut(), |s| rec.push(s));
