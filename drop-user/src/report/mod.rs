@@ -433,7 +433,8 @@ pub struct Health {
     pub events_lost: u64,
     pub sources_tracked: usize,
     /// Sources entered into the exact table since start, and how many of
-    /// them the LRU has evicted since (inserted minus still there).
+    /// them have left it since (inserted minus still there): evicted by
+    /// the LRU, or expired as idle light sources of a crowded table.
     pub sources_inserted: u64,
     pub sources_evicted: u64,
     /// Drops whose source or port found no attribution row (the per-epoch
@@ -471,8 +472,9 @@ pub(crate) struct Tracker {
     sources_tracked: usize,
     /// New sources the kernel inserted since start (the epochs' sum).
     sources_inserted: u64,
-    /// Loaded on the first reasonless drop; None inside if unreadable.
-    symbols: Option<Option<crate::sys::kallsyms::Symbols>>,
+    /// Kernel function names for reasonless drops' locations, loaded on
+    /// a thread from the start (the loop would stall tens of ms for them).
+    symbols: crate::sys::kallsyms::Pending,
 }
 
 /// The `n` rows with the most drops since `prev` (then the most in total).
@@ -568,7 +570,7 @@ impl Tracker {
             nic_start,
             names: HashMap::new(),
             foreign: iface::ForeignNames::default(),
-            symbols: None,
+            symbols: crate::sys::kallsyms::Symbols::load_in_background(),
             prev_sources: Table::default(),
             expired: Vec::new(),
             last_sources_at: now,
@@ -1027,13 +1029,10 @@ impl Tracker {
     fn location_rows(&mut self, snap: &Snapshot) -> Vec<LocationRow> {
         let mut locations = Vec::new();
         if !snap.locations.is_empty() {
-            if self.symbols.is_none() {
-                self.symbols = Some(crate::sys::kallsyms::Symbols::load().ok());
-            }
             for (k, total) in &snap.locations {
                 let prev = self.prev.locations.get(k).copied().unwrap_or(0);
                 let iface = self.iface_name(k.ifindex, k.netns);
-                let symbols = self.symbols.as_ref().and_then(|s| s.as_ref());
+                let symbols = self.symbols.get();
                 locations.push(LocationRow {
                     reason: self.reasons.name(k.reason),
                     iface,

@@ -4,53 +4,54 @@
 use anyhow::{Context, Result, bail};
 
 pub(crate) struct Symbols {
-    /// Sorted by address.
-    syms: Vec<(u64, String)>,
+    /// (address, name start, name length) sorted by address; the names
+    /// live in one string (122 000 functions: 5 MiB as one String each,
+    /// under 5 MiB in all like this).
+    syms: Vec<(u64, u32, u32)>,
+    names: String,
 }
 
 impl Symbols {
+    /// Reads /proc/kallsyms line by line (it is 5 MiB of text).
     pub(crate) fn load() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-        Self::parse(&text)
+        use std::io::BufRead;
+        let f = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
+        let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+        let mut b = Builder::default();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).context("reading /proc/kallsyms")? == 0 {
+                break;
+            }
+            b.line(&line);
+        }
+        b.finish()
     }
 
     pub(crate) fn parse(text: &str) -> Result<Self> {
-        let mut syms = Vec::new();
+        let mut b = Builder::default();
         for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            if !matches!(kind, "T" | "t" | "W" | "w") {
-                continue;
-            }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            if addr == 0 {
-                continue;
-            }
-            let name = match it.next() {
-                Some(m) if m.starts_with('[') => format!("{name} {m}"),
-                _ => name.to_string(),
-            };
-            syms.push((addr, name));
+            b.line(line);
         }
-        if syms.is_empty() {
-            bail!("/proc/kallsyms shows no addresses (kernel.kptr_restrict; run as root)");
-        }
-        syms.sort_by_key(|(a, _)| *a);
-        Ok(Self { syms })
+        b.finish()
+    }
+
+    /// Starts [`Symbols::load`] on a thread of its own: reading and sorting
+    /// takes tens of milliseconds the sampling loop must not stall for.
+    pub(crate) fn load_in_background() -> Pending {
+        Pending::Loading(std::thread::spawn(|| Symbols::load().ok()))
     }
 
     /// `name+0xoff` of the function containing `addr`.
     pub(crate) fn resolve(&self, addr: u64) -> Option<String> {
-        let i = match self.syms.binary_search_by_key(&addr, |(a, _)| *a) {
+        let i = match self.syms.binary_search_by_key(&addr, |(a, _, _)| *a) {
             Ok(i) => i,
             Err(0) => return None,
             Err(i) => i - 1,
         };
-        let (base, name) = &self.syms[i];
+        let (base, at, len) = self.syms[i];
+        let name = &self.names[at as usize..(at + len) as usize];
         let off = addr - base;
         // Past 1 MiB from the nearest symbol is not a function we know.
         if off > 1 << 20 {
@@ -59,6 +60,71 @@ impl Symbols {
         Some(match name.split_once(' ') {
             Some((f, m)) => format!("{f}+{off:#x} {m}"),
             None => format!("{name}+{off:#x}"),
+        })
+    }
+}
+
+/// A symbol table being loaded, or loaded (None inside: unreadable).
+pub(crate) enum Pending {
+    Loading(std::thread::JoinHandle<Option<Symbols>>),
+    Ready(Option<Symbols>),
+}
+
+impl Pending {
+    /// The table, waiting for the load if it is still running.
+    pub(crate) fn get(&mut self) -> Option<&Symbols> {
+        if let Pending::Loading(_) = self
+            && let Pending::Loading(h) = std::mem::replace(self, Pending::Ready(None))
+        {
+            *self = Pending::Ready(h.join().ok().flatten());
+        }
+        match self {
+            Pending::Ready(s) => s.as_ref(),
+            Pending::Loading(_) => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    syms: Vec<(u64, u32, u32)>,
+    names: String,
+}
+
+impl Builder {
+    fn line(&mut self, line: &str) {
+        let mut it = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        if !matches!(kind, "T" | "t" | "W" | "w") {
+            return;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        if addr == 0 {
+            return;
+        }
+        let at = self.names.len() as u32;
+        self.names.push_str(name);
+        if let Some(m) = it.next().filter(|m| m.starts_with('[')) {
+            self.names.push(' ');
+            self.names.push_str(m);
+        }
+        self.syms.push((addr, at, self.names.len() as u32 - at));
+    }
+
+    fn finish(mut self) -> Result<Symbols> {
+        if self.syms.is_empty() {
+            bail!("/proc/kallsyms shows no addresses (kernel.kptr_restrict; run as root)");
+        }
+        self.syms.sort_by_key(|(a, _, _)| *a);
+        self.syms.shrink_to_fit();
+        self.names.shrink_to_fit();
+        Ok(Symbols {
+            syms: self.syms,
+            names: self.names,
         })
     }
 }
