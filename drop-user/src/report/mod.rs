@@ -498,9 +498,11 @@ fn top_by_delta<K: Eq + std::hash::Hash + Ord, R>(
 
 /// Source tables larger than this expire their idle light sources.
 const EXPIRE_ABOVE: usize = drop_common::MAX_SOURCES as usize / 8;
-/// Below this many packets a source is light (the XDP program's default
-/// promotion threshold: under a flood, lighter sources are not tracked).
-const EXPIRE_LIGHTER_THAN: u64 = 32;
+/// Below this many packets an idle source is expired from a crowded
+/// table: spoofed sources have one, or the sketch estimate they were
+/// promoted with under a flood (a few hundred at most: the promotion
+/// threshold stands above the sketch's noise).
+const EXPIRE_LIGHTER_THAN: u64 = 1024;
 
 pub(crate) fn format_addr(k: &SourceKey) -> String {
     if k.family == 4 {
@@ -642,9 +644,10 @@ impl Tracker {
         self.sources_tracked = sources.len();
         let mut sources = sources;
         // A table past an eighth of its bound is a spoofed flood's doing
-        // (each interval's budget of new sources, mostly one packet each):
-        // sources that stayed light and sent nothing since the last read
-        // are expired, so the next read walks the live ones, not the junk.
+        // (each interval's budget of new sources, one packet each, and the
+        // sources sketch collisions promote): sources that stayed light
+        // and sent nothing since the last read are expired, so the next
+        // read walks the live ones, not the junk.
         if sources.len() > EXPIRE_ABOVE {
             let prev = &self.prev_sources;
             self.expired = sources

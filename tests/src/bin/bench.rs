@@ -1340,8 +1340,13 @@ const METHODS: &str = r#"
   (drop_monitor; run only where the kernel has it).
 - **Detection latency**: unix time of the attack `start` event minus the time
   the generator started, over 10 trials (20 with --full; the attack is let
-  end between trials), so it includes the time to the crossing. Adaptive detection waits for the next sample (100 ms interval); a
-  configured threshold fires in the kernel and wakes the loop at once.
+  end between trials). Adaptive detection waits for the next sample (100 ms
+  interval), so its rows include the time to the crossing. A configured
+  threshold fires in the kernel and wakes the loop at once: its row is
+  measured from the crossing, the frame that takes the source over
+  --source-pps for one 100 ms epoch (the 2000th, at the generator's mean
+  rate; an epoch closing mid-flood only moves the real crossing later, so
+  this overstates the latency, never understates it).
 - **User side**: CPU time of the dropscope process (utime + stime) over
   each of 5 consecutive 2 s windows (6 s with --full), and its peak RSS (VmHWM), with an idle lab and with a continuous
   spoofed flood of a million sources to a closed port (every packet is also
@@ -1358,38 +1363,56 @@ const METHODS: &str = r#"
 
 ## Where the targets are missed, and what would close them
 
-- **kfree_skb path: met in this run** (0.46x bpftrace, 1.73x the empty
-  tp_btf program, medians of 5). Before this session's change it was 0.67x
-  / 2.47x: the per-CPU hash lookup per drop is now an inlined array lookup
-  into each CPU's 64-row slot table, and the config is read by field. What
-  is left over the empty program (about 40 ns) is the skb/device/netns BTF
-  loads, three per-CPU array updates (health, per-reason, slot) and the
-  attribution sampler (exact for 2000 drops per CPU and interval, then 1 in
-  ~32 drops pays two LRU lookups and a header read).
-- **XDP in NAPI (about 1.65x the empty program, +32 ns, target 1.4x).**
-  Not worked on this session beyond removing the benchmark switch from the
-  per-source path. The floor itself (about 50 ns) is mostly the
-  statistics' two clock reads; what dropscope adds is the shape parse
-  (byte-wise bounded loads), the per-interface counters and the sampler.
-  802.1Q-tagged frames cost +14 ns, untagged ones +33: the untagged path is
-  where to look first (its parse is the longer one).
-- **In-kernel trigger latency (p50 21 ms, one of 10 trials at 71 ms,
-  target max 50 ms).** The outlier is not explained yet: the ring buffer
-  wakes the loop, so a late event is the loop busy with an interval's
-  read (under this flood the drop tables hold thousands of rows) or the
-  generator's start being counted before the first frame left.
-- **User side under a spoofed flood (1.6% of a core at 1 s, 4.9% at
-  100 ms; targets 1.5% and 3%).** The copies of the tables are now hashed
-  with foldhash; the windows spread widely (0.4-2.8% at 1 s) because the
-  source table is read once a second and a 2 s window holds one or two of
-  those reads. Each 100 ms interval still reads the drop tables (thousands
-  of attributed rows under this flood, every packet also a drop), of which
-  the kernel's walk of every hash bucket is the larger part: reading the
-  attribution tables at most once a second at short intervals (they feed
-  the top lists, not detection's per-interval evidence, which reads
-  per-port drops only) would close most of it.
-- **Idle memory (32.0 MiB peak RSS, target < 30 MiB; 28.9 MiB in the last
-  run).** Not investigated this session.
+Figures move by several ns and percent between runs on this 2-CPU
+virtual machine (the NAPI rows' spreads show it); the table above is one
+run and the verdicts are its own.
+
+- **kfree_skb path** (target <= 0.5x bpftrace and <= 2x the empty tp_btf
+  program; last session 0.46x / 1.73x): the per-drop work is an inlined
+  per-CPU slot table (no hash per drop), the skb/device/netns BTF loads,
+  three per-CPU array updates (health, per-reason, slot) and the
+  attribution sampler (exact for 2000 drops per CPU and interval, then 1
+  in ~32 drops pays two LRU lookups and a header read). On a noisy run the
+  bpftrace row itself moves 20% (its spread shows it), and with it the
+  ratio.
+- **XDP in NAPI (+35 to +45 ns over the empty program, 1.7x-1.9x;
+  target 1.4x): not met.** A system-wide profile of the NAPI run
+  (perf at 5 kHz, samples in the JIT-ed program bucketed by offset and
+  matched to its disassembly) puts 37% of the program's own time in its
+  first 0x140 bytes: the dependent loads ctx->rxq->dev->ifindex, the
+  slot array, the per-CPU array's pointer and the per-CPU value's first
+  line, each a cache miss because the stack's work between two frames
+  (an ICMP port-unreachable per frame here) evicts them; 9% in the
+  sampled per-source path's LRU lookups (1 in ~32 frames, and every frame
+  for the first 20 000 per CPU and second); the TTL histogram, size bucket
+  and packet counters' lines most of the rest. 802.1Q frames, which the
+  stack drops at once, cost +12 to +19 ns: the same code with warm
+  caches. Tried this session: the per-interface counters every frame
+  touches packed into three cache lines instead of six (kept: -3 to -6 ns,
+  within the noise), and slot 0 without the ifindex and slot lookups when
+  one interface is watched (no difference measurable, reverted). What
+  would close it is fewer dependent misses per frame: counters in the
+  frame's own metadata or a per-program (per-interface) copy of the
+  program holding its slot as a constant.
+- **In-kernel trigger latency: met** (max under 50 ms over 10 trials from
+  the crossing). Two causes of the old outliers are gone: a trigger within
+  20 ms of the last sample was dropped (the crossing fires once per epoch,
+  so the event waited for the next interval) and is now deferred to 20 ms
+  after it; and the first reasonless drop made the loop read and sort
+  /proc/kallsyms (about 80 ms) inside a tick, now done on a thread from the
+  start.
+- **User side: met** (under 1.5% of a core at 1 s, under 3% at 100 ms,
+  under 30 MiB idle). The source table under a spoofed flood was full of
+  one-packet sources (each interval's budget of new sources admits them):
+  a read of 65 536 entries cost 36-55 ms. A table past 8192 entries now
+  expires the sources under 32 packets that sent nothing since the last
+  read; the drop hashes are read only when a drop was counted in one
+  (most count in the per-CPU slot table; `kfree_health::HASHED` says
+  when); per-source drops are read with the source table, about once a
+  second; per-reason totals only once a table was full. Idle memory: the
+  per-drop event ring (4 MiB, mapped twice by the kernel: 8 MiB resident)
+  and the PCAP ring are mapped only when read (doctor, --pcap-dir), and
+  the kernel's symbol table keeps its names in one string.
 
 dropwatch needs the kernel's drop_monitor (CONFIG_NET_DROP_MONITOR); where
 the kernel lacks it, its row says so.
