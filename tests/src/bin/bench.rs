@@ -1372,9 +1372,13 @@ run and the verdicts are its own.
   per-CPU slot table (no hash per drop), the skb/device/netns BTF loads,
   three per-CPU array updates (health, per-reason, slot) and the
   attribution sampler (exact for 2000 drops per CPU and interval, then 1
-  in ~32 drops pays two LRU lookups and a header read). On a noisy run the
-  bpftrace row itself moves 20% (its spread shows it), and with it the
-  ratio.
+  in ~32 drops pays two LRU lookups and a header read). Not met in this
+  run (about 0.55x bpftrace, 1.9x the empty program), and not by a change:
+  the build this session started from, run interleaved with this one in
+  the same hour (`bench --only kfree`, twice each), measured the same
+  (0.54x-0.55x, 1.85x-1.90x against 0.54x-0.55x, 1.93x); last session it
+  measured 0.46x / 1.73x. The bpftrace row itself moves 20% between runs
+  (its spread shows it), and with it the ratio.
 - **XDP in NAPI (+35 to +45 ns over the empty program, 1.7x-1.9x;
   target 1.4x): not met.** A system-wide profile of the NAPI run
   (perf at 5 kHz, samples in the JIT-ed program bucketed by offset and
