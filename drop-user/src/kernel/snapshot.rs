@@ -141,8 +141,9 @@ pub(crate) struct Snapshot {
     /// empty and the previous read stands.
     pub sources_unchanged: bool,
     /// The drop tables (`by_reason`, `by_iface`, `locations`,
-    /// `drop_sources`, `drop_ports`) are as last read (no drop event
-    /// since): they are empty here and the previous read stands.
+    /// `drop_ports`) are as last read (no drop event since): they are
+    /// empty here and the previous read stands (`drop_sources` has its
+    /// own flag, `drop_sources_fresh`).
     pub drops_unchanged: bool,
     /// `drop_sources` was read (at most about once a second, with the
     /// source table); otherwise it is empty and the previous read stands.
@@ -423,18 +424,20 @@ impl Maps {
                     *s.by_iface.entry(slot.key).or_default() += slot.count;
                 }
             }
-            // Per-port drops feed detection's evidence every interval; the
-            // per-source table only the top lists, read with the sources.
+            // Per-port drops feed detection's evidence every interval.
             s.drop_ports = counters(self.drop_ports.map(), MAX_DROP_PORTS as usize)?;
-            if with_sources && self.cache.drop_sources_at != Some(events) {
-                s.drop_sources = counters(
-                    self.drop_sources.map(),
-                    drop_common::MAX_DROP_SOURCES as usize,
-                )?;
-                s.drop_sources_fresh = true;
-                self.cache.drop_sources_at = Some(events);
-            }
             self.cache.drops_at = Some(events);
+        }
+        // The per-source table feeds only the top lists: read with the
+        // sources, when a drop came since its own last read (which may be
+        // before the other drop tables' last read).
+        if with_sources && self.cache.drop_sources_at != Some(events) {
+            s.drop_sources = counters(
+                self.drop_sources.map(),
+                drop_common::MAX_DROP_SOURCES as usize,
+            )?;
+            s.drop_sources_fresh = true;
+            self.cache.drop_sources_at = Some(events);
         }
         let packets: u64 = s.ifaces.iter().map(|i| i.packets).sum();
         self.cache.packets = packets;
