@@ -151,6 +151,27 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One batch command (lookup or delete) on the map and buffers `attr`
+/// names; the kernel writes back `count` (entries done) either way.
+fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: attr is a valid bpf_attr for the batch commands; its keys
+    // and values point at buffers holding `count` entries of the map's
+    // key and (per-CPU) value sizes, as both callers size them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// A per-CPU map of u64 counters, summed over CPUs, as a map.
 pub(super) fn counters<K: Pod + Eq + std::hash::Hash>(
     map: &MapData,
@@ -199,15 +220,7 @@ pub(super) fn lookup_percpu<K: Pod, V: Pod + Default>(
             map_fd: fd as u32,
             ..Default::default()
         };
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let err = (r < 0).then(io::Error::last_os_error);
+        let err = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr).err();
         if first && (no_batch_simulated() || err.as_ref().is_some_and(batch_unsupported)) {
             // Older kernels lack batch lookups for some map types.
             return lookup_percpu_by_key(map, limit, add);
@@ -251,20 +264,9 @@ pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<()> {
             map_fd: fd,
             ..Default::default()
         };
-        // SAFETY: attr is a valid bpf_attr for BPF_MAP_DELETE_BATCH; keys
-        // points at `count` keys of the map's key size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_DELETE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        if r == 0 {
+        let Err(e) = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr) else {
             return Ok(());
-        }
-        let e = io::Error::last_os_error();
+        };
         if !batch_unsupported(&e) && e.raw_os_error() != Some(libc::ENOENT) {
             return Err(io::Error::new(
                 e.kind(),

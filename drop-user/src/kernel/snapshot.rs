@@ -288,7 +288,6 @@ impl Maps {
         ports
     }
 
-    /// Takes every queued trigger.
     /// The PCAP sample ring, mapped, for the caller to poll.
     pub(crate) fn take_samples(&mut self) -> Result<RingBuf<MapData>> {
         self.samples.map()?;
@@ -298,6 +297,7 @@ impl Maps {
         }
     }
 
+    /// Takes every queued trigger.
     pub(crate) fn drain_triggers(rb: &mut RingBuf<MapData>, mut f: impl FnMut(Trigger)) {
         while let Some(item) = rb.next() {
             if item.len() >= std::mem::size_of::<Trigger>() {
