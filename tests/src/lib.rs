@@ -632,6 +632,27 @@ pub fn sockaddr(ip: &str, port: u16) -> std::net::SocketAddr {
     }
 }
 
+/// A UDP socket bound to `bind` with an 8 MiB receive buffer (forced, as
+/// root): native XDP on veth rebuilds each skb on a whole page, so the
+/// default 208 KiB holds only ~48 datagrams and a reader slowed by an
+/// emulated VM loses the rest to the buffer, not to what is under test.
+pub fn roomy_udp_socket(bind: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on a live socket with an int option.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    s
+}
+
 /// Runs a command in namespace `ns`'s network only (nsenter --net): unlike
 /// `ip netns exec` the host's /sys stays, so bpffs pins (libxdp's
 /// dispatcher) are visible. Panics if it fails; returns its stdout.

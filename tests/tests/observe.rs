@@ -129,24 +129,7 @@ fn observes_xdp_filter(mode: &str) {
     let before = filter.attached();
     // The allowed datagrams have a reader: nothing else is dropped.
     let bind = addr(&lab.v4(2), 7002);
-    // (native XDP on veth rebuilds each skb on a whole page: a room of 8
-    // MiB keeps 200 of them from overflowing it).
-    let _reader = lab.in_ns(&lab.b, move || {
-        let s = std::net::UdpSocket::bind(bind).unwrap();
-        let size: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt on a live socket with an int option.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-        assert_eq!(r, 0, "SO_RCVBUFFORCE");
-        s
-    });
+    let _reader = lab.in_ns(&lab.b, move || integration_tests::roomy_udp_socket(bind));
     let port = 9290 + lab.n as u16;
     let mut args = WATCH.to_vec();
     let port_arg = port.to_string();
@@ -562,7 +545,7 @@ fn dispatcher_components_are_counted_one_by_one() {
     let lab = lab_with_two_sources();
     let (denied, allowed) = (lab.v4(1), lab.v4(3));
     let bind = addr(&lab.v4(2), 7002);
-    let _reader = lab.in_ns(&lab.b, move || std::net::UdpSocket::bind(bind).unwrap());
+    let _reader = lab.in_ns(&lab.b, move || integration_tests::roomy_udp_socket(bind));
     let filter = Filter::load(&lab, "skb", &denied);
     let second = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.b))
