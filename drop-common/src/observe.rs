@@ -52,10 +52,21 @@ pub struct VerdictStats {
 pub struct ObserveStash {
     /// xdp_buff address the entry saw: an exit for another packet ignores it.
     pub buff: u64,
+    /// The frame's first byte as the entry saw it: an exit that counts a
+    /// drop reads the source from it (most packets pass: no read).
+    pub data: u64,
+    /// The rx queue whose (ifindex, netns) are cached below, and the epoch
+    /// they were read in: a queue's device is read again once an epoch,
+    /// not on every packet (each read is a probe-read helper call).
+    pub rxq: u64,
+    pub rxq_epoch: u32,
+    pub rxq_ifindex: u32,
+    pub rxq_netns: u32,
     pub ifindex: u32,
     pub len: u32,
     pub netns: u32,
-    pub addr: [u8; 16],
+    /// Offset of the source address in the frame (family below).
+    pub source_off: u16,
     /// 4, 6, or 0: no source.
     pub family: u8,
     /// L4 protocol of `dport`, 0: none.
@@ -65,7 +76,7 @@ pub struct ObserveStash {
     /// (and veth's native mode) the kernel frees that skb next through
     /// kfree_skb, and the kfree program skips it, so it counts once.
     pub pending_free: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 5],
 }
 
 /// Kernel struct offsets the observe programs read, from BTF. Set by
@@ -78,6 +89,9 @@ pub struct ObserveConfig {
     pub buff_data: u32,
     pub buff_data_end: u32,
     pub buff_rxq: u32,
+    /// 1 when data, data_end and rxq sit at 0, 8 and 32 (every kernel so
+    /// far): the entry reads them in one probe read.
+    pub buff_block: u32,
     pub rxq_dev: u32,
     pub dev_ifindex: u32,
     pub dev_net: u32,

@@ -119,20 +119,26 @@ impl Shape {
         let Some((family, off)) = self.source_at.get() else {
             return Opt::none();
         };
-        let mut a = [0u8; 16];
-        if family == 4 {
-            match f.load::<4>(off) {
-                Some(v) => a[..4].copy_from_slice(&v),
-                None => return Opt::none(),
-            }
-        } else {
-            match f.load::<16>(off) {
-                Some(v) => a = v,
-                None => return Opt::none(),
-            }
-        }
-        Opt::some((family, a))
+        source_at(f, family, off)
     }
+}
+
+/// The source address of `family` (4 or 6) at `off` in the frame.
+#[inline(always)]
+pub fn source_at<B: Bytes + ?Sized>(f: &B, family: u8, off: usize) -> Opt<(u8, [u8; 16])> {
+    let mut a = [0u8; 16];
+    if family == 4 {
+        match f.load::<4>(off) {
+            Some(v) => a[..4].copy_from_slice(&v),
+            None => return Opt::none(),
+        }
+    } else {
+        match f.load::<16>(off) {
+            Some(v) => a = v,
+            None => return Opt::none(),
+        }
+    }
+    Opt::some((family, a))
 }
 
 /// Parses Ethernet (up to two VLAN tags), IPv4 or IPv6 (extension headers,

@@ -4,7 +4,8 @@
 //! `xdp_buff` and does what dropscope's own XDP program does (shapes,
 //! per-source and per-port paths, triggers, PCAP samples), reading the
 //! frame with probe reads: a tracing program may not touch packet memory
-//! directly. It leaves the packet's source and port in a per-CPU stash.
+//! directly. It leaves where the packet's source is, and its port, in a
+//! per-CPU stash.
 //! Each `dropscope_xdp_exit_N` runs after one observed program (the whole
 //! program, or one component of a libxdp dispatcher) and counts its verdict
 //! for observed slot N; XDP_DROP and XDP_ABORTED become drop-table rows,
@@ -19,12 +20,14 @@ use aya_ebpf::{
 };
 use drop_common::{
     DropKey, MAX_OBSERVED, ObserveConfig, ObserveStash, VerdictStats, XDP_ABORTED, XDP_ACTIONS,
-    XDP_DROP, kfree_health, parse::Bytes, xdp_drop_reason,
+    XDP_DROP, kfree_health,
+    parse::{Bytes, source_at},
+    xdp_drop_reason,
 };
 
 use crate::{
     kfree,
-    xdp::{count_frame, iface_stats, sample, xdp_config},
+    xdp::{EPOCH, count_frame, iface_stats, sample, xdp_config},
 };
 
 /// Filled in by user space before load: offsets from BTF.
@@ -33,6 +36,7 @@ static OBSERVE_CONFIG: ObserveConfig = ObserveConfig {
     buff_data: 0,
     buff_data_end: 0,
     buff_rxq: 0,
+    buff_block: 0,
     rxq_dev: 0,
     dev_ifindex: 0,
     dev_net: 0,
@@ -87,19 +91,55 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
-/// The frame, ingress ifindex and netns of an `xdp_buff`.
+/// `xdp_buff`'s data, data_end and rxq: one probe read of its first 40
+/// bytes where BTF says the layout is the usual one (user space checks,
+/// `buff_block`), one read each otherwise.
 #[inline(always)]
-fn frame_of(cfg: &ObserveConfig, buff: u64) -> Option<(Probed, u32, u32)> {
-    let data: u64 = read(buff, cfg.buff_data)?;
-    let end: u64 = read(buff, cfg.buff_data_end)?;
-    if end < data || end - data > MAX_FRAME {
+fn buff_fields(cfg: &ObserveConfig, buff: u64) -> Option<(u64, u64, u64)> {
+    if buff == 0 {
         return None;
     }
-    let rxq: u64 = read(buff, cfg.buff_rxq)?;
-    let dev: u64 = read(rxq, cfg.rxq_dev)?;
-    let ifindex: u32 = read(dev, cfg.dev_ifindex)?;
-    let net: u64 = read(dev, cfg.dev_net).unwrap_or(0);
-    let netns: u32 = read(net, cfg.net_inum).unwrap_or(0);
+    if cfg.buff_block != 0 {
+        // SAFETY: a probe read: any address is allowed, faults return Err.
+        let b = unsafe { bpf_probe_read_kernel(buff as *const [u64; 5]) }.ok()?;
+        return Some((b[0], b[1], b[4]));
+    }
+    Some((
+        read(buff, cfg.buff_data)?,
+        read(buff, cfg.buff_data_end)?,
+        read(buff, cfg.buff_rxq)?,
+    ))
+}
+
+/// The frame, ingress ifindex and netns of an `xdp_buff`. A queue's
+/// (ifindex, netns) are cached in the stash for the epoch: three probe
+/// reads a packet fewer, and a device that goes away takes its queue with
+/// it (at worst an epoch of packets on a queue reused at once by a new
+/// device would keep the old name).
+#[inline(always)]
+fn frame_of(
+    cfg: &ObserveConfig,
+    buff: u64,
+    stash: &mut ObserveStash,
+) -> Option<(Probed, u32, u32)> {
+    let (data, end, rxq) = buff_fields(cfg, buff)?;
+    if end < data || end - data > MAX_FRAME || rxq == 0 {
+        return None;
+    }
+    let epoch = EPOCH.get(0).copied().unwrap_or(0);
+    let (ifindex, netns) = if stash.rxq == rxq && stash.rxq_epoch == epoch {
+        (stash.rxq_ifindex, stash.rxq_netns)
+    } else {
+        let dev: u64 = read(rxq, cfg.rxq_dev)?;
+        let ifindex: u32 = read(dev, cfg.dev_ifindex)?;
+        let net: u64 = read(dev, cfg.dev_net).unwrap_or(0);
+        let netns: u32 = read(net, cfg.net_inum).unwrap_or(0);
+        stash.rxq = rxq;
+        stash.rxq_epoch = epoch;
+        stash.rxq_ifindex = ifindex;
+        stash.rxq_netns = netns;
+        (ifindex, netns)
+    };
     let len = (end - data) as usize;
     Some((Probed { data, len }, ifindex, netns))
 }
@@ -122,7 +162,7 @@ fn entry(ctx: &FEntryContext) {
     stash.buff = 0;
     stash.pending_free = 0;
     let cfg = config();
-    let Some((frame, ifindex, netns)) = frame_of(&cfg, buff) else {
+    let Some((frame, ifindex, netns)) = frame_of(&cfg, buff, stash) else {
         return;
     };
     let Some((slot, stats)) = iface_stats(ifindex) else {
@@ -143,15 +183,18 @@ fn entry(ctx: &FEntryContext) {
     }
     let shape = count_frame(&frame, ifindex, slot, stats, len);
     stash.buff = buff;
+    stash.data = frame.data;
     stash.ifindex = ifindex;
     stash.netns = netns;
     stash.len = len as u32;
-    match shape.source(&frame).get() {
-        Some((family, addr)) => {
+    // Where the source is, not the address: only an exit that counts a
+    // drop reads it.
+    match shape.source_at.get() {
+        Some((family, off)) if off < MAX_FRAME as usize => {
             stash.family = family;
-            stash.addr = addr;
+            stash.source_off = off as u16;
         }
-        None => stash.family = 0,
+        _ => stash.family = 0,
     }
     match shape.dport.get() {
         Some((proto, port)) => {
@@ -214,7 +257,7 @@ fn exit(ctx: &FExitContext, slot: u32) {
     } else {
         // The entry program did not see this packet (attached a moment
         // later): count the verdict, attribute nothing.
-        match frame_of(&cfg, buff) {
+        match frame_of(&cfg, buff, stash) {
             Some((f, i, n)) => (i, n, f.len as u64, false),
             None => (0, 0, 0, false),
         }
@@ -252,8 +295,12 @@ fn exit(ctx: &FExitContext, slot: u32) {
         kfree::map_full(ctx);
     }
     if known {
+        let frame = Probed {
+            data: stash.data,
+            len: stash.len as usize,
+        };
         let src = if stash.family != 0 {
-            Some((stash.family, stash.addr))
+            source_at(&frame, stash.family, stash.source_off as usize).get()
         } else {
             None
         };

@@ -60,10 +60,14 @@ pub(crate) struct Observer {
 
 /// The kernel layout the observe programs read, from BTF.
 pub(crate) fn config(btf: &KernelBtf, reason_xdp: u32) -> Result<ObserveConfig> {
+    let buff_data = btf.member_offset("xdp_buff", &["data"])?;
+    let buff_data_end = btf.member_offset("xdp_buff", &["data_end"])?;
+    let buff_rxq = btf.member_offset("xdp_buff", &["rxq"])?;
     Ok(ObserveConfig {
-        buff_data: btf.member_offset("xdp_buff", &["data"])?,
-        buff_data_end: btf.member_offset("xdp_buff", &["data_end"])?,
-        buff_rxq: btf.member_offset("xdp_buff", &["rxq"])?,
+        buff_data,
+        buff_data_end,
+        buff_rxq,
+        buff_block: ((buff_data, buff_data_end, buff_rxq) == (0, 8, 32)) as u32,
         rxq_dev: btf.member_offset("xdp_rxq_info", &["dev"])?,
         dev_ifindex: btf.member_offset("net_device", &["ifindex"])?,
         dev_net: btf.member_offset("net_device", &["nd_net", "net"])?,
