@@ -172,6 +172,7 @@ impl HostFacts {
         report: &Report,
         before: &Evidence,
         after: &Evidence,
+        symbols: Option<Symbols>,
     ) -> Self {
         let mut sysctls = BTreeMap::new();
         let mut put = |key: String, v: Option<String>| {
@@ -218,7 +219,7 @@ impl HostFacts {
                 host::udp_rcvbufs()
             },
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            symbols: Symbols::load().ok(),
+            symbols,
         }
     }
 
@@ -352,7 +353,9 @@ pub(crate) async fn run(opts: DoctorOptions) -> Result<()> {
         },
     );
     let names: Vec<&str> = ifaces.iter().map(|(n, _)| n.as_str()).collect();
-    let facts = HostFacts::read(&names, &report, &before, &after);
+    // The tracker's symbol table: /proc/kallsyms is read and sorted once.
+    let symbols = tracker.take_symbols();
+    let facts = HostFacts::read(&names, &report, &before, &after, symbols);
     let mut dx = diagnose(
         &reasons, &snap, &report, &before, &after, &facts, patterns, secs, &ifaces,
     );

@@ -1028,6 +1028,19 @@ impl Tracker {
         counters
     }
 
+    /// The kernel symbol table this tracker loaded (waiting for it if need
+    /// be), for a caller that needs it past the tracker: doctor's facts.
+    pub(crate) fn take_symbols(&mut self) -> Option<crate::sys::kallsyms::Symbols> {
+        self.symbols.get();
+        match std::mem::replace(
+            &mut self.symbols,
+            crate::sys::kallsyms::Pending::Ready(None),
+        ) {
+            crate::sys::kallsyms::Pending::Ready(s) => s,
+            crate::sys::kallsyms::Pending::Loading(_) => None,
+        }
+    }
+
     /// Reasonless (NOT_SPECIFIED) drops by kernel location, busiest first.
     fn location_rows(&mut self, snap: &Snapshot) -> Vec<LocationRow> {
         let mut locations = Vec::new();

@@ -515,6 +515,18 @@ fn xdp_test(rows: &mut Vec<Row>, _n: u32, full: bool) {
     }
 }
 
+/// `dropscope watch` on vb with its own XDP program in native mode, JSON
+/// lines: what the NAPI and throughput sections measure.
+const WATCH_NATIVE: [&str; 7] = [
+    "watch",
+    "--iface",
+    "vb",
+    "--xdp-mode",
+    "native",
+    "--format",
+    "json",
+];
+
 /// 1b. The same in NAPI on a veth, with the stack behind it (cold caches).
 fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
     let lab = Lab::new();
@@ -531,17 +543,7 @@ fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
                 send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
             }));
         }
-        let ds = lab.dropscope(&[
-            "watch",
-            "--iface",
-            "vb",
-            "--xdp-mode",
-            "native",
-            "--format",
-            "json",
-            "--interval",
-            "1s",
-        ]);
+        let ds = lab.dropscope(&[&WATCH_NATIVE[..], &["--interval", "1s"]].concat());
         per[1].push(ns_per_run(drop_common::programs::XDP, || {
             send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
         }));
@@ -734,30 +736,12 @@ fn throughput(rows: &mut Vec<Row>, n: u32, _full: bool) {
         let _floor = attach_floor(&lab);
         measure()
     };
-    let ds = lab.dropscope(&[
-        "watch",
-        "--iface",
-        "vb",
-        "--xdp-mode",
-        "native",
-        "--format",
-        "json",
-    ]);
+    let ds = lab.dropscope(&WATCH_NATIVE);
     let observing = measure();
     drop(ds);
     // The frames go to a closed port, so each is also a NO_SOCKET drop:
     // the row above pays the kfree_skb program too; XDP alone is this.
-    let ds = lab.dropscope(&[
-        "watch",
-        "--iface",
-        "vb",
-        "--xdp-mode",
-        "native",
-        "--kfree-hook",
-        "none",
-        "--format",
-        "json",
-    ]);
+    let ds = lab.dropscope(&[&WATCH_NATIVE[..], &["--kfree-hook", "none"]].concat());
     let xdp_only = measure();
     drop(ds);
     // --enforce with a hundred prefixes that do not match the traffic:
@@ -1379,25 +1363,37 @@ run and the verdicts are its own.
   (0.54x-0.55x, 1.85x-1.90x against 0.54x-0.55x, 1.93x); last session it
   measured 0.46x / 1.73x. The bpftrace row itself moves 20% between runs
   (its spread shows it), and with it the ratio.
-- **XDP in NAPI (+35 to +45 ns over the empty program, 1.7x-1.9x;
-  target 1.4x): not met.** A system-wide profile of the NAPI run
-  (perf at 5 kHz, samples in the JIT-ed program bucketed by offset and
-  matched to its disassembly) puts 37% of the program's own time in its
-  first 0x140 bytes: the dependent loads ctx->rxq->dev->ifindex, the
-  slot array, the per-CPU array's pointer and the per-CPU value's first
-  line, each a cache miss because the stack's work between two frames
-  (an ICMP port-unreachable per frame here) evicts them; 9% in the
-  sampled per-source path's LRU lookups (1 in ~32 frames, and every frame
-  for the first 20 000 per CPU and second); the TTL histogram, size bucket
-  and packet counters' lines most of the rest. 802.1Q frames, which the
-  stack drops at once, cost +12 to +19 ns: the same code with warm
-  caches. Tried this session: the per-interface counters every frame
-  touches packed into three cache lines instead of six (kept: -3 to -6 ns,
-  within the noise), and slot 0 without the ifindex and slot lookups when
-  one interface is watched (no difference measurable, reverted). What
-  would close it is fewer dependent misses per frame: counters in the
-  frame's own metadata or a per-program (per-interface) copy of the
-  program holding its slot as a constant.
+- **XDP in NAPI (+26 to +38 ns over the empty program, 1.6x-1.8x;
+  target 1.4x): not met.** Where the time goes, measured by ablation
+  (`bench --only xdp-napi` on builds cut short at each stage, floor about
+  45 ns): the ifindex, slot and per-CPU value lookups with the packet and
+  byte counters +7.7 ns; the parse on top +0.6 ns; the shape counters
+  (`IfaceStats::count`) +10 to +13 ns, the same with the TTL histogram's
+  line left out, so instructions and not cache lines; the sampler, the
+  config reads and the 1-in-~32 per-source path the remaining +7 to +8
+  ns. The test-run rows (one frame repeated, caches warm) show the same
+  +22 to +29 ns: the cost is the counting's instruction path, not misses
+  (an earlier profile's 37% at the program's start is the first load
+  that waits, and removing the slot lookups for one interface changed
+  nothing measurable). 802.1Q frames cost less (+8 to +13 ns) because the
+  stack drops them at once and the program then runs with a warm
+  instruction cache and predictors. Kept from earlier sessions: the
+  counters every frame touches packed into four cache lines instead of
+  six. What would close it is a shorter path per frame: shape counters
+  kept as one per-CPU count per shape class (one increment instead of
+  about ten) or moved to the sampled path, each a redesign of the
+  interface counters and of the exact-count tests that check them.
+- **Beside xdp-filter (target: observed throughput >= 0.85x): not
+  measurable here, not met where measured.** This host's kernel refuses
+  observe mode. Inside the kernel matrix's 6.12 VM (QEMU TCG, `bench
+  --only observe` in the guest; absolute figures are emulation's) the
+  entry program's probe reads were the cost: one
+  `bpf_probe_read_kernel` per xdp_buff field, device field and header.
+  The xdp_buff fields now come in one read, the queue's ifindex and netns
+  are cached for the epoch, and the source address is read only by an
+  exit that counts a drop: dropscope's entry + exit programs 3422 ->
+  2176 ns a packet there, trampolines 782-1088 ns, veth throughput 0.62x
+  before and after (TCG's own cost per packet dominates the ratio).
 - **In-kernel trigger latency: met** (max under 50 ms over 10 trials from
   the crossing). Two causes of the old outliers are gone: a trigger within
   20 ms of the last sample was dropped (the crossing fires once per epoch,
@@ -1409,7 +1405,7 @@ run and the verdicts are its own.
   under 30 MiB idle). The source table under a spoofed flood was full of
   one-packet sources (each interval's budget of new sources admits them):
   a read of 65 536 entries cost 36-55 ms. A table past 8192 entries now
-  expires the sources under 32 packets that sent nothing since the last
+  expires the sources under 1024 packets that sent nothing since the last
   read; the drop hashes are read only when a drop was counted in one
   (most count in the per-CPU slot table; `kfree_health::HASHED` says
   when); per-source drops are read with the source table, about once a
