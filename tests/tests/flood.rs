@@ -342,8 +342,9 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
 
 /// UDP bulk delivered to a socket that asked for it, from the ports a
 /// reflection comes from (443: a QUIC-like download; 53: a resolver's
-/// answers): a spike in rate and shape, but the kernel delivered every
-/// datagram, so no attack starts and `loss` is never `ddos`.
+/// answers): a spike in rate and shape, but the kernel delivered the
+/// datagrams (at most 1% lost to a reader that fell behind), so no attack
+/// starts and `loss` is never `ddos`.
 #[test]
 fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
     let _turn = flood_turn();
@@ -357,8 +358,10 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
         lab.iperf3_client(&["-u", "--cport", cport, "-l", "1200", "-b", "150M"]);
         thread::sleep(Duration::from_millis(300));
         let lines = d.stop().lines;
-        // The precondition: every datagram reached the socket.
-        assert_eq!(lab.nstat(&lab.b, "UdpRcvbufErrors"), rcvbuf_before);
+        // The precondition: every datagram reached the socket, but for
+        // what a reader starved of CPU lets overflow now and then (a CI
+        // run lost 167 of 46 872): benign too, and checked below.
+        let rcvbuf_drops = lab.nstat(&lab.b, "UdpRcvbufErrors") - rcvbuf_before;
         assert_eq!(lab.nstat(&lab.b, "UdpNoPorts"), noports_before);
         let reports = reports(&lines);
         let peak = reports
@@ -376,6 +379,10 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
         assert!(
             from_port > 10_000,
             "{from_port} datagrams from port {cport}"
+        );
+        assert!(
+            rcvbuf_drops * 100 <= from_port,
+            "the reader lost {rcvbuf_drops} of {from_port}: not the bulk download this test is"
         );
         assert!(
             started(&lines).is_empty(),
