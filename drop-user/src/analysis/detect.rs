@@ -106,6 +106,10 @@ impl DetectConfig {
     }
 }
 
+/// A spike holds at least this many seconds' worth of its floor in
+/// packets (at the floor rate, the packets of a 50 ms sample).
+const MIN_SPIKE_SECS: f64 = 0.05;
+
 /// Attack-shaped metrics and their floors (per second).
 const METRICS: [(&str, f64); 7] = [
     ("syn", 1000.0),
@@ -140,8 +144,14 @@ impl Baseline {
         self.samples += 1;
     }
 
-    fn spike(&self, v: f64, a: &Adaptive, floor: f64) -> bool {
-        if v < floor * a.floor_scale {
+    /// Whether rate `v`, measured over `secs`, is a spike. The floor holds
+    /// for the packets too, not only the rate: a sample a few ms long
+    /// (the first, or one a trigger brought early) holding two ICMPv6
+    /// packets from a link coming up is "1000 pps", and with no baseline
+    /// yet it started an ICMP flood.
+    fn spike(&self, v: f64, secs: f64, a: &Adaptive, floor: f64) -> bool {
+        let floor = floor * a.floor_scale;
+        if v < floor || v * secs < floor * MIN_SPIKE_SECS {
             return false;
         }
         if self.samples < 3 {
@@ -731,7 +741,7 @@ impl Detector {
         for (name, floor) in METRICS {
             let v = metric(i, secs, name);
             let b = self.baselines.entry((i.iface.clone(), name)).or_default();
-            if floor.is_finite() && shaped && b.spike(v, ad, floor) {
+            if floor.is_finite() && shaped && b.spike(v, secs, ad, floor) {
                 triggers.push(format!("spike:{name}"));
             }
             // Baselines learn only from peacetime.
@@ -1150,8 +1160,12 @@ mod tests {
         for v in [100.0, 120.0, 90.0, 110.0, 100.0] {
             b.update(v);
         }
-        assert!(b.spike(5000.0, &a, 1000.0));
-        assert!(!b.spike(300.0, &a, 1000.0), "below the floor");
-        assert!(!b.spike(1100.0, &a, 100.0) || 1100.0 > 5.0 * b.mean);
+        assert!(b.spike(5000.0, 0.1, &a, 1000.0));
+        assert!(!b.spike(300.0, 0.1, &a, 1000.0), "below the floor");
+        assert!(!b.spike(1100.0, 0.1, &a, 100.0) || 1100.0 > 5.0 * b.mean);
+        // Two packets in 2 ms are "1000 pps", but not a flood's packets,
+        // even before any baseline exists.
+        assert!(!Baseline::default().spike(1000.0, 0.002, &a, 1000.0));
+        assert!(Baseline::default().spike(1000.0, 0.1, &a, 1000.0));
     }
 }
