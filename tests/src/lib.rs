@@ -676,14 +676,22 @@ impl Lab {
     /// An iperf3 server in b on port 5201 (one client, then it exits),
     /// killed when dropped.
     pub fn iperf3_server(&self) -> KillOnDrop {
-        let server = Command::new("ip")
-            .args(["netns", "exec", &self.b, "iperf3", "-s", "-1", "-p", "5201"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 (cargo xtask setup installs it)");
-        thread::sleep(Duration::from_millis(300));
-        KillOnDrop(server)
+        let server = KillOnDrop(
+            Command::new("ip")
+                .args(["netns", "exec", &self.b, "iperf3", "-s", "-1", "-p", "5201"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iperf3 (cargo xtask setup installs it)"),
+        );
+        // Listening, not just started: a loaded runner took over 300 ms
+        // and the client met a refused connection.
+        let listening = wait_for(Duration::from_secs(10), || {
+            let out = self.exec(&self.b, &["ss", "-Hltn", "sport = :5201"]);
+            (!out.trim().is_empty()).then_some(())
+        });
+        assert!(listening.is_some(), "iperf3 -s did not listen within 10 s");
+        server
     }
 
     /// An iperf3 client in a to that server for 3 s, with `extra`
