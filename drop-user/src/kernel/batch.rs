@@ -44,17 +44,21 @@ struct ElemAttr {
     flags: u64,
 }
 
+/// The map element commands on the map and buffers `attr` names.
 fn bpf_elem(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
     // SAFETY: attr is a valid bpf_attr prefix for the map element commands;
     // the pointers in it point at buffers sized for the map's key and value.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut ElemAttr,
-            size_of::<ElemAttr>(),
-        )
-    };
+    unsafe { sys_bpf(cmd, attr) }
+}
+
+/// bpf(2) with `attr` as its attribute block.
+///
+/// # Safety
+/// `attr` must be a valid `bpf_attr` prefix for `cmd`, and every pointer
+/// in it must point at buffers the command may read and write.
+unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: the caller's contract above.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>()) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -157,19 +161,7 @@ fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: attr is a valid bpf_attr for the batch commands; its keys
     // and values point at buffers holding `count` entries of the map's
     // key and (per-CPU) value sizes, as both callers size them.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { sys_bpf(cmd, attr) }
 }
 
 /// A per-CPU map of u64 counters, summed over CPUs, as a map.
