@@ -45,18 +45,12 @@ pub mod proto {
     ];
 }
 
-/// Packet-shape counters of one watched interface, as seen by XDP.
-///
-/// The field order is the hot path's: what every frame touches comes
-/// first and together (the sampler and the scalar counters fill the first
-/// cache line; a UDP or TCP frame's protocol and size counters the next
-/// two), so a frame costs four cache lines of this value, not six, when
-/// the stack between two frames has evicted them.
+/// Packet-shape counters of one watched interface, summed and derived
+/// from [`IfaceCounters`] by user space (and counted directly by the
+/// host-side oracle, [`IfaceStats::count`]).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IfaceStats {
-    /// The XDP program's sampling state for this CPU (not a counter).
-    pub sampler: Sampler,
     pub packets: u64,
     pub bytes: u64,
     pub ipv4: u64,
@@ -81,6 +75,143 @@ pub struct IfaceStats {
     pub ttl: [u64; 256],
 }
 
+/// Shape classes: every combination of the per-frame facts the shape
+/// counters split on, so a frame costs one increment for all of them.
+pub mod class {
+    use crate::proto;
+
+    /// TCP frames with flags: `TCP_FLAGS + (kind | rst << 2 | fin << 3)`,
+    /// kind 0 other, 1 SYN, 2 SYN-ACK, 3 pure ACK. Below it, the protocol
+    /// index (TCP there: a later fragment, no header).
+    pub const TCP_FLAGS: usize = proto::COUNT;
+    /// Protocol-and-flags values per (family, vlan, fragment).
+    pub const PROTO_FLAGS: usize = TCP_FLAGS + 16;
+    /// Family 0 (not IP), 1 (IPv4), 2 (IPv6) x vlan x fragment.
+    pub const COUNT: usize = 3 * 2 * 2 * PROTO_FLAGS;
+}
+
+/// What XDP counts per watched interface, per CPU: the kernel side of
+/// [`IfaceStats`].
+///
+/// Every frame costs five increments here (its shape class, its
+/// protocol's bytes, its size bucket, its TTL, and the sampler's
+/// countdown), not the fifteen a counter per fact would: the per-frame
+/// path is the XDP program's whole cost in NAPI. User space derives the
+/// per-fact counters ([`IfaceCounters::stats`]); they are exact sums.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IfaceCounters {
+    /// The XDP program's sampling state for this CPU (not a counter).
+    pub sampler: Sampler,
+    pub blocked: u64,
+    pub blocked_bytes: u64,
+    pub proto_bytes: [u64; proto::COUNT],
+    pub size_buckets: [u64; SIZE_BUCKETS],
+    /// Packets per shape class (see [`class`]).
+    pub classes: [u64; class::COUNT],
+    /// IPv4 TTL / IPv6 hop limit histogram.
+    pub ttl: [u64; 256],
+}
+
+impl Default for IfaceCounters {
+    fn default() -> Self {
+        Self {
+            sampler: Sampler::default(),
+            blocked: 0,
+            blocked_bytes: 0,
+            proto_bytes: [0; proto::COUNT],
+            size_buckets: [0; SIZE_BUCKETS],
+            classes: [0; class::COUNT],
+            ttl: [0; 256],
+        }
+    }
+}
+
+impl IfaceCounters {
+    /// Counts one parsed frame of `len` bytes: the XDP program's hot path.
+    /// Must agree with [`IfaceStats::count`] (a unit test checks it).
+    #[inline(always)]
+    pub fn count(&mut self, shape: &parse::Shape, len: u64) {
+        let p = shape.proto;
+        let pf = match shape.tcp_flags.get() {
+            Some(flags) => {
+                let syn = flags & 0x02 != 0;
+                let ack = flags & 0x10 != 0;
+                let rst = flags & 0x04;
+                let fin = flags & 0x01;
+                let kind = if syn {
+                    1 + ack as usize
+                } else if ack && rst | fin == 0 && !shape.tcp_payload {
+                    3
+                } else {
+                    0
+                };
+                class::TCP_FLAGS + (kind | (rst as usize) | ((fin as usize) << 3))
+            }
+            None => p,
+        };
+        let family = shape.ipv4 as usize | (shape.ipv6 as usize) << 1;
+        let c = ((family * 2 + shape.vlan as usize) * 2 + shape.fragment as usize)
+            * class::PROTO_FLAGS
+            + pf;
+        if c < class::COUNT {
+            self.classes[c] += 1;
+        }
+        if p < proto::COUNT {
+            self.proto_bytes[p] += len;
+        }
+        let b = size_bucket(len as u32);
+        if b < self.size_buckets.len() {
+            self.size_buckets[b] += 1;
+        }
+        if shape.source_at.is_some() {
+            self.ttl[shape.ttl as usize] += 1;
+        }
+    }
+
+    /// The per-fact counters these add up to.
+    pub fn stats(&self) -> IfaceStats {
+        let mut s = IfaceStats {
+            blocked: self.blocked,
+            blocked_bytes: self.blocked_bytes,
+            proto_bytes: self.proto_bytes,
+            size_buckets: self.size_buckets,
+            ttl: self.ttl,
+            ..IfaceStats::default()
+        };
+        s.bytes = self.proto_bytes.iter().sum();
+        for (c, &n) in self.classes.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let pf = c % class::PROTO_FLAGS;
+            let frag = (c / class::PROTO_FLAGS) & 1;
+            let vlan = (c / class::PROTO_FLAGS / 2) & 1;
+            let family = c / class::PROTO_FLAGS / 4;
+            s.packets += n;
+            s.fragments += n * frag as u64;
+            s.vlan += n * vlan as u64;
+            s.ipv4 += n * (family & 1) as u64;
+            s.ipv6 += n * (family >> 1) as u64;
+            if pf < class::TCP_FLAGS {
+                s.proto_packets[pf] += n;
+                continue;
+            }
+            s.proto_packets[proto::TCP] += n;
+            let t = pf - class::TCP_FLAGS;
+            match t & 3 {
+                1 => s.tcp_syn += n,
+                2 => s.tcp_syn_ack += n,
+                3 => s.tcp_ack_only += n,
+                _ => {}
+            }
+            s.tcp_rst += n * ((t >> 2) & 1) as u64;
+            s.tcp_fin += n * ((t >> 3) & 1) as u64;
+        }
+        s
+    }
+}
+
 impl Default for IfaceStats {
     fn default() -> Self {
         Self {
@@ -101,7 +232,6 @@ impl Default for IfaceStats {
             ttl: [0; 256],
             blocked: 0,
             blocked_bytes: 0,
-            sampler: Sampler::default(),
         }
     }
 }
@@ -207,7 +337,7 @@ pub(crate) mod map_names {
     pub const IFACE_SLOT_ARRAY: &str = "IFACE_SLOT_ARRAY";
     /// Hash: ifindex -> slot, for larger ifindexes (written by user space).
     pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
-    /// Per-CPU array indexed by slot: packet-shape counters per interface.
+    /// Per-CPU array indexed by slot: [`IfaceCounters`] per interface.
     pub const IFACE_STATS: &str = "IFACE_STATS";
     /// Array: UDP port -> bucket (written by user space).
     pub const PORT_BUCKETS: &str = "PORT_BUCKETS";
@@ -219,7 +349,7 @@ pub(crate) mod map_names {
 mod user {
     use super::*;
     // SAFETY: repr(C), Copy, and valid for any bit pattern.
-    unsafe impl aya::Pod for IfaceStats {}
+    unsafe impl aya::Pod for IfaceCounters {}
 }
 
 #[cfg(test)]
@@ -227,13 +357,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_frame_touches_the_first_three_cache_lines_and_one_ttl() {
+    fn every_frame_touches_the_first_three_cache_lines_a_class_and_one_ttl() {
         use core::mem::offset_of;
-        // Sampler and scalar counters: the first line.
-        assert!(offset_of!(IfaceStats, fragments) + 8 <= 64);
-        // A UDP or TCP frame's protocol counters and size bucket: the next two.
-        assert!(offset_of!(IfaceStats, proto_packets) >= 64);
-        assert!(offset_of!(IfaceStats, size_buckets) + 8 <= 192);
+        // Sampler, protocol bytes and size buckets: the first three lines.
+        assert!(offset_of!(IfaceCounters, size_buckets) + 8 * SIZE_BUCKETS <= 192);
+        // Fits a per-CPU array value (the kernel's limit is 32 KiB).
+        assert!(core::mem::size_of::<IfaceCounters>() <= 32 * 1024);
+    }
+
+    /// Every shape the parser can give, counted by class and derived,
+    /// equals the per-fact counters the host oracle counts.
+    #[test]
+    fn classes_derive_exactly_the_per_fact_counters() {
+        use crate::parse::{Opt, Shape};
+        let mut want = IfaceStats::default();
+        let mut got = IfaceCounters::default();
+        let mut n = 0u64;
+        for p in 0..proto::COUNT {
+            for family in 0..3 {
+                for bits in 0..4u8 {
+                    for flags in 0..=255u8 {
+                        let tcp = p == proto::TCP && flags != 0;
+                        if !tcp && flags > 1 {
+                            continue;
+                        }
+                        for payload in [false, true] {
+                            let s = Shape {
+                                proto: p,
+                                vlan: bits & 1 != 0,
+                                ipv4: family == 1,
+                                ipv6: family == 2,
+                                fragment: bits & 2 != 0,
+                                tcp_flags: if tcp { Opt::some(flags) } else { Opt::none() },
+                                tcp_payload: payload,
+                                udp_sport: Opt::none(),
+                                dport: Opt::none(),
+                                ttl: flags,
+                                source_at: if family == 0 {
+                                    Opt::none()
+                                } else {
+                                    Opt::some((family as u8 * 2 + 2, 26))
+                                },
+                            };
+                            let len = 40 + (n * 37) % 10_000;
+                            want.count(&s, len);
+                            got.count(&s, len);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        got.blocked = 3;
+        want.blocked = 3;
+        let d = got.stats();
+        assert_eq!(d.packets, n);
+        assert!(d.tcp_syn > 0 && d.tcp_ack_only > 0 && d.tcp_rst > 0 && d.fragments > 0);
+        assert_eq!(d, want);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceStats, MAX_BLOCKS, MAX_HEAVY_PORTS,
+    BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceCounters, MAX_BLOCKS, MAX_HEAVY_PORTS,
     MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
     SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES,
     Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot,
@@ -71,7 +71,7 @@ static IFACE_SLOT_ARRAY: Array<u32> = Array::with_max_entries(SLOT_ARRAY_IFINDEX
 static IFACE_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
 
 #[map]
-static IFACE_STATS: PerCpuArray<IfaceStats> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
+static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
 
 #[map]
 static PORT_BUCKETS: Array<u32> = Array::with_max_entries(65536, 0);
@@ -189,7 +189,7 @@ fn observe(ctx: &XdpContext) -> u32 {
 /// The watched interface's slot and this CPU's counters for it, or None
 /// when `ifindex` is not watched.
 #[inline(always)]
-pub(crate) fn iface_stats(ifindex: u32) -> Option<(u32, &'static mut IfaceStats)> {
+pub(crate) fn iface_stats(ifindex: u32) -> Option<(u32, &'static mut IfaceCounters)> {
     // Array lookups are inlined by the verifier; the hash is the rare path.
     let slot = if ifindex < SLOT_ARRAY_IFINDEXES {
         match IFACE_SLOT_ARRAY.get(ifindex).copied() {
@@ -216,7 +216,7 @@ pub(crate) fn count_frame<F: Bytes>(
     frame: &F,
     ifindex: u32,
     slot: u32,
-    stats: &mut IfaceStats,
+    stats: &mut IfaceCounters,
     len: u64,
 ) -> Shape {
     if let Some(weight) = stats.sampler.take() {

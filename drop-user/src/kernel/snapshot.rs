@@ -12,8 +12,8 @@ use aya::{
 };
 use drop_common::{
     DropEvent, DropKey, DropPortKey, DropSlots, DropSourceKey, EpochState, HLL_REGISTERS,
-    IfaceStats, LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS, MAX_REASONS,
-    MAX_SOURCES, PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger,
+    IfaceCounters, IfaceStats, LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS,
+    MAX_REASONS, MAX_SOURCES, PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger,
     UDP_PORT_BUCKETS, VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
 };
 
@@ -23,7 +23,7 @@ pub(crate) struct Maps {
     drop_slots: PerCpuArray<MapData, DropSlots>,
     drops_by_iface: PerCpuHashMap<MapData, DropKey, u64>,
     health: PerCpuArray<MapData, u64>,
-    iface_stats: PerCpuArray<MapData, IfaceStats>,
+    iface_stats: PerCpuArray<MapData, IfaceCounters>,
     udp_ports: PerCpuArray<MapData, u64>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceStats>,
     locations: PerCpuHashMap<MapData, LocationKey, u64>,
@@ -356,7 +356,7 @@ impl Maps {
         for slot in 0..slots as u32 {
             let mut total = IfaceStats::default();
             for cpu in self.iface_stats.get(&slot, 0)?.iter() {
-                total.add(cpu);
+                total.add(&cpu.stats());
             }
             s.ifaces.push(total);
         }
