@@ -137,16 +137,16 @@ impl IfaceCounters {
             Some(flags) => {
                 let syn = flags & 0x02 != 0;
                 let ack = flags & 0x10 != 0;
-                let rst = flags & 0x04;
-                let fin = flags & 0x01;
+                let rst = flags & 0x04 != 0;
+                let fin = flags & 0x01 != 0;
                 let kind = if syn {
                     1 + ack as usize
-                } else if ack && rst | fin == 0 && !shape.tcp_payload {
+                } else if ack && !rst && !fin && !shape.tcp_payload {
                     3
                 } else {
                     0
                 };
-                class::TCP_FLAGS + (kind | (rst as usize) | ((fin as usize) << 3))
+                class::TCP_FLAGS + (kind | (rst as usize) << 2 | (fin as usize) << 3)
             }
             None => p,
         };
@@ -249,9 +249,9 @@ impl IfaceStats {
         d
     }
 
-    /// Counts one parsed frame of `len` bytes: the XDP program's hot path,
-    /// and the host's oracle in tests.
-    #[inline(always)]
+    /// Counts one parsed frame of `len` bytes, a counter per fact: the
+    /// host's oracle in tests, written apart from [`IfaceCounters::count`]
+    /// (the XDP program's) so that each checks the other.
     pub fn count(&mut self, shape: &parse::Shape, len: u64) {
         self.packets += 1;
         self.bytes += len;
