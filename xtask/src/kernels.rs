@@ -351,8 +351,6 @@ fn guest_script(k: &Kernel, bins: &[(String, PathBuf)], bin: &Path, out: &Path) 
     Ok(s)
 }
 
-/// Boots each kernel and runs its tests; fails if any kernel does not boot
-/// or any test fails. Returns (passed, failed) summed over kernels.
 /// The virtme-ng command: on PATH, or where python3 puts scripts (a
 /// non-login shell may not have pyenv's shims on PATH).
 pub(crate) fn vng() -> Option<PathBuf> {
@@ -369,7 +367,18 @@ pub(crate) fn vng() -> Option<PathBuf> {
         .find(|p| succeeds(Command::new(p).arg("--version")))
 }
 
+/// Boots each kernel and runs its tests; fails if any kernel does not boot
+/// or any test fails. Returns (passed, failed) summed over kernels.
+///
+/// VMs run side by side, as many at once as the machine has CPUs: under
+/// TCG one VM keeps about 1.3 of them busy (the rest is waiting on the
+/// tests' own sleeps and timers), so two on a 2-CPU machine finish the
+/// matrix in about two thirds of the serial time.
 pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
     let Some(vng) = vng() else {
         bail!("virtme-ng is missing: cargo xtask setup installs it (pip install virtme-ng)");
     };
@@ -390,99 +399,150 @@ pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> 
     }
     let bin_copy = stage.join("dropscope");
     std::fs::copy(bin, &bin_copy).with_context(|| format!("copying {}", bin.display()))?;
-    let bin = bin_copy.as_path();
-    let (mut passed, mut failed) = (0u64, 0u64);
-    let mut broken = Vec::new();
-    for k in kernels {
-        let vmlinuz = image(k)?;
-        let out = std::env::temp_dir().join(format!("dropscope-matrix-{}", k.name));
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out)?;
-        let script = std::env::temp_dir().join(format!("dropscope-matrix-{}.sh", k.name));
-        std::fs::write(&script, guest_script(k, &bins, bin, &out)?)?;
-        eprintln!(
-            "matrix: booting Linux {} ({}) under qemu (TCG)",
-            k.name, k.release
-        );
-        let started = Instant::now();
-        // KVM stalls on these machines (nested virtualisation): TCG.
-        let status = Command::new("timeout")
-            .arg("1500")
-            .arg(&vng)
-            .arg("-r")
-            .arg(&vmlinuz)
-            .args(["--disable-kvm", "--cpus", "2", "--memory", "4G"])
-            .arg("--rwdir")
-            .arg(&out)
-            .arg("--exec")
-            .arg(format!("bash {}", script.display()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(out.join("console.log"))?)
-            .stderr(std::fs::File::create(out.join("vng.log"))?)
-            .status()
-            .context("running vng")?;
-        let secs = started.elapsed().as_secs();
-        let uname = std::fs::read_to_string(out.join("uname")).unwrap_or_default();
-        if uname.trim() != k.release {
-            for f in ["vng.log", "console.log"] {
-                let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                println!("---- Linux {}: {f} (last lines) ----", k.name);
-                for l in tail.iter().rev() {
-                    println!("{l}");
+    // Images first, one at a time (apt and dpkg-deb share the cache).
+    let images = kernels
+        .iter()
+        .map(|k| image(k))
+        .collect::<Result<Vec<_>>>()?;
+    let at_once = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, kernels.len().max(1));
+    let next = AtomicUsize::new(0);
+    let runs: Mutex<Vec<KernelRun>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..at_once {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(k) = kernels.get(i) else { break };
+                    let run =
+                        boot(k, &vng, &images[i], &bins, &bin_copy).unwrap_or_else(|e| KernelRun {
+                            broken: vec![format!("{}: {e:#}", k.name)],
+                            ..KernelRun::default()
+                        });
+                    // Each kernel's lines together, as it finishes.
+                    print!("{}", run.report);
+                    runs.lock().unwrap().push(run);
                 }
-            }
-            broken.push(format!("{}: did not boot (vng {status})", k.name));
-            continue;
+            });
         }
-        let statuses = std::fs::read_to_string(out.join("status")).unwrap_or_default();
-        let (mut kp, mut kf) = (0u64, 0u64);
-        for (test, _) in k.tests {
-            let log = std::fs::read_to_string(out.join(format!("{test}.log"))).unwrap_or_default();
-            let rc = statuses
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{test} ")))
-                .map(str::trim);
-            let (p, f) = crate::count_results(&log);
-            kp += p;
-            kf += f;
-            if rc != Some("0") || p == 0 {
-                println!(
-                    "---- Linux {}: {test} (exit {}) ----\n{log}",
-                    k.name,
-                    rc.unwrap_or("none")
-                );
-                broken.push(format!(
-                    "{}: {test} failed (exit {})",
-                    k.name,
-                    rc.unwrap_or("none")
-                ));
-            } else {
-                for l in log
-                    .lines()
-                    .filter(|l| l.starts_with("test ") && l.contains(" ... "))
-                {
-                    println!("[{}] {l}", k.name);
-                }
-            }
-        }
-        if !out.join("done").exists() {
-            broken.push(format!(
-                "{}: the VM stopped before the tests finished",
-                k.name
-            ));
-        }
-        println!(
-            "matrix: Linux {} ({}): {kp} passed, {kf} failed in {secs} s",
-            k.name, k.release
-        );
-        passed += kp;
-        failed += kf;
-    }
+    });
+    let runs = runs.into_inner().unwrap();
+    let passed = runs.iter().map(|r| r.passed).sum();
+    let failed = runs.iter().map(|r| r.failed).sum();
+    let broken: Vec<String> = runs.into_iter().flat_map(|r| r.broken).collect();
     if !broken.is_empty() {
         bail!("kernel matrix: {}", broken.join("; "));
     }
     Ok((passed, failed))
+}
+
+/// What one kernel's VM gave.
+#[derive(Default)]
+struct KernelRun {
+    passed: u64,
+    failed: u64,
+    /// What failed, one entry each.
+    broken: Vec<String>,
+    /// The lines to print for this kernel.
+    report: String,
+}
+
+/// Boots `k` and runs its tests in the VM.
+fn boot(
+    k: &Kernel,
+    vng: &Path,
+    vmlinuz: &Path,
+    bins: &[(String, PathBuf)],
+    bin: &Path,
+) -> Result<KernelRun> {
+    use std::fmt::Write;
+    let mut r = KernelRun::default();
+    let out = std::env::temp_dir().join(format!("dropscope-matrix-{}", k.name));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let script = std::env::temp_dir().join(format!("dropscope-matrix-{}.sh", k.name));
+    std::fs::write(&script, guest_script(k, bins, bin, &out)?)?;
+    eprintln!(
+        "matrix: booting Linux {} ({}) under qemu (TCG)",
+        k.name, k.release
+    );
+    let started = Instant::now();
+    // KVM stalls on these machines (nested virtualisation): TCG. The
+    // bound allows for a VM sharing the CPUs with another.
+    let status = Command::new("timeout")
+        .arg("2400")
+        .arg(vng)
+        .arg("-r")
+        .arg(vmlinuz)
+        .args(["--disable-kvm", "--cpus", "2", "--memory", "4G"])
+        .arg("--rwdir")
+        .arg(&out)
+        .arg("--exec")
+        .arg(format!("bash {}", script.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out.join("console.log"))?)
+        .stderr(std::fs::File::create(out.join("vng.log"))?)
+        .status()
+        .context("running vng")?;
+    let secs = started.elapsed().as_secs();
+    let uname = std::fs::read_to_string(out.join("uname")).unwrap_or_default();
+    if uname.trim() != k.release {
+        for f in ["vng.log", "console.log"] {
+            let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            writeln!(r.report, "---- Linux {}: {f} (last lines) ----", k.name)?;
+            for l in tail.iter().rev() {
+                writeln!(r.report, "{l}")?;
+            }
+        }
+        r.broken
+            .push(format!("{}: did not boot (vng {status})", k.name));
+        return Ok(r);
+    }
+    let statuses = std::fs::read_to_string(out.join("status")).unwrap_or_default();
+    for (test, _) in k.tests {
+        let log = std::fs::read_to_string(out.join(format!("{test}.log"))).unwrap_or_default();
+        let rc = statuses
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{test} ")))
+            .map(str::trim);
+        let (p, f) = crate::count_results(&log);
+        r.passed += p;
+        r.failed += f;
+        if rc != Some("0") || p == 0 {
+            writeln!(
+                r.report,
+                "---- Linux {}: {test} (exit {}) ----\n{log}",
+                k.name,
+                rc.unwrap_or("none")
+            )?;
+            r.broken.push(format!(
+                "{}: {test} failed (exit {})",
+                k.name,
+                rc.unwrap_or("none")
+            ));
+        } else {
+            for l in log
+                .lines()
+                .filter(|l| l.starts_with("test ") && l.contains(" ... "))
+            {
+                writeln!(r.report, "[{}] {l}", k.name)?;
+            }
+        }
+    }
+    if !out.join("done").exists() {
+        r.broken.push(format!(
+            "{}: the VM stopped before the tests finished",
+            k.name
+        ));
+    }
+    writeln!(
+        r.report,
+        "matrix: Linux {} ({}): {} passed, {} failed in {secs} s",
+        k.name, k.release, r.passed, r.failed
+    )?;
+    Ok(r)
 }
 
 #[cfg(test)]
