@@ -175,9 +175,10 @@ pub mod kfree_health {
 /// The names of the maps this concept owns (the statics' names in the
 /// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
 pub(crate) mod map_names {
-    /// Per-CPU array: reason (below MAX_REASONS) -> drops.
+    /// Per-CPU array: reason (below MAX_REASONS) -> drops that found no
+    /// (reason, interface) row (a full table).
     pub const REASON_COUNTS: &str = "REASON_COUNTS";
-    /// Per-CPU hash: reason (subsystem reasons, high bits set) -> drops.
+    /// Per-CPU hash: the same for subsystem and XDP reasons (high bits set).
     pub const DROPS_BY_REASON: &str = "DROPS_BY_REASON";
     /// Per-CPU array[1] of [`crate::DropSlots`]: the rows found first.
     pub const DROP_SLOTS: &str = "DROP_SLOTS";

@@ -49,8 +49,7 @@ static KFREE_CONFIG: KfreeConfig = KfreeConfig {
 };
 
 #[map]
-pub(crate) static DROPS_BY_REASON: PerCpuHashMap<u32, u64> =
-    PerCpuHashMap::with_max_entries(MAX_REASONS, 0);
+static DROPS_BY_REASON: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_REASONS, 0);
 
 #[map]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_REASONS, 0);
@@ -145,6 +144,25 @@ pub(crate) fn bump_health(slot: u32) {
     }
 }
 
+/// Counts a drop that found no (reason, interface) row in a full table
+/// under its reason alone: the report's "other" row. Only these count per
+/// reason; every other drop is in its row (no update per drop that user
+/// space would only subtract again).
+#[inline(always)]
+pub(crate) fn unrowed<C: EbpfContext>(ctx: &C, reason: u32) {
+    // Reasons below MAX_REASONS count in an array (no hashing); subsystem
+    // and XDP reasons (high bits set) in the hash.
+    if reason < MAX_REASONS {
+        if let Some(p) = REASON_COUNTS.get_ptr_mut(reason) {
+            // SAFETY: a per-CPU array value, valid and ours for this run.
+            unsafe { *p += 1 };
+        }
+    } else {
+        let _ = bump(&DROPS_BY_REASON, &reason);
+    }
+    map_full(ctx);
+}
+
 /// Counts a drop that found no row in a full table. The first on each CPU
 /// is logged (aya-log; user space prints it on stderr), never another.
 #[inline(always)]
@@ -229,22 +247,8 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
         return;
     }
     bump_health(kfree_health::EVENTS);
-    // Reasons below MAX_REASONS count in an array (no hashing); subsystem
-    // reasons (high bits set) in the hash.
-    let by_reason = if reason < MAX_REASONS {
-        match REASON_COUNTS.get_ptr_mut(reason) {
-            Some(p) => {
-                // SAFETY: a per-CPU array value, valid and ours for this run.
-                unsafe { *p += 1 };
-                true
-            }
-            None => false,
-        }
-    } else {
-        bump(&DROPS_BY_REASON, &reason)
-    };
-    if !by_reason | !count_row(cfg, &key) {
-        map_full(ctx);
+    if !count_row(cfg, &key) {
+        unrowed(ctx, reason);
     }
     // A reasonless drop is only findable by where it happened.
     if reason == cfg.reason_not_specified {

@@ -288,11 +288,8 @@ fn exit(ctx: &FExitContext, slot: u32) {
         netns,
         _pad: 0,
     };
-    // XDP reasons sit above MAX_REASONS: they count in the reason hash.
-    let ok =
-        kfree::bump(&kfree::DROPS_BY_REASON, &reason) & kfree::bump(&kfree::DROPS_BY_IFACE, &key);
-    if !ok {
-        kfree::map_full(ctx);
+    if !kfree::bump(&kfree::DROPS_BY_IFACE, &key) {
+        kfree::unrowed(ctx, reason);
     }
     if known {
         let frame = Probed {

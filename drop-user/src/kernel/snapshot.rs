@@ -124,10 +124,10 @@ pub(super) fn hll_estimate(regs: &[u8]) -> f64 {
 /// Totals since load, as the kernel holds them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
-    /// Drops per reason over every interface: what a full (reason,
-    /// interface) table could not give a row still counts here. Read only
-    /// once a table was full (`kfree_health::MAP_FULL`); empty before.
-    pub by_reason: Table<u32, u64>,
+    /// Per reason, the drops a full (reason, interface) table had no row
+    /// for (the kernel counts only those per reason). Read only once a
+    /// table was full (`kfree_health::MAP_FULL`); empty before.
+    pub unrowed: Table<u32, u64>,
     pub by_iface: Table<DropKey, u64>,
     pub health: [u64; kfree_health::COUNT as usize],
     /// Indexed by interface slot.
@@ -140,7 +140,7 @@ pub(crate) struct Snapshot {
     /// The source table is as last read (no packet since): `sources` is
     /// empty and the previous read stands.
     pub sources_unchanged: bool,
-    /// The drop tables (`by_reason`, `by_iface`, `locations`,
+    /// The drop tables (`unrowed`, `by_iface`, `locations`,
     /// `drop_ports`) are as last read (no drop event since): they are
     /// empty here and the previous read stands (`drop_sources` has its
     /// own flag, `drop_sources_fresh`).
@@ -400,7 +400,7 @@ impl Maps {
             let hashed = s.health[kfree_health::HASHED as usize];
             if self.cache.hashed_at != Some(hashed) {
                 self.cache.hashes = HashTables {
-                    by_reason: counters(self.drops_by_reason.map(), MAX_REASONS as usize)?,
+                    unrowed: counters(self.drops_by_reason.map(), MAX_REASONS as usize)?,
                     by_iface: counters(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?,
                     locations: counters(self.locations.map(), MAX_LOCATIONS as usize)?,
                 };
@@ -409,14 +409,13 @@ impl Maps {
             let h = &self.cache.hashes;
             s.by_iface = h.by_iface.clone();
             s.locations = h.locations.clone();
-            // Per-reason totals only matter once a row table was full (the
-            // report's "other" rows): until then they equal the rows' sums.
+            // Drops without a row exist only once a row table was full (the
+            // report's "other" rows).
             if s.health[kfree_health::MAP_FULL as usize] > 0 {
-                s.by_reason = h.by_reason.clone();
+                s.unrowed = h.unrowed.clone();
                 // The array holds every reason below MAX_REASONS; only those seen count.
                 let array = counters::<u32>(self.reason_counts.map(), MAX_REASONS as usize)?;
-                s.by_reason
-                    .extend(array.into_iter().filter(|(_, n)| *n > 0));
+                s.unrowed.extend(array.into_iter().filter(|(_, n)| *n > 0));
             }
             // Every CPU's slot table, one call: its rows add to the hash's.
             for cpu in self.drop_slots.get(&0, 0)?.iter() {
@@ -484,7 +483,7 @@ type UdpPortBuckets = HashMap<(u32, u32), u64>;
 /// The drop hashes as last read.
 #[derive(Default)]
 struct HashTables {
-    by_reason: Table<u32, u64>,
+    unrowed: Table<u32, u64>,
     by_iface: Table<DropKey, u64>,
     locations: Table<LocationKey, u64>,
 }

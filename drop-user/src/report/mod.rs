@@ -9,7 +9,7 @@ use std::{
 };
 
 use drop_common::{
-    DropKey, IfaceStats, PortKey, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET,
+    IfaceStats, PortKey, SIZE_BUCKET_LIMITS, SIZE_BUCKETS, SourceKey, UDP_OTHER_BUCKET,
     kfree_health, proto,
 };
 use serde::{Deserialize, Serialize};
@@ -712,7 +712,7 @@ impl Tracker {
             // Nothing dropped since the last read: the previous tables stand
             // (their deltas come out zero). Moved, not copied: `prev` is
             // replaced by `snap` below and its tables are read no more.
-            snap.by_reason = std::mem::take(&mut prev.by_reason);
+            snap.unrowed = std::mem::take(&mut prev.unrowed);
             snap.by_iface = std::mem::take(&mut prev.by_iface);
             snap.locations = std::mem::take(&mut prev.locations);
             snap.drop_ports = std::mem::take(&mut prev.drop_ports);
@@ -888,22 +888,12 @@ impl Tracker {
             e.1 += total.saturating_sub(prev);
             e.2 += total;
         }
-        // A full (reason, interface) table loses rows, not counts: the
-        // per-reason totals cover what found no row, shown as iface "other".
+        // A full (reason, interface) table loses rows, not counts: what
+        // found no row is counted per reason alone, shown as iface "other".
         if snap.health[kfree_health::MAP_FULL as usize] > 0 {
-            let unrowed = |by_reason: &Table<u32, u64>, by_iface: &Table<DropKey, u64>| {
-                let mut left = by_reason.clone();
-                for (k, n) in by_iface {
-                    if let Some(v) = left.get_mut(&k.reason) {
-                        *v = v.saturating_sub(*n);
-                    }
-                }
-                left
-            };
-            let prev = unrowed(&self.prev.by_reason, &self.prev.by_iface);
-            for (reason, total) in unrowed(&snap.by_reason, &snap.by_iface) {
+            for (&reason, &total) in &snap.unrowed {
                 if total > 0 {
-                    let p = prev.get(&reason).copied().unwrap_or(0);
+                    let p = self.prev.unrowed.get(&reason).copied().unwrap_or(0);
                     let e = merged
                         .entry((reason, "other".to_string()))
                         .or_insert((0, 0, 0));
@@ -1095,6 +1085,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drop_common::DropKey;
 
     fn tracker() -> Tracker {
         let reasons = ReasonTable::from_pairs([
@@ -1119,7 +1110,8 @@ mod tests {
     fn drops_without_a_row_count_as_other() {
         let mut t = tracker();
         let mut snap = Snapshot::default();
-        snap.by_reason.insert(9, 100);
+        // 100 drops: 70 found their row, 30 a full table.
+        snap.unrowed.insert(9, 30);
         snap.by_iface.insert(key(9, 0), 70);
         snap.health[kfree_health::MAP_FULL as usize] = 30;
         let m = t.measure(snap.clone(), BTreeMap::new(), None);
@@ -1127,7 +1119,7 @@ mod tests {
         let other = m.drops.iter().find(|d| d.iface == "other").unwrap();
         assert_eq!((other.reason.as_str(), other.total), ("NETFILTER_DROP", 30));
         // Next interval: 20 more without a row, 5 more with one.
-        snap.by_reason.insert(9, 125);
+        snap.unrowed.insert(9, 50);
         snap.by_iface.insert(key(9, 0), 75);
         let m = t.measure(snap, BTreeMap::new(), None);
         let other = m.drops.iter().find(|d| d.iface == "other").unwrap();
@@ -1140,7 +1132,7 @@ mod tests {
     fn no_other_row_while_no_map_is_full() {
         let mut t = tracker();
         let mut snap = Snapshot::default();
-        snap.by_reason.insert(9, 100);
+        snap.unrowed.insert(9, 100);
         snap.by_iface.insert(key(9, 0), 99);
         let m = t.measure(snap, BTreeMap::new(), None);
         assert!(m.drops.iter().all(|d| d.iface != "other"));
