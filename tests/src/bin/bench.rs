@@ -1352,37 +1352,40 @@ virtual machine (the NAPI rows' spreads show it); the table above is one
 run and the verdicts are its own.
 
 - **kfree_skb path** (target <= 0.5x bpftrace and <= 2x the empty tp_btf
-  program; last session 0.46x / 1.73x): the per-drop work is an inlined
-  per-CPU slot table (no hash per drop), the skb/device/netns BTF loads,
-  three per-CPU array updates (health, per-reason, slot) and the
-  attribution sampler (exact for 2000 drops per CPU and interval, then 1
-  in ~32 drops pays two LRU lookups and a header read). Not met in this
-  run (about 0.55x bpftrace, 1.9x the empty program), and not by a change:
-  the build this session started from, run interleaved with this one in
-  the same hour (`bench --only kfree`, twice each), measured the same
-  (0.54x-0.55x, 1.85x-1.90x against 0.54x-0.55x, 1.93x); last session it
-  measured 0.46x / 1.73x. The bpftrace row itself moves 20% between runs
-  (its spread shows it), and with it the ratio.
-- **XDP in NAPI (+26 to +38 ns over the empty program, 1.6x-1.8x;
-  target 1.4x): not met.** Where the time goes, measured by ablation
-  (`bench --only xdp-napi` on builds cut short at each stage, floor about
-  45 ns): the ifindex, slot and per-CPU value lookups with the packet and
-  byte counters +7.7 ns; the parse on top +0.6 ns; the shape counters
-  (`IfaceStats::count`) +10 to +13 ns, the same with the TTL histogram's
-  line left out, so instructions and not cache lines; the sampler, the
-  config reads and the 1-in-~32 per-source path the remaining +7 to +8
-  ns. The test-run rows (one frame repeated, caches warm) show the same
-  +22 to +29 ns: the cost is the counting's instruction path, not misses
-  (an earlier profile's 37% at the program's start is the first load
-  that waits, and removing the slot lookups for one interface changed
-  nothing measurable). 802.1Q frames cost less (+8 to +13 ns) because the
-  stack drops them at once and the program then runs with a warm
-  instruction cache and predictors. Kept from earlier sessions: the
-  counters every frame touches packed into four cache lines instead of
-  six. What would close it is a shorter path per frame: shape counters
-  kept as one per-CPU count per shape class (one increment instead of
-  about ten) or moved to the sampled path, each a redesign of the
-  interface counters and of the exact-count tests that check them.
+  program): not met on this Intel machine (0.74x bpftrace, 2.21x the empty
+  program, +54 ns; on the AMD machine of the last runs 0.54x / 1.93x,
+  +53 ns). dropscope's added cost is the same on both; bpftrace's is not
+  (134 ns here, 201 ns there), so the ratio to bpftrace moves with the
+  CPU. The per-drop work: the skb -> device -> netns BTF loads (pointer
+  chases, each a likely miss), the health counter, the per-CPU slot row
+  (no hash per drop) and the attribution sampler (exact for 2000 drops per
+  CPU and interval, then 1 in ~32 drops pays two LRU lookups and a header
+  read). This session removed the per-reason counter every drop also
+  incremented (user space needed it only for drops a full table had no
+  row for; now only those count per reason).
+- **XDP in NAPI (+57 ns over the empty program, 2.2x; target 1.4x): not
+  met.** Where the time goes, from a profile of `bench --only xdp-napi`
+  (`perf record -a`, 893 samples in dropscope's XDP program, each mapped
+  to its source line through the program's JIT line info with
+  `tests/tools/bpf-lines.py`): the interface lookup 30% (the
+  `ingress_ifindex` pointer chase through the receive queue to the
+  device 8%, the slot array and per-CPU value lookups 22%), the frame's
+  header reads and the parse 30%, the shape counters 18% (the class
+  counter alone 6%, the TTL histogram 3%), the sampler 6%, the sampled
+  per-source path 5% (its LRU hash lookups under 0.1% of all samples),
+  entry 3%. The hot lines are the first loads of memory the empty program
+  never touches (the device, the slot array, this CPU's counter lines, the
+  packet's headers): cache misses with the stack run between two frames,
+  not instruction count (the class counters of this session cut the
+  increments per frame from about fifteen to five and saved 11-17 ns).
+  The header reads are work the stack does next anyway (on the whole
+  path they move a miss, they do not add one), which the throughput rows
+  show: XDP-only dropscope runs at 1.01x the empty program's packet rate.
+  What would close the ratio: no per-frame interface lookup (one program
+  instance per watched interface with its slot fixed at load, which
+  needs the maps shared between instances) and fewer counter lines per
+  frame (the TTL histogram moved to the sampled path, which changes what
+  the spoofing evidence can claim).
 - **Beside xdp-filter (target: observed throughput >= 0.85x): not
   measurable here, not met where measured.** This host's kernel refuses
   observe mode. Inside the kernel matrix's 6.12 VM (QEMU TCG, `bench
