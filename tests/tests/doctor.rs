@@ -1,7 +1,12 @@
 //! `dropscope doctor` on causes created for real: it must name the cause,
 //! the port or rule, and the fix.
 
-use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
+use std::{
+    net::UdpSocket,
+    os::fd::AsRawFd,
+    thread,
+    time::{Duration, Instant},
+};
 
 use dropscope::schema::{Diagnosis, Finding, PatternVerdict};
 use integration_tests::{Dropscope, Lab, Run, frames, sockaddr as addr};
@@ -291,18 +296,38 @@ fn random_and_bursty_loss_are_told_apart() {
             }
         });
     });
-    let bursty = doctor(&lab.b, "vb", || {
-        let to = addr(&lab.v4(2), 6002);
-        lab.in_ns(&lab.a, move || {
-            let s = UdpSocket::bind(from).unwrap();
-            for _ in 0..6 {
-                for _ in 0..30 {
-                    s.send_to(&[1], to).unwrap();
+    // Six bursts of 30, 250 ms apart. A burst's drops must come closer
+    // than doctor's 1 ms burst gap: a sender descheduled mid-burst (a
+    // loaded CI machine) sends two bursts, not the traffic meant here, so
+    // the run is repeated (at most 3 times) until every burst went out
+    // with no gap over 300 us.
+    let mut bursty = None;
+    for _ in 0..3 {
+        let mut widest = Duration::ZERO;
+        let dx = doctor(&lab.b, "vb", || {
+            let to = addr(&lab.v4(2), 6002);
+            widest = lab.in_ns(&lab.a, move || {
+                let s = UdpSocket::bind(from).unwrap();
+                let mut widest = Duration::ZERO;
+                for _ in 0..6 {
+                    let mut last = Instant::now();
+                    for _ in 0..30 {
+                        s.send_to(&[1], to).unwrap();
+                        widest = widest.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    thread::sleep(Duration::from_millis(250));
                 }
-                thread::sleep(Duration::from_millis(250));
-            }
+                widest
+            });
         });
-    });
+        if widest <= Duration::from_micros(300) {
+            bursty = Some(dx);
+            break;
+        }
+        eprintln!("a burst had a {widest:?} gap: sent again");
+    }
+    let bursty = bursty.expect("no run sent its bursts without a gap over 300 us");
     let pattern = |dx: &Diagnosis| {
         dx.patterns
             .iter()
