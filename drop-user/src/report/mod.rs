@@ -526,6 +526,12 @@ fn port_label(bucket: u32) -> String {
 }
 
 impl Tracker {
+    /// The instant every `elapsed_s` counts from; a run's `--duration`
+    /// counts from it too, so the last line says the duration asked for.
+    pub(crate) fn started_at(&self) -> Instant {
+        self.start
+    }
+
     /// The programs observe mode attached to: their verdicts are reported.
     pub(crate) fn with_observed(mut self, progs: &[crate::kernel::ObservedProg]) -> Self {
         for p in progs {

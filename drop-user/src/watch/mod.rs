@@ -73,7 +73,9 @@ pub(crate) async fn run(opts: WatchOptions) -> Result<()> {
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     sinks.start(quit_tx)?;
 
-    let start = Instant::now();
+    // The reports' clock: a deadline counted from later would end the run
+    // past `--duration` by the time loading took after the tracker began.
+    let start = s.started_at();
     let deadline = opts.duration.map(|d| start + d);
     let mut next = start + opts.interval;
     // A trigger that came too soon after the last sample: its early sample

@@ -235,6 +235,11 @@ impl Session {
         })
     }
 
+    /// When the reports' clock started (see `Tracker::started_at`).
+    pub(super) fn started_at(&self) -> Instant {
+        Instant::from_std(self.tracker.started_at())
+    }
+
     /// Links that go down or lose carrier keep their XDP program: say so,
     /// and say when they are back. Interfaces deleted and recreated are
     /// followed to their new index.
