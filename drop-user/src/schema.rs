@@ -20,8 +20,8 @@ pub use crate::{
     },
     sys::reasons::Category,
     taxonomy::{
-        AttackClass, Cause, L4, LossKind, PatternVerdict, Phase, QueueDrop, Severity, SourceSpread,
-        SpoofVerdict, XdpMode,
+        AttackClass, Cause, KernelTrigger, L4, LossKind, Metric, PatternVerdict, Phase, QueueDrop,
+        Severity, SourceSpread, SpoofVerdict, Threshold, Trigger, XdpMode,
     },
 };
 

@@ -10,7 +10,8 @@ use std::{
 };
 
 use dropscope::schema::{
-    AttackClass, AttackEvent, Line, LossKind, Phase, Report, SourceSpread, SpoofVerdict,
+    AttackClass, AttackEvent, KernelTrigger, Line, LossKind, Metric, Phase, Report, SourceSpread,
+    SpoofVerdict, Threshold, Trigger,
 };
 use integration_tests::{Dropscope, Lab, flood_turn, frames::*, generator::Flood, have};
 
@@ -119,7 +120,7 @@ fn syn_flood_from_random_sources() {
         .map(|v| v.distinct_sources)
         .fold(0.0, f64::max);
     assert!(distinct > 1000.0, "{distinct}: {e:#?}");
-    assert!(e.trigger.starts_with("spike:syn"), "{e:#?}");
+    assert_eq!(e.trigger, Trigger::Spike(Metric::Syn), "{e:#?}");
     // It ends once the flood stops (hysteresis: 3 s by default) - or is still
     // running when we stopped; either way it never flaps into two attacks.
     assert_eq!(started(&lines).len(), 1);
@@ -209,7 +210,10 @@ fn source_threshold_fires_in_kernel_with_few_sources() {
     let e = s[0];
     eprintln!("{e:?}");
     assert!(
-        e.trigger.starts_with("kernel:source") || e.trigger == "threshold:source_pps",
+        matches!(
+            e.trigger,
+            Trigger::Kernel(KernelTrigger::Source) | Trigger::Threshold(Threshold::SourcePps)
+        ),
         "{e:#?}"
     );
     assert_eq!(e.sources, SourceSpread::Few, "{e:#?}");

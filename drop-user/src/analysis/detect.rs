@@ -20,7 +20,10 @@ use crate::{
         ShapeCounts, SketchBound, SourceShare, Spoofing, Vector, VectorStart,
     },
     sys::reasons::Category,
-    taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict},
+    taxonomy::{
+        AttackClass, KernelTrigger, L4, LossKind, Metric, Phase, SourceSpread, SpoofVerdict,
+        Threshold, Trigger,
+    },
 };
 
 pub(crate) use crate::report::EVENT_SCHEMA;
@@ -111,14 +114,16 @@ impl DetectConfig {
 const MIN_SPIKE_SECS: f64 = 0.05;
 
 /// Attack-shaped metrics and their floors (per second).
-const METRICS: [(&str, f64); 7] = [
-    ("syn", 1000.0),
-    ("ack_rst", 5000.0),
-    ("udp", 5000.0),
-    ("reflector_udp", 1000.0),
-    ("icmp", 1000.0),
-    ("fragments", 1000.0),
-    ("pps", f64::INFINITY),
+const METRICS: [(Metric, f64); 7] = [
+    (Metric::Syn, 1000.0),
+    (Metric::AckRst, 5000.0),
+    (Metric::Udp, 5000.0),
+    (Metric::ReflectorUdp, 1000.0),
+    (Metric::Icmp, 1000.0),
+    (Metric::Fragments, 1000.0),
+    // Its baseline is kept (the pps a spike is reported against), but
+    // it never spikes by itself: a busy link is no attack.
+    (Metric::Pps, f64::INFINITY),
 ];
 
 /// Moving mean and variance (exponentially weighted).
@@ -512,7 +517,7 @@ struct Active {
     started: Instant,
     started_at: f64,
     last_trigger: Instant,
-    trigger: String,
+    trigger: Trigger,
     peak_pps: f64,
     peak_bps: f64,
     drops: BTreeMap<String, u64>,
@@ -553,17 +558,17 @@ fn add_xdp_drops(into: &mut BTreeMap<String, u64>, report: &Measured, iface: &st
 
 pub(crate) struct Detector {
     pub config: DetectConfig,
-    baselines: HashMap<(String, &'static str), Baseline>,
+    baselines: HashMap<(String, Metric), Baseline>,
     drop_baseline: Baseline,
     active: HashMap<String, Active>,
     next_id: u64,
     /// Kernel triggers waiting for the next sample: iface -> kind.
-    pending: HashMap<u32, String>,
+    pending: HashMap<u32, Trigger>,
     /// Per-source threshold verdicts from the last fresh source read.
-    source_over: HashMap<String, Vec<String>>,
+    source_over: HashMap<String, Vec<Trigger>>,
 }
 
-fn metric(i: &IfaceReport, secs: f64, name: &str) -> f64 {
+fn metric(i: &IfaceReport, secs: f64, m: Metric) -> f64 {
     let d = &i.delta;
     let g = |k: &str| d.protocols.get(k).copied().unwrap_or(0) as f64;
     let refl: u64 = i
@@ -578,14 +583,14 @@ fn metric(i: &IfaceReport, secs: f64, name: &str) -> f64 {
         })
         .map(|p| p.packets)
         .sum();
-    let v = match name {
-        "syn" => d.tcp_syn as f64,
-        "ack_rst" => (d.tcp_ack_only + d.tcp_rst) as f64,
-        "udp" => g("udp"),
-        "reflector_udp" => refl as f64,
-        "icmp" => g("icmp") + g("icmpv6"),
-        "fragments" => d.fragments as f64,
-        _ => d.packets as f64,
+    let v = match m {
+        Metric::Syn => d.tcp_syn as f64,
+        Metric::AckRst => (d.tcp_ack_only + d.tcp_rst) as f64,
+        Metric::Udp => g("udp"),
+        Metric::ReflectorUdp => refl as f64,
+        Metric::Icmp => g("icmp") + g("icmpv6"),
+        Metric::Fragments => d.fragments as f64,
+        Metric::Pps => d.packets as f64,
     };
     v / secs
 }
@@ -605,14 +610,9 @@ impl Detector {
 
     /// Notes an in-kernel trigger; it starts an attack at the next sample.
     pub(crate) fn kernel_trigger(&mut self, ifindex: u32, kind: u32) {
-        let k = match kind {
-            drop_common::trigger_kind::SOURCE => "source",
-            drop_common::trigger_kind::PORT => "port",
-            drop_common::trigger_kind::PACKETS => "packets",
-            drop_common::trigger_kind::SYN => "syn",
-            _ => "unknown",
-        };
-        self.pending.insert(ifindex, format!("kernel:{k}"));
+        if let Some(k) = KernelTrigger::of(kind) {
+            self.pending.insert(ifindex, Trigger::Kernel(k));
+        }
     }
 
     /// Re-derives an event's source fields from a report whose top sources
@@ -656,7 +656,7 @@ impl Detector {
         let secs = report.interval_s.max(1e-3);
         let mut events = Vec::new();
         for i in &report.interfaces {
-            let mut triggers: Vec<String> = Vec::new();
+            let mut triggers: Vec<Trigger> = Vec::new();
             if let Some(k) = self.pending.remove(&i.ifindex) {
                 triggers.push(k);
             }
@@ -677,7 +677,7 @@ impl Detector {
         report: &Measured,
         heavy_ports: &[(drop_common::PortKey, u64)],
         secs: f64,
-        triggers: &mut Vec<String>,
+        triggers: &mut Vec<Trigger>,
     ) -> Vec<PortRate> {
         let th = &self.config.thresholds;
         let top = report
@@ -686,13 +686,13 @@ impl Detector {
             .filter(|s| s.iface == i.iface)
             .max_by(|a, b| a.pps.total_cmp(&b.pps));
         if th.iface_pps > 0.0 && i.pps >= th.iface_pps {
-            triggers.push("threshold:iface_pps".into());
+            triggers.push(Trigger::Threshold(Threshold::IfacePps));
         }
         if th.iface_bps > 0.0 && i.bps >= th.iface_bps {
-            triggers.push("threshold:iface_bps".into());
+            triggers.push(Trigger::Threshold(Threshold::IfaceBps));
         }
         if th.syn_pps > 0.0 && i.delta.tcp_syn as f64 / secs >= th.syn_pps {
-            triggers.push("threshold:syn_pps".into());
+            triggers.push(Trigger::Threshold(Threshold::SynPps));
         }
         // Per-source rates are only as fresh as the last read of the
         // source table: between reads its verdict stands.
@@ -700,10 +700,10 @@ impl Detector {
             let mut over = Vec::new();
             if let Some(t) = top {
                 if th.source_pps > 0.0 && t.pps >= th.source_pps {
-                    over.push("threshold:source_pps".to_string());
+                    over.push(Trigger::Threshold(Threshold::SourcePps));
                 }
                 if th.source_bps > 0.0 && t.bps >= th.source_bps {
-                    over.push("threshold:source_bps".to_string());
+                    over.push(Trigger::Threshold(Threshold::SourceBps));
                 }
             }
             self.source_over.insert(i.iface.clone(), over);
@@ -711,7 +711,7 @@ impl Detector {
         triggers.extend(self.source_over.get(&i.iface).cloned().unwrap_or_default());
         let port_rates: Vec<PortRate> = self.port_rates(heavy_ports, i.ifindex, secs);
         if th.port_pps > 0.0 && port_rates.first().is_some_and(|p| p.pps >= th.port_pps) {
-            triggers.push("threshold:port_pps".into());
+            triggers.push(Trigger::Threshold(Threshold::PortPps));
         }
         port_rates
     }
@@ -723,7 +723,7 @@ impl Detector {
         i: &IfaceReport,
         sample: &EpochSummary,
         secs: f64,
-        triggers: &mut Vec<String>,
+        triggers: &mut Vec<Trigger>,
     ) -> Vec<Vector> {
         let ad = &self.config.detection;
         let attacking = self.active.contains_key(&i.iface);
@@ -738,11 +738,11 @@ impl Detector {
         let shaped = vectors
             .iter()
             .any(|v| v.class != AttackClass::Volumetric && v.confidence >= 50);
-        for (name, floor) in METRICS {
-            let v = metric(i, secs, name);
-            let b = self.baselines.entry((i.iface.clone(), name)).or_default();
+        for (m, floor) in METRICS {
+            let v = metric(i, secs, m);
+            let b = self.baselines.entry((i.iface.clone(), m)).or_default();
             if floor.is_finite() && shaped && b.spike(v, secs, ad, floor) {
-                triggers.push(format!("spike:{name}"));
+                triggers.push(Trigger::Spike(m));
             }
             // Baselines learn only from peacetime.
             if !attacking && triggers.is_empty() {
@@ -760,7 +760,7 @@ impl Detector {
         i: &IfaceReport,
         report: &Measured,
         sample: &EpochSummary,
-        triggers: Vec<String>,
+        triggers: Vec<Trigger>,
         vectors: &[Vector],
         port_rates: Vec<PortRate>,
     ) -> Option<AttackEvent> {
@@ -805,7 +805,7 @@ impl Detector {
                 vectors.first().map(|v| v.class),
                 Some(AttackClass::IcmpFlood | AttackClass::FragmentFlood)
             );
-            if !ev.unwanted && !unasked && triggers.iter().all(|t| t.starts_with("spike:")) {
+            if !ev.unwanted && !unasked && triggers.iter().all(|t| t.is_spike()) {
                 return None;
             }
             let id = self.next_id;
@@ -834,7 +834,7 @@ impl Detector {
                     started: now,
                     started_at: crate::units::unix_now(),
                     last_trigger: now,
-                    trigger: triggers[0].clone(),
+                    trigger: triggers[0],
                     peak_pps: i.pps,
                     peak_bps: i.bps,
                     drops,
@@ -988,7 +988,7 @@ impl Detector {
             evidence: ev.items,
             vectors: vectors.to_vec(),
             vector_starts: a.vector_starts.clone(),
-            trigger: a.trigger.clone(),
+            trigger: a.trigger,
             started_at: a.started_at,
             ts: crate::units::unix_now(),
             duration_s: a.started.elapsed().as_secs_f64(),

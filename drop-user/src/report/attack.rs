@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) const EVENT_SCHEMA: &str = "dropscope.attack/1";
 super::constant_field!(attack_schema, EVENT_SCHEMA);
 
-use crate::taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict};
+use crate::taxonomy::{AttackClass, L4, LossKind, Phase, SourceSpread, SpoofVerdict, Trigger};
 
 /// A vector of an attack and when it first showed: vectors are added as
 /// they appear (a reflection joining a SYN flood), each with its own start.
@@ -114,8 +114,8 @@ pub struct AttackEvent {
     /// Every vector seen since the start (confidence 50 or more), with
     /// when it first showed; the first is the attack's class.
     pub vector_starts: Vec<VectorStart>,
-    /// What started it: "threshold:<metric>", "spike:<metric>" or "kernel:<kind>".
-    pub trigger: String,
+    /// What started it: "threshold:<name>", "spike:<metric>" or "kernel:<kind>".
+    pub trigger: Trigger,
     pub started_at: f64,
     pub ts: f64,
     pub duration_s: f64,

@@ -17,8 +17,7 @@ pub(super) fn safe(v: &str) -> String {
 }
 
 pub(super) fn attack_env(kind: &'static str, e: &AttackEvent) -> Vec<(&'static str, String)> {
-    // "threshold:iface_bps" -> "bps"; everything else counts packets.
-    let trigger = if e.trigger.ends_with("bps") {
+    let trigger = if e.trigger.counts_bytes() {
         "bps"
     } else {
         "pps"
@@ -38,7 +37,7 @@ pub(super) fn attack_env(kind: &'static str, e: &AttackEvent) -> Vec<(&'static s
         ("DROPSCOPE_PPS", format!("{:.0}", e.pps)),
         ("DROPSCOPE_BPS", format!("{:.0}", e.bps)),
         ("DROPSCOPE_TRIGGER", trigger.to_string()),
-        ("DROPSCOPE_TRIGGER_DETAIL", safe(&e.trigger)),
+        ("DROPSCOPE_TRIGGER_DETAIL", e.trigger.to_string()),
         ("DROPSCOPE_SOURCES", e.sources.to_string()),
     ]
 }
