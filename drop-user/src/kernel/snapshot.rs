@@ -398,20 +398,27 @@ impl Maps {
             // reasons, reasonless drops by location) are re-read only when
             // a drop was counted in one: most drops count in the slots.
             let hashed = s.health[kfree_health::HASHED as usize];
-            if self.cache.hashed_at != Some(hashed) {
+            // Drops without a row exist only once a row table was full (the
+            // report's "other" rows): before, the per-reason hash is empty.
+            let full = s.health[kfree_health::MAP_FULL as usize] > 0;
+            // Keyed on `full` too: the drop that filled a table may have
+            // been counted in the hash after `health` was read.
+            if self.cache.hashed_at != Some((hashed, full)) {
                 self.cache.hashes = HashTables {
-                    unrowed: counters(self.drops_by_reason.map(), MAX_REASONS as usize)?,
+                    unrowed: if full {
+                        counters(self.drops_by_reason.map(), MAX_REASONS as usize)?
+                    } else {
+                        Table::default()
+                    },
                     by_iface: counters(self.drops_by_iface.map(), MAX_DROP_ROWS as usize)?,
                     locations: counters(self.locations.map(), MAX_LOCATIONS as usize)?,
                 };
-                self.cache.hashed_at = Some(hashed);
+                self.cache.hashed_at = Some((hashed, full));
             }
             let h = &self.cache.hashes;
             s.by_iface = h.by_iface.clone();
             s.locations = h.locations.clone();
-            // Drops without a row exist only once a row table was full (the
-            // report's "other" rows).
-            if s.health[kfree_health::MAP_FULL as usize] > 0 {
+            if full {
                 s.unrowed = h.unrowed.clone();
                 // The array holds every reason below MAX_REASONS; only those seen count.
                 let array = counters::<u32>(self.reason_counts.map(), MAX_REASONS as usize)?;
@@ -496,9 +503,9 @@ struct ReadCache {
     drops_at: Option<u64>,
     /// Drop events counted when the per-source drop table was last read.
     drop_sources_at: Option<u64>,
-    /// Hashed drops (see `kfree_health::HASHED`) at the hashes' last read,
-    /// and that read.
-    hashed_at: Option<u64>,
+    /// Hashed drops (see `kfree_health::HASHED`) and whether a row table
+    /// was full, at the hashes' last read, and that read.
+    hashed_at: Option<(u64, bool)>,
     hashes: HashTables,
     /// XDP packets seen when the source table was last read.
     sources_at: Option<u64>,
