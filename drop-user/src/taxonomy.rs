@@ -184,7 +184,6 @@ taxonomy! {
         ReflectorUdp => "reflector_udp",
         Icmp => "icmp",
         Fragments => "fragments",
-        Pps => "pps",
     }
 }
 

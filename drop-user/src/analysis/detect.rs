@@ -114,16 +114,13 @@ impl DetectConfig {
 const MIN_SPIKE_SECS: f64 = 0.05;
 
 /// Attack-shaped metrics and their floors (per second).
-const METRICS: [(Metric, f64); 7] = [
+const METRICS: [(Metric, f64); 6] = [
     (Metric::Syn, 1000.0),
     (Metric::AckRst, 5000.0),
     (Metric::Udp, 5000.0),
     (Metric::ReflectorUdp, 1000.0),
     (Metric::Icmp, 1000.0),
     (Metric::Fragments, 1000.0),
-    // Its baseline is kept (the pps a spike is reported against), but
-    // it never spikes by itself: a busy link is no attack.
-    (Metric::Pps, f64::INFINITY),
 ];
 
 /// Moving mean and variance (exponentially weighted).
@@ -590,7 +587,6 @@ fn metric(i: &IfaceReport, secs: f64, m: Metric) -> f64 {
         Metric::ReflectorUdp => refl as f64,
         Metric::Icmp => g("icmp") + g("icmpv6"),
         Metric::Fragments => d.fragments as f64,
-        Metric::Pps => d.packets as f64,
     };
     v / secs
 }
@@ -741,7 +737,7 @@ impl Detector {
         for (m, floor) in METRICS {
             let v = metric(i, secs, m);
             let b = self.baselines.entry((i.iface.clone(), m)).or_default();
-            if floor.is_finite() && shaped && b.spike(v, secs, ad, floor) {
+            if shaped && b.spike(v, secs, ad, floor) {
                 triggers.push(Trigger::Spike(m));
             }
             // Baselines learn only from peacetime.
