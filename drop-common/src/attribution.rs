@@ -1,5 +1,6 @@
 //! Drop attribution: who sent the dropped packets and to which port
-//! (maps: `maps::{DROP_SOURCES, DROP_PORTS, ATTR_STATE}`).
+//! (maps: `maps::{DROP_SOURCES, DROP_PORTS}`; the sampler's state is in
+//! each CPU's `DROP_SLOTS` value, beside what every drop touches).
 
 use crate::sampler::Sampler;
 
@@ -48,8 +49,6 @@ pub(crate) mod map_names {
     pub const DROP_SOURCES: &str = "DROP_SOURCES";
     /// LRU per-CPU hash: (reason, protocol, destination port) -> drops.
     pub const DROP_PORTS: &str = "DROP_PORTS";
-    /// Per-CPU array[1]: the attribution sampler and budgets.
-    pub const ATTR_STATE: &str = "ATTR_STATE";
 }
 
 #[cfg(feature = "user")]

@@ -37,19 +37,28 @@ pub struct DropSlot {
     pub count: u64,
 }
 
-/// A CPU's slot table: the value of the one-entry per-CPU array
-/// `DROP_SLOTS`, so the program finds its row with one inlined array
-/// lookup and an index instead of a hash lookup, and user space reads
-/// every CPU's table with one call.
+/// What each drop event touches on its CPU, in one value: the event
+/// count and the attribution sampler at its head (one cache line), then
+/// the slot table. The value of the one-entry per-CPU array `DROP_SLOTS`:
+/// the program finds all of it with one inlined array lookup (a drop
+/// touches two lines of it, not three values' lines), and user space
+/// reads every CPU's with one call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DropSlots {
+    /// Drop events counted on this CPU (`kfree_health::EVENTS`, which
+    /// user space fills from here).
+    pub events: u64,
+    /// The attribution sampler and budgets of this CPU.
+    pub attr: crate::AttrState,
     pub slots: [DropSlot; DROP_SLOT_COUNT],
 }
 
 impl Default for DropSlots {
     fn default() -> Self {
         Self {
+            events: 0,
+            attr: crate::AttrState::default(),
             slots: [DropSlot::default(); DROP_SLOT_COUNT],
         }
     }
@@ -153,7 +162,8 @@ pub const KFREE_FLAG_PKT_OFFSETS: u32 = 2;
 
 /// Slots of the `KFREE_HEALTH` array.
 pub mod kfree_health {
-    /// Drop events counted.
+    /// Drop events counted (in [`crate::DropSlots::events`]; this slot of
+    /// the array stays zero and user space fills it from there).
     pub const EVENTS: u32 = 0;
     /// Events whose row could not be inserted because a map was full.
     pub const MAP_FULL: u32 = 1;

@@ -32,7 +32,7 @@ pub use sampler::*;
 /// and indexed here so neither side can drift; a unit test in drop-user
 /// checks them against the built objects.
 pub mod maps {
-    pub use crate::attribution::map_names::{ATTR_STATE, DROP_PORTS, DROP_SOURCES};
+    pub use crate::attribution::map_names::{DROP_PORTS, DROP_SOURCES};
     pub use crate::drops::map_names::{
         DROP_EVENTS, DROP_LOCATIONS, DROP_SLOTS, DROPS_BY_IFACE, DROPS_BY_REASON, EVENT_SWITCH,
         KFREE_HEALTH, REASON_COUNTS,
@@ -43,7 +43,7 @@ pub mod maps {
     };
     pub use crate::observe::map_names::{OBSERVE_STASH, XDP_VERDICTS};
     /// Every name here: user space looks each one up.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 18] = [
         REASON_COUNTS,
         DROPS_BY_REASON,
         DROP_SLOTS,
@@ -53,7 +53,6 @@ pub mod maps {
         DROP_LOCATIONS,
         DROP_SOURCES,
         DROP_PORTS,
-        ATTR_STATE,
         KFREE_HEALTH,
         IFACE_SLOT_ARRAY,
         IFACE_SLOTS,

@@ -54,7 +54,9 @@ static DROPS_BY_REASON: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entrie
 #[map]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_REASONS, 0);
 
-/// Each CPU's direct-mapped rows, found before the hash (see `count_row`).
+/// Each CPU's event count, attribution sampler and direct-mapped rows
+/// (found before the hash, see `count_row`): one value, so a drop finds
+/// all it touches with one lookup.
 #[map]
 static DROP_SLOTS: PerCpuArray<DropSlots> = PerCpuArray::with_max_entries(1, 0);
 
@@ -79,9 +81,6 @@ static DROP_SOURCES: LruPerCpuHashMap<DropSourceKey, u64> =
 #[map]
 static DROP_PORTS: LruPerCpuHashMap<DropPortKey, u64> =
     LruPerCpuHashMap::with_max_entries(MAX_DROP_PORTS, 0);
-
-#[map]
-static ATTR_STATE: PerCpuArray<AttrState> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static KFREE_HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(kfree_health::COUNT, 0);
@@ -161,6 +160,18 @@ pub(crate) fn unrowed<C: EbpfContext>(ctx: &C, reason: u32) {
         let _ = bump(&DROPS_BY_REASON, &reason);
     }
     map_full(ctx);
+}
+
+/// Counts one drop event on this CPU (an observed XDP program's drop;
+/// kfree_skb's are counted in `record_drop`): user space re-reads the
+/// drop tables only when the count moved.
+#[inline(always)]
+pub(crate) fn count_event() {
+    if let Some(cpu) = DROP_SLOTS.get_ptr_mut(0) {
+        // SAFETY: this CPU's value of a per-CPU array, valid and ours for
+        // this run.
+        unsafe { (*cpu).events += 1 };
+    }
 }
 
 /// Counts a drop that found no row in a full table. The first on each CPU
@@ -246,8 +257,14 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
         bump_health(kfree_health::OTHER_NETNS);
         return;
     }
-    bump_health(kfree_health::EVENTS);
-    if !count_row(cfg, &key) {
+    let Some(cpu) = DROP_SLOTS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value of a per-CPU array, valid for this run and
+    // written by no one else (this program does not nest on a CPU).
+    let cpu = unsafe { &mut *cpu };
+    cpu.events += 1;
+    if !count_row(cfg, cpu, &key) {
         unrowed(ctx, reason);
     }
     // A reasonless drop is only findable by where it happened.
@@ -288,14 +305,11 @@ fn record_drop<const DIRECT: bool, C: EbpfContext>(
 /// writes the slots, and it does not nest on a CPU, so a slot is never
 /// claimed twice. False if the hash is full.
 #[inline(always)]
-fn count_row(cfg: &KfreeConfig, key: &DropKey) -> bool {
-    if cfg.drop_slots != 0
-        && let Some(t) = DROP_SLOTS.get_ptr_mut(0)
-    {
+fn count_row(cfg: &KfreeConfig, cpu: &mut DropSlots, key: &DropKey) -> bool {
+    if cfg.drop_slots != 0 {
+        // Masked below DROP_SLOT_COUNT.
         let i = drop_common::drop_slot(key) & (DROP_SLOT_COUNT - 1);
-        // SAFETY: this CPU's value of a per-CPU array, valid for this run;
-        // i is masked below DROP_SLOT_COUNT.
-        let s = unsafe { &mut (*t).slots[i] };
+        let s = &mut cpu.slots[i];
         if s.count == 0 {
             s.key = *key;
             s.count = 1;
@@ -458,9 +472,10 @@ pub(crate) fn attribute_parsed(
 /// the sampler skips it.
 #[inline(always)]
 fn attr_weight(cfg: &KfreeConfig) -> Option<(&'static mut AttrState, u32)> {
-    let st = ATTR_STATE.get_ptr_mut(0)?;
-    // SAFETY: a per-CPU array slot, valid and ours for this run.
-    let st = unsafe { &mut *st };
+    let cpu = DROP_SLOTS.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value of a per-CPU array, valid and ours for this
+    // run; its head line is the one the drop's event count just touched.
+    let st = unsafe { &mut (*cpu).attr };
     let weight = st.sampler.take()?;
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     if st.epoch != epoch {

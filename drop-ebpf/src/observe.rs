@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use drop_common::{
     DropKey, MAX_OBSERVED, ObserveConfig, ObserveStash, VerdictStats, XDP_ABORTED, XDP_ACTIONS,
-    XDP_DROP, kfree_health,
+    XDP_DROP,
     parse::{Bytes, source_at},
     xdp_drop_reason,
 };
@@ -277,7 +277,7 @@ fn exit(ctx: &FExitContext, slot: u32) {
     let reason = xdp_drop_reason(slot, action == XDP_ABORTED);
     // A drop event like kfree_skb's: user space re-reads the drop tables
     // only when this count moved.
-    kfree::bump_health(kfree_health::EVENTS);
+    kfree::count_event();
     // Generic mode (and veth's native mode, which runs on an skb) frees
     // the dropped skb next, through kfree_skb: marked so it counts once.
     stash.pending_free = 1;

@@ -353,6 +353,10 @@ impl Maps {
         for i in 0..kfree_health::COUNT {
             s.health[i as usize] = self.health.get(&i, 0)?.iter().sum();
         }
+        // Every CPU's drop value, one call: its event count says whether
+        // the drop tables changed; its slot rows are read below if so.
+        let drop_slots = self.drop_slots.get(&0, 0)?;
+        s.health[kfree_health::EVENTS as usize] = drop_slots.iter().map(|c| c.events).sum();
         for slot in 0..slots as u32 {
             let mut total = IfaceStats::default();
             for cpu in self.iface_stats.get(&slot, 0)?.iter() {
@@ -424,8 +428,8 @@ impl Maps {
                 let array = counters::<u32>(self.reason_counts.map(), MAX_REASONS as usize)?;
                 s.unrowed.extend(array.into_iter().filter(|(_, n)| *n > 0));
             }
-            // Every CPU's slot table, one call: its rows add to the hash's.
-            for cpu in self.drop_slots.get(&0, 0)?.iter() {
+            // Every CPU's slot table: its rows add to the hash's.
+            for cpu in drop_slots.iter() {
                 for slot in cpu.slots.iter().filter(|s| s.count > 0) {
                     *s.by_iface.entry(slot.key).or_default() += slot.count;
                 }
