@@ -1358,16 +1358,19 @@ does not decide it:
 
 | measurement (target) | Intel Xeon, 2026-12-03 | AMD EPYC, 2026-12-04 |
 | --- | --- | --- |
-| XDP in NAPI, one source (<= 1.4x) | 2.25x, +57.5 ns | 1.41x, +17.5 ns (1.38x, +16.3 ns) |
-| XDP in NAPI, 1M random sources (<= 1.4x) | 2.22x, +56.0 ns | 1.38x, +16.6 ns (1.37x, +16.0 ns) |
-| kfree_skb vs bpftrace (<= 0.5x) | 0.74x | 0.42x (0.41x) |
-| kfree_skb vs the empty program (<= 2x) | 2.21x, +54.2 ns | 1.37x, +19.3 ns (1.31x, +17.8 ns) |
+| XDP in NAPI, one source (<= 1.4x) | 2.25x, +57.5 ns | 1.39x, +16.5 ns |
+| XDP in NAPI, 1M random sources (<= 1.4x) | 2.22x, +56.0 ns | 1.36x, +15.1 ns |
+| kfree_skb vs bpftrace (<= 0.5x) | 0.74x | 0.42x |
+| kfree_skb vs the empty program (<= 2x) | 2.21x, +54.2 ns | 1.37x, +18.6 ns |
 
-The AMD column is the full run of 2026-12-04 and, in brackets, a `--only`
-run of the same build the same hour, both after the layout change below; the
-Intel one is from before it, not measured again. On the AMD machine the
-one-source NAPI row sits at the target's edge: 1.38x in one run, 1.41x in
-the next (its spread, 59.1-67.9 ns, is one outlier round wide).
+The AMD column is the full run of 2026-12-04 after both of this stop's
+layout changes below; the Intel one is from before them, not measured
+again. On the AMD machine the one-source NAPI row sits at the target's
+edge: 1.38x to 1.43x over four runs of the day (1.43x before the first
+change). Between runs minutes apart the kfree_skb row drifts by 3 to 7
+ns on this machine, about as much as a change saves: the kfree_skb change
+below was measured interleaved with the build before it; the NAPI one
+only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
 
 - **Why it moves with the machine.** The added cost is not instructions
   but memory the empty program never touches: this CPU's counter lines,
@@ -1391,7 +1394,7 @@ the next (its spread, 59.1-67.9 ns, is one outlier round wide).
   fifteen to five (11-17 ns saved); since then a class's bytes sit beside
   its packets and the size buckets beside the sampler, so a frame touches
   one counter line fewer (one source +18.5 -> +16.3 ns on the AMD
-  machine). The header reads are work the stack does next anyway (on the
+  machine, runs minutes apart). The header reads are work the stack does next anyway (on the
   whole path they move a miss, they do not add one), which the
   throughput rows show: XDP-only dropscope runs at the empty program's
   packet rate. What would close the rest on the Intel machine: no
@@ -1399,14 +1402,21 @@ the next (its spread, 59.1-67.9 ns, is one outlier round wide).
   with its slot fixed at load, which needs the maps shared between
   instances), and the TTL histogram on the sampled path (which changes
   what the spoofing evidence can claim).
-- **kfree_skb path: met on the AMD machine, not on the Intel one** (the
-  same code). The per-drop work: the skb -> device -> netns BTF loads
-  (pointer chases, each a likely miss), the health counter, the per-CPU
-  slot row (no hash per drop) and the attribution sampler (exact for 2000
-  drops per CPU and interval, then 1 in ~32 drops pays two LRU lookups and
-  a header read). What would close it on the Intel machine: one per-CPU
-  value for the health counter, the sampler and the slot table (three
-  lines now), and the device's netns cached per CPU by device pointer.
+- **kfree_skb path: met on the AMD machine; on the Intel one not met
+  before this stop's change and not measured since.** The per-drop work:
+  the skb -> device -> netns BTF loads (pointer chases, each a likely
+  miss), the event count, the per-CPU slot row (no hash per drop) and the
+  attribution sampler (exact for 2000 drops per CPU and interval, then 1
+  in ~32 drops pays two LRU lookups and a header read). The event count,
+  the sampler and the slot table were three per-CPU values (three lines
+  and three lookups a drop); they are now one (`DropSlots`: the count and
+  the sampler share its first line). Interleaved with the build before it
+  on the AMD machine, three rounds each of `--only kfree`: +19.8 / +22.7
+  / +16.8 ns -> +19.6 / +15.3 / +14.6 ns over the empty program (medians
+  19.8 -> 15.3; the drift is as large). What is left: the
+  device's netns behind two pointer loads (a per-CPU cache by device
+  pointer would go stale when a device moves between namespaces), the
+  config's line and the event-stream switch.
 - **Beside xdp-filter (target: observed throughput >= 0.85x): not
   measurable here, not met where measured.** This host's kernel refuses
   observe mode. Inside the kernel matrix's 6.12 VM (QEMU TCG, `bench
