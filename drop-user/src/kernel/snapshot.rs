@@ -350,7 +350,8 @@ impl Maps {
     pub(crate) fn read(&mut self, slots: usize, with_sources: bool) -> Result<Snapshot> {
         use crate::kernel::batch::counters;
         let mut s = Snapshot::default();
-        for i in 0..kfree_health::COUNT {
+        // EVENTS' slot of the array stays zero: the count is in DROP_SLOTS.
+        for i in (0..kfree_health::COUNT).filter(|&i| i != kfree_health::EVENTS) {
             s.health[i as usize] = self.health.get(&i, 0)?.iter().sum();
         }
         // Every CPU's drop value, one call: its event count says whether
