@@ -425,7 +425,9 @@ fn evidence(
         }
     } else if refusals + overload == 0 {
         items.push(format!(
-            "no drops on {}: its {packets} packets were delivered",
+            // Drops lag the XDP count by up to an interval: none counted
+            // yet is not proof of delivery.
+            "no drops on {} in this interval ({packets} packets)",
             i.iface
         ));
     } else {
@@ -466,7 +468,7 @@ fn evidence(
             .map(|d| d.delta)
             .sum();
         items.push(if dropped == 0 {
-            format!("{class}: no {proto} drops, its {seen} {proto} packets were delivered")
+            format!("{class}: no {proto} drops in this interval ({seen} {proto} packets)")
         } else {
             format!(
                 "{class}: ~{dropped} of its {seen} {proto} packets dropped ({:.0}%)",

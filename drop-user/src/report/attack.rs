@@ -107,7 +107,7 @@ pub struct AttackEvent {
     /// traffic was unwanted it stays at 60 or below.
     pub confidence: u8,
     /// What the kernel saw this interval: drops by reason as a share of the
-    /// interface's packets (or that they were delivered), spoofed sources,
+    /// interface's packets (or that none were counted), spoofed sources,
     /// half-open handshakes.
     pub evidence: Vec<String>,
     pub vectors: Vec<Vector>,
