@@ -101,8 +101,27 @@ pub mod programs {
     pub const KFREE_SKB_BTF: &str = "kfree_skb_btf";
     /// The classic skb:kfree_skb tracepoint (offsets from tracefs).
     pub const KFREE_SKB_TP: &str = "kfree_skb_tp";
-    /// The XDP observer (and --enforce blocklist).
+    /// The XDP observer (and --enforce blocklist), for any watched
+    /// interface: finds the interface's slot from the frame's ifindex.
     pub const XDP: &str = "dropscope_xdp";
+    /// The same program with the interface slot fixed at build time:
+    /// `XDP_SLOT[s]` serves slot `s` without the per-frame ifindex read
+    /// and slot lookup (the first interfaces, i.e. nearly every host).
+    /// Names fit the kernel's 15 characters.
+    pub const XDP_SLOT: [&str; 4] = [
+        "dropscope_xdp_0",
+        "dropscope_xdp_1",
+        "dropscope_xdp_2",
+        "dropscope_xdp_3",
+    ];
+
+    /// The XDP program serving interface slot `slot`.
+    pub fn xdp_for_slot(slot: usize) -> &'static str {
+        match XDP_SLOT.get(slot) {
+            Some(name) => name,
+            None => XDP,
+        }
+    }
     /// Observe mode: fentry on an XDP program already attached.
     pub const XDP_ENTRY: &str = "dropscope_xdp_entry";
     /// Observe mode: fexit programs, one per observed program; `XDP_EXIT[s]`

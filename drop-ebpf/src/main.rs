@@ -2,7 +2,9 @@
 //!
 //! * `kfree_skb_btf` / `kfree_skb_tp`: count dropped packets per reason and per
 //!   (reason, interface, netns). Struct offsets come from user space (BTF).
-//! * `dropscope_xdp`: per-interface packet-shape counters and per-source
+//! * `dropscope_xdp` (any interface) and `dropscope_xdp_0..3` (the same
+//!   program with the interface slot fixed, for the first four watched
+//!   interfaces): per-interface packet-shape counters and per-source
 //!   packets/bytes. It returns `XDP_PASS` unless `--enforce` finds the
 //!   source in the blocklist: observing never changes traffic.
 //!

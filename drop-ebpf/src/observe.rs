@@ -181,7 +181,7 @@ fn entry(ctx: &FEntryContext) {
             }
         });
     }
-    let shape = count_frame(&frame, ifindex, slot, stats, len);
+    let shape = count_frame(&frame, || ifindex, slot, stats, len);
     stash.buff = buff;
     stash.data = frame.data;
     stash.ifindex = ifindex;

@@ -104,10 +104,41 @@ static SAMPLE_COUNT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// Heavy destination ports are counted in steps of this many packets.
 const PORT_SAMPLE: u32 = 64;
 
+/// Any watched interface: the slot is looked up from the frame's ifindex.
 #[xdp]
 pub fn dropscope_xdp(ctx: XdpContext) -> u32 {
-    observe(&ctx)
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some((slot, stats)) = iface_stats(ifindex) else {
+        return xdp_action::XDP_PASS;
+    };
+    observe(&ctx, slot, stats, || ifindex)
 }
+
+/// One program per fixed interface slot (`programs::XDP_SLOT`): attached to
+/// that slot's interface only, it skips the per-frame ifindex read (three
+/// dependent loads through the receive queue and device) and the slot
+/// lookup, and reads the ifindex only on the sampled path that needs it.
+macro_rules! xdp_for_slot {
+    ($($name:ident = $slot:literal),* $(,)?) => {$(
+        #[xdp]
+        pub fn $name(ctx: XdpContext) -> u32 {
+            let Some(stats) = IFACE_STATS.get_ptr_mut($slot) else {
+                return xdp_action::XDP_PASS;
+            };
+            // SAFETY: a per-CPU array slot: valid for the program's run
+            // and written by no one else (XDP is not preempted on its CPU).
+            let stats = unsafe { &mut *stats };
+            observe(&ctx, $slot, stats, || ctx.ingress_ifindex() as u32)
+        }
+    )*};
+}
+
+xdp_for_slot!(
+    dropscope_xdp_0 = 0,
+    dropscope_xdp_1 = 1,
+    dropscope_xdp_2 = 2,
+    dropscope_xdp_3 = 3,
+);
 
 /// A bounds-checked view of the frame.
 struct Frame {
@@ -152,11 +183,12 @@ impl Bytes for Frame {
 /// each sample weighted by its gap. That keeps the cost per packet near the
 /// floor whatever the traffic, and the estimates unbiased.
 #[inline(always)]
-fn observe(ctx: &XdpContext) -> u32 {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some((slot, stats)) = iface_stats(ifindex) else {
-        return xdp_action::XDP_PASS;
-    };
+fn observe(
+    ctx: &XdpContext,
+    slot: u32,
+    stats: &mut IfaceCounters,
+    ifindex: impl Fn() -> u32,
+) -> u32 {
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
@@ -166,7 +198,7 @@ fn observe(ctx: &XdpContext) -> u32 {
     // this path once instead of once per parse outcome.
     let sample_every = xdp_config!(sample_every);
     if sample_every != 0 {
-        sample(ifindex, len as u32, sample_every, |dst, caplen| {
+        sample(ifindex(), len as u32, sample_every, |dst, caplen| {
             // SAFETY: dst is the reserved record's data array and caplen
             // within 1..=its size (checked by `sample`).
             unsafe { aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 0, dst, caplen) == 0 }
@@ -214,7 +246,7 @@ pub(crate) fn iface_stats(ifindex: u32) -> Option<(u32, &'static mut IfaceCounte
 #[inline(always)]
 pub(crate) fn count_frame<F: Bytes>(
     frame: &F,
-    ifindex: u32,
+    ifindex: impl Fn() -> u32,
     slot: u32,
     stats: &mut IfaceCounters,
     len: u64,
@@ -225,7 +257,7 @@ pub(crate) fn count_frame<F: Bytes>(
         let shape = parse(frame);
         let source = shape.source(frame);
         count_udp_source_port(slot, &shape, weight);
-        let epoch_packets = per_source(ifindex, len, &shape, source, weight);
+        let epoch_packets = per_source(ifindex(), len, &shape, source, weight);
         stats.sampler.next(
             epoch_packets >= xdp_config!(exact_packets),
             xdp_config!(flood_sample_every),

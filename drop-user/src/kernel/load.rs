@@ -521,12 +521,10 @@ fn attach_xdp(
         return Ok((Vec::new(), Vec::new()));
     }
     register_ifaces(ebpf, &opts.ifaces)?;
-    if plan.iter().any(|p| p.is_none()) {
-        load_xdp(ebpf)?;
-    }
     let mut modes = Vec::new();
     let mut lines = Vec::new();
-    for ((name, ifindex), taken) in opts.ifaces.iter().zip(plan) {
+    // An interface's slot is its place in `opts.ifaces` (register_ifaces).
+    for (slot, ((name, ifindex), taken)) in opts.ifaces.iter().zip(plan).enumerate() {
         match taken {
             Some((mode, id)) => match observer.observe(ebpf, name, *ifindex, *mode, *id, notes) {
                 Ok(line) => {
@@ -551,10 +549,7 @@ fn attach_xdp(
                 Err(e) => return Err(e),
             },
             None => {
-                let prog: &mut Xdp = ebpf
-                    .program_mut(programs::XDP)
-                    .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
-                    .try_into()?;
+                let prog = load_xdp(ebpf, programs::xdp_for_slot(slot))?;
                 let (mode, native_err) = attach_one(prog, name, *ifindex, opts.xdp)?;
                 if let Some(e) = native_err {
                     notes.push(format!(
@@ -580,7 +575,7 @@ fn one_line(e: &anyhow::Error) -> String {
 /// XDP program (not attached: benchmarks run it through BPF_PROG_TEST_RUN).
 pub fn prepare_xdp(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
     register_ifaces(ebpf, ifaces)?;
-    load_xdp(ebpf)
+    load_xdp(ebpf, programs::XDP).map(|_| ())
 }
 
 /// Registers the interfaces' slots and the UDP port buckets, which both
@@ -625,13 +620,14 @@ fn register_ifaces(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
     Ok(())
 }
 
-fn load_xdp(ebpf: &mut Ebpf) -> Result<()> {
+/// The XDP program `name` (one of `programs::XDP*`), loaded once.
+fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     let prog: &mut Xdp = ebpf
-        .program_mut(programs::XDP)
-        .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("{name} missing from the object"))?
         .try_into()?;
     if prog.fd().is_ok() {
-        return Ok(());
+        return Ok(prog);
     }
     prog.load().context("loading the XDP program")?;
     // How close the program is to the verifier's limit (1M) on this
@@ -640,9 +636,9 @@ fn load_xdp(ebpf: &mut Ebpf) -> Result<()> {
         && let Ok(info) = prog.info()
         && let Some(n) = info.verified_instruction_count()
     {
-        eprintln!("debug: dropscope_xdp: the verifier processed {n} instructions");
+        eprintln!("debug: {name}: the verifier processed {n} instructions");
     }
-    Ok(())
+    Ok(prog)
 }
 
 /// Attaches in the first mode that works; with `auto` falling back to
@@ -750,14 +746,9 @@ pub(crate) fn follow_observed(
             "{name}: the observed XDP program ({was}) is gone: --xdp-mode observe waits for the next one"
         ),
         None => {
-            let took = load_xdp(&mut probes.ebpf).and_then(|()| {
-                let prog: &mut Xdp = probes
-                    .ebpf
-                    .program_mut(programs::XDP)
-                    .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
-                    .try_into()?;
-                attach_one(prog, name, ifindex, XdpChoice::Auto).map(|(m, _)| m)
-            });
+            // xdp_modes holds one entry per watched interface, in slot order.
+            let took = load_xdp(&mut probes.ebpf, programs::xdp_for_slot(mode))
+                .and_then(|prog| attach_one(prog, name, ifindex, XdpChoice::Auto).map(|(m, _)| m));
             match took {
                 Ok(m) => {
                     probes.xdp_modes[mode].1 = m;
@@ -809,10 +800,7 @@ pub(crate) fn reattach(
         let _ = slots.remove(&old);
         slots.insert(new, slot as u32, 0)?;
     }
-    let prog: &mut Xdp = ebpf
-        .program_mut(programs::XDP)
-        .ok_or_else(|| anyhow!("dropscope_xdp missing from the object"))?
-        .try_into()?;
+    let prog = load_xdp(ebpf, programs::xdp_for_slot(slot))?;
     attach_one(prog, name, new, choice).map(|(mode, _)| mode)
 }
 
@@ -842,6 +830,7 @@ mod tests {
             .chain(&globals::ALL)
             .chain(&programs::ALL)
             .chain(&programs::XDP_EXIT)
+            .chain(&programs::XDP_SLOT)
         {
             assert!(
                 prod.iter().any(|s| s == name),

@@ -544,10 +544,10 @@ fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
             }));
         }
         let ds = lab.dropscope(&[&WATCH_NATIVE[..], &["--interval", "1s"]].concat());
-        per[1].push(ns_per_run(drop_common::programs::XDP, || {
+        per[1].push(ns_per_run(drop_common::programs::XDP_SLOT[0], || {
             send(&lab, v4_frame(&lab, base, vec![]), n, 1, base);
         }));
-        per[2].push(ns_per_run(drop_common::programs::XDP, || {
+        per[2].push(ns_per_run(drop_common::programs::XDP_SLOT[0], || {
             send(
                 &lab,
                 v4_frame(&lab, base, vec![]),
@@ -556,13 +556,13 @@ fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
                 Ipv4Addr::new(100, 64, 0, 0),
             );
         }));
-        per[3].push(ns_per_run(drop_common::programs::XDP, || {
+        per[3].push(ns_per_run(drop_common::programs::XDP_SLOT[0], || {
             let src = "fd99::1".parse().unwrap();
             let dst = lab.v6(2).parse().unwrap();
             let f = eth(&lab, vec![]).frame(0x86dd, &ipv6(src, dst, 17, &[], &udp(4000, 9, 0)));
             send(&lab, f, n, 1, base);
         }));
-        per[4].push(ns_per_run(drop_common::programs::XDP, || {
+        per[4].push(ns_per_run(drop_common::programs::XDP_SLOT[0], || {
             send(
                 &lab,
                 v4_frame(&lab, base, vec![(TPID_8021Q, 100)]),
