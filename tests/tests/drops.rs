@@ -472,3 +472,76 @@ fn a_full_drop_table_is_logged_and_its_drops_still_count() {
         "the kernel's log line on stderr:\n{err}"
     );
 }
+
+/// The first four watched interfaces get programs with their slot fixed;
+/// a fifth runs the generic program, which finds its slot from the frame's
+/// ifindex. Both count exactly what was sent, each on its own interface.
+#[test]
+fn interfaces_past_the_fixed_slots_are_counted_exactly() {
+    let lab = Lab::new();
+    // Four more interfaces in b (veth pairs inside b, idle), watched first.
+    for i in 0..4 {
+        lab.ip(
+            &lab.b,
+            &[
+                "link",
+                "add",
+                &format!("x{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("y{i}"),
+            ],
+        );
+        lab.ip(&lab.b, &["link", "set", &format!("x{i}"), "up"]);
+        lab.ip(&lab.b, &["link", "set", &format!("y{i}"), "up"]);
+    }
+    let mut args = vec!["watch"];
+    for i in ["x0", "x1", "x2", "x3", "vb"] {
+        args.extend(["--iface", i]);
+    }
+    args.extend(["--interval", "200ms", "--format", "json"]);
+    let ds = lab.dropscope(&args);
+    let links = lab.exec(&lab.b, &["ip", "link", "show"]);
+    // The program on `iface`: its block of `ip link show` names it.
+    let prog_on = |iface: &str| -> String {
+        let mut block = links
+            .split('\n')
+            .skip_while(|l| !l.contains(&format!(" {iface}@")))
+            .take_while(|l| l.starts_with(' ') || l.contains(&format!(" {iface}@")));
+        block
+            .find_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let i = w.iter().position(|x| *x == "name")?;
+                l.contains("prog/xdp").then(|| w[i + 1].to_string())
+            })
+            .unwrap_or_else(|| panic!("no XDP on {iface}:\n{links}"))
+    };
+    for (iface, prog) in [
+        ("x0", "dropscope_xdp_0"),
+        ("x3", "dropscope_xdp_3"),
+        ("vb", "dropscope_xdp"),
+    ] {
+        assert_eq!(prog_on(iface), prog, "{links}");
+    }
+    let rx_before = ip_link_rx_packets(&lab, &lab.b, "vb");
+    lab.send_udp(
+        &lab.a,
+        addr(&lab.v4(1), 0),
+        addr(&lab.v4(2), 7000),
+        700,
+        100,
+    );
+    settle();
+    let rx = ip_link_rx_packets(&lab, &lab.b, "vb") - rx_before;
+    let last = ds.stop().into_last();
+    assert_eq!(source_packets(&last, &lab.v4(1)), 700);
+    let vb = iface(&last, "vb");
+    assert_eq!(vb.total.protocols["udp"], 700);
+    assert_eq!(vb.total.packets, rx);
+    for i in ["x0", "x1", "x2", "x3"] {
+        let udp = iface(&last, i).total.protocols.get("udp").copied();
+        assert_eq!(udp.unwrap_or(0), 0, "{i}");
+    }
+}
