@@ -1397,11 +1397,16 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   machine, runs minutes apart). The header reads are work the stack does next anyway (on the
   whole path they move a miss, they do not add one), which the
   throughput rows show: XDP-only dropscope runs at the empty program's
-  packet rate. What would close the rest on the Intel machine: no
-  per-frame interface lookup (one program instance per watched interface
-  with its slot fixed at load, which needs the maps shared between
-  instances), and the TTL histogram on the sampled path (which changes
-  what the spoofing evidence can claim).
+  packet rate. Since 2026-12-07 the first four watched interfaces
+  run copies of the program with their slot a constant
+  (`dropscope_xdp_0..3`, one object, shared maps): no per-frame ifindex
+  read through the receive queue and device, no slot lookup. Measured
+  only outside this table (the live-frames generator was refused to that
+  session's shell): old and new builds interleaved on a veth fed by a
+  UDP socket, 3 rounds, -3.5 to -4.7 ns a packet on the AMD EPYC; the
+  Intel machine has not been measured since. What is left there: the TTL
+  histogram on the sampled path (which changes what the spoofing
+  evidence can claim).
 - **kfree_skb path: met on the AMD machine; on the Intel one not met
   before this stop's change and not measured since.** The per-drop work:
   the skb -> device -> netns BTF loads (pointer chases, each a likely
