@@ -348,8 +348,26 @@ pub(crate) mod map_names {
     pub const IFACE_STATS: &str = "IFACE_STATS";
     /// Array: UDP port -> bucket (written by user space).
     pub const PORT_BUCKETS: &str = "PORT_BUCKETS";
-    /// Per-CPU array indexed by slot * UDP_PORT_BUCKETS + bucket.
+    /// Per-CPU array indexed by slot: [`UdpPortCounts`] per interface.
     pub const UDP_SRC_PORTS: &str = "UDP_SRC_PORTS";
+}
+
+/// Packets per UDP source-port bucket on one interface (one CPU's share).
+/// One value per interface, not one per (interface, bucket): a per-CPU
+/// array allocates each element on its own, and 64 x 1088 of them took a
+/// quarter second to create under emulation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UdpPortCounts {
+    pub packets: [u64; UDP_PORT_BUCKETS as usize],
+}
+
+impl Default for UdpPortCounts {
+    fn default() -> Self {
+        UdpPortCounts {
+            packets: [0; UDP_PORT_BUCKETS as usize],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -357,6 +375,8 @@ mod user {
     use super::*;
     // SAFETY: repr(C), Copy, and valid for any bit pattern.
     unsafe impl aya::Pod for IfaceCounters {}
+    // SAFETY: repr(C), Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for UdpPortCounts {}
 }
 
 #[cfg(test)]

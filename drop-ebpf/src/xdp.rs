@@ -14,7 +14,8 @@ use drop_common::{
     BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceCounters, MAX_BLOCKS, MAX_HEAVY_PORTS,
     MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
     SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES,
-    Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, XdpConfig, fmix, hash_addr, hll_slot,
+    Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, UdpPortCounts, XdpConfig, fmix, hash_addr,
+    hll_slot,
     parse::{Bytes, Opt, Shape, parse},
     sketch_index, trigger_kind,
 };
@@ -77,8 +78,7 @@ static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(M
 static PORT_BUCKETS: Array<u32> = Array::with_max_entries(65536, 0);
 
 #[map]
-static UDP_SRC_PORTS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(MAX_IFACES * UDP_PORT_BUCKETS, 0);
+static UDP_SRC_PORTS: PerCpuArray<UdpPortCounts> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
 
 #[map]
 static SOURCES: LruPerCpuHashMap<SourceKey, SourceStats> =
@@ -286,9 +286,12 @@ fn count_udp_source_port(slot: u32, shape: &Shape, weight: u32) {
         } else {
             v - 1
         };
-        if let Some(c) = UDP_SRC_PORTS.get_ptr_mut(slot * UDP_PORT_BUCKETS + bucket) {
+        if let Some(c) = UDP_SRC_PORTS.get_ptr_mut(slot) {
             // SAFETY: a per-CPU array value, valid and ours for this run.
-            unsafe { *c += weight as u64 };
+            let c = unsafe { &mut *c };
+            if let Some(n) = c.packets.get_mut(bucket as usize) {
+                *n += weight as u64;
+            }
         }
     }
 }

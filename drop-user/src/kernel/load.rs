@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, IterableMap, MapData},
     programs::{BtfTracePoint, TracePoint, Xdp, XdpMode},
 };
 use drop_common::{
@@ -602,20 +602,20 @@ fn register_ifaces(ebpf: &mut Ebpf, ifaces: &[(String, u32)]) -> Result<()> {
         }
     }
     {
-        let mut buckets: Array<&mut MapData, u32> = Array::try_from(
-            ebpf.map_mut(maps::PORT_BUCKETS)
+        let buckets: Array<&MapData, u32> = Array::try_from(
+            ebpf.map(maps::PORT_BUCKETS)
                 .ok_or_else(|| anyhow!("map {} missing", maps::PORT_BUCKETS))?,
         )?;
-        for port in 0..1024u32 {
-            buckets.set(port, port + 1, 0)?;
-        }
-        for (i, port) in crate::ports::REFLECTOR_PORTS_HIGH
-            .iter()
-            .enumerate()
-            .take(UDP_EXTRA_PORTS as usize)
-        {
-            buckets.set(*port as u32, 1024 + i as u32 + 1, 0)?;
-        }
+        let mut entries: Vec<(u32, u32)> = (0..1024u32).map(|port| (port, port + 1)).collect();
+        entries.extend(
+            crate::ports::REFLECTOR_PORTS_HIGH
+                .iter()
+                .enumerate()
+                .take(UDP_EXTRA_PORTS as usize)
+                .map(|(i, port)| (*port as u32, 1024 + i as u32 + 1)),
+        );
+        super::batch::update(buckets.map(), &entries)
+            .with_context(|| format!("filling {}", maps::PORT_BUCKETS))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use drop_common::{
     DropEvent, DropKey, DropPortKey, DropSlots, DropSourceKey, EpochState, HLL_REGISTERS,
     IfaceCounters, IfaceStats, LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS,
     MAX_REASONS, MAX_SOURCES, PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger,
-    UDP_PORT_BUCKETS, VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
+    UdpPortCounts, VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
 };
 
 pub(crate) struct Maps {
@@ -24,7 +24,7 @@ pub(crate) struct Maps {
     drops_by_iface: PerCpuHashMap<MapData, DropKey, u64>,
     health: PerCpuArray<MapData, u64>,
     iface_stats: PerCpuArray<MapData, IfaceCounters>,
-    udp_ports: PerCpuArray<MapData, u64>,
+    udp_ports: PerCpuArray<MapData, UdpPortCounts>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceStats>,
     locations: PerCpuHashMap<MapData, LocationKey, u64>,
     drop_sources: PerCpuHashMap<MapData, DropSourceKey, u64>,
@@ -381,11 +381,21 @@ impl Maps {
         {
             s.udp_ports = ports.clone();
         } else if slots > 0 {
-            let n = slots * UDP_PORT_BUCKETS as usize;
-            for (i, total) in counters::<u32>(self.udp_ports.map(), n)? {
-                if total != 0 && (i as usize) < n {
-                    s.udp_ports
-                        .insert((i / UDP_PORT_BUCKETS, i % UDP_PORT_BUCKETS), total);
+            let add = |t: &mut UdpPortCounts, v: &UdpPortCounts| {
+                for (t, v) in t.packets.iter_mut().zip(&v.packets) {
+                    *t += v;
+                }
+            };
+            let per_slot = crate::kernel::batch::lookup_percpu::<u32, UdpPortCounts>(
+                self.udp_ports.map(),
+                slots,
+                add,
+            )?;
+            for (slot, counts) in per_slot {
+                for (bucket, &n) in counts.packets.iter().enumerate() {
+                    if n != 0 && (slot as usize) < slots {
+                        s.udp_ports.insert((slot, bucket as u32), n);
+                    }
                 }
             }
         }
