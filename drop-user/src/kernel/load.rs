@@ -223,7 +223,12 @@ fn skb_offsets(btf: &KernelBtf, cfg: &mut KfreeConfig) -> Result<()> {
     Ok(())
 }
 
-fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig, observe: &ObserveConfig) -> Result<Ebpf> {
+fn load_object(
+    kernel_btf: Option<&aya::Btf>,
+    cfg: &KfreeConfig,
+    xdp: &XdpConfig,
+    observe: &ObserveConfig,
+) -> Result<Ebpf> {
     // The kernel side logs only at the levels user space would print: a
     // disabled level costs it a comparison with this constant.
     let level: u8 = match log::max_level() {
@@ -234,7 +239,7 @@ fn load_object(cfg: &KfreeConfig, xdp: &XdpConfig, observe: &ObserveConfig) -> R
         log::LevelFilter::Debug => aya_log::Level::Debug as u8,
         log::LevelFilter::Trace => aya_log::Level::Trace as u8,
     };
-    let mut loader = EbpfLoader::new();
+    let mut loader = EbpfLoader::with_btf(kernel_btf);
     loader
         .override_global(globals::KFREE_CONFIG, cfg, true)
         .override_global(globals::XDP_CONFIG, xdp, true)
@@ -270,13 +275,18 @@ fn kernel_logger(
     }
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<()> {
-    let btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: Option<&aya::Btf>) -> Result<()> {
+    let btf = btf.ok_or_else(|| {
+        anyhow!(
+            "reading kernel BTF: {} not readable",
+            crate::sys::btf::VMLINUX_BTF
+        )
+    })?;
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(programs::KFREE_SKB_BTF)
         .ok_or_else(|| anyhow!("kfree_skb_btf missing from the object"))?
         .try_into()?;
-    prog.load("kfree_skb", &btf)
+    prog.load("kfree_skb", btf)
         .context("loading tp_btf/kfree_skb")?;
     prog.attach().context("attaching tp_btf/kfree_skb")?;
     Ok(())
@@ -398,6 +408,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         ObserveConfig::default()
     };
 
+    // aya's parse of the kernel's BTF, once for every load below (its
+    // loader would parse it again on its own).
+    let kernel_btf = aya::Btf::from_sys_fs().ok();
     let mut hook = DropHook::Unavailable(String::new());
     let mut ebpf = None;
     if opts.kfree == KfreeChoice::None {
@@ -408,8 +421,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         && opts.kfree != KfreeChoice::Tracepoint
     {
         set_reasons(&mut cfg, r);
-        let mut e = load_object(&cfg, &opts.xdp_config, &observe_cfg)?;
-        match attach_btf_tracepoint(&mut e) {
+        let mut e = load_object(kernel_btf.as_ref(), &cfg, &opts.xdp_config, &observe_cfg)?;
+        match attach_btf_tracepoint(&mut e, kernel_btf.as_ref()) {
             Ok(()) => {
                 hook = DropHook::BtfTracepoint;
                 ebpf = Some(e);
@@ -427,7 +440,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
             Ok(with_reason) => {
                 let r = reasons.get_or_insert_with(ReasonTable::default);
                 set_reasons(&mut cfg, r);
-                let mut e = load_object(&cfg, &opts.xdp_config, &observe_cfg)?;
+                let mut e = load_object(kernel_btf.as_ref(), &cfg, &opts.xdp_config, &observe_cfg)?;
                 match attach_tracepoint(&mut e) {
                     Ok(()) if with_reason => hook = DropHook::Tracepoint,
                     Ok(()) => {
@@ -450,8 +463,10 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     }
     let mut ebpf = match ebpf {
         Some(e) => e,
-        None => load_object(&cfg, &opts.xdp_config, &observe_cfg)?,
+        None => load_object(kernel_btf.as_ref(), &cfg, &opts.xdp_config, &observe_cfg)?,
     };
+    // Only loading needs it (relocations, tp_btf): its memory goes now.
+    drop(kernel_btf);
 
     let mut observer = Observer::default();
     let (xdp_modes, xdp_lines) = attach_xdp(&mut ebpf, opts, &plan, &mut observer, &mut notes)?;

@@ -159,8 +159,19 @@ impl Default for VerifierLogLevel {
 impl<'a> EbpfLoader<'a> {
     /// Creates a new loader instance.
     pub fn new() -> Self {
+        Self::with_btf_or_default(Btf::from_sys_fs().ok().map(Cow::Owned))
+    }
+
+    /// Creates a loader whose target BTF is `btf`, without parsing the
+    /// kernel's (dropscope patch: a caller that already holds the kernel's
+    /// BTF for other loads parses it once, not twice).
+    pub fn with_btf(btf: Option<&'a Btf>) -> Self {
+        Self::with_btf_or_default(btf.map(Cow::Borrowed))
+    }
+
+    fn with_btf_or_default(btf: Option<Cow<'a, Btf>>) -> Self {
         Self {
-            btf: Btf::from_sys_fs().ok().map(Cow::Owned),
+            btf,
             default_map_pin_directory: None,
             globals: HashMap::new(),
             max_entries: HashMap::new(),
