@@ -744,7 +744,13 @@ pub fn source_packets(report: &Report, addr: &str) -> u64 {
 /// Packets the INPUT rule matching `needle` counted in namespace b
 /// (`bin`: iptables or ip6tables).
 pub fn iptables_packets(lab: &Lab, bin: &str, needle: &str) -> u64 {
-    let out = lab.exec(&lab.b, &[bin, "-L", "INPUT", "-v", "-x", "-n"]);
+    iptables_chain_packets(lab, bin, "filter", "INPUT", needle)
+}
+
+/// Packets the rule matching `needle` in `table`'s `chain` counted in
+/// namespace b (`bin`: iptables or ip6tables).
+pub fn iptables_chain_packets(lab: &Lab, bin: &str, table: &str, chain: &str, needle: &str) -> u64 {
+    let out = lab.exec(&lab.b, &[bin, "-t", table, "-L", chain, "-v", "-x", "-n"]);
     out.lines()
         .find(|l| l.contains(needle))
         .and_then(|l| l.split_whitespace().next())

@@ -7,7 +7,7 @@ use std::{net::UdpSocket, os::fd::AsRawFd, thread, time::Duration};
 use dropscope::schema::{Category, Cause};
 use integration_tests::{
     Dropscope, Lab, drop_port, drop_row, drop_source, drops, iface, ip_link_rx_packets,
-    iptables_packets, sockaddr as addr, source_packets,
+    iptables_chain_packets, iptables_packets, sockaddr as addr, source_packets,
 };
 
 const WATCH: [&str; 7] = integration_tests::WATCH_VB;
@@ -101,26 +101,8 @@ fn reasonless_drops_are_named_by_kernel_location() {
         .find(|l| l.location.starts_with("ip6_mc_input+0x"))
         .unwrap_or_else(|| panic!("no ip6_mc_input row in {locs:#?}"));
     assert_eq!(row.reason, "NOT_SPECIFIED");
-    let out = lab.exec(
-        &lab.b,
-        &[
-            "ip6tables",
-            "-t",
-            "raw",
-            "-L",
-            "PREROUTING",
-            "-v",
-            "-x",
-            "-n",
-        ],
-    );
-    let accepted: u64 = out
-        .lines()
-        .find(|l| l.contains("ACCEPT") && l.contains("dpt:5355"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no ACCEPT rule in:\n{out}"))
-        .parse()
-        .unwrap();
+    // The ACCEPT rule's counter; the DROP rule names no port.
+    let accepted = iptables_chain_packets(&lab, "ip6tables", "raw", "PREROUTING", "dpt:5355");
     assert_eq!(accepted, 25, "the rule saw every frame");
     let at_mc_input: u64 = locs
         .iter()
