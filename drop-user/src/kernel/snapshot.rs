@@ -391,9 +391,9 @@ impl Maps {
                 slots,
                 add,
             )?;
-            for (slot, counts) in per_slot {
+            for (slot, counts) in per_slot.into_iter().filter(|(k, _)| (*k as usize) < slots) {
                 for (bucket, &n) in counts.packets.iter().enumerate() {
-                    if n != 0 && (slot as usize) < slots {
+                    if n != 0 {
                         s.udp_ports.insert((slot, bucket as u32), n);
                     }
                 }
