@@ -578,14 +578,16 @@ fn detection_corpus() {
         "iperf3 and ping are needed: run cargo xtask setup"
     );
     let outcomes: Vec<Outcome> = SCENARIOS.iter().map(run).collect();
-    let mut md = String::from(
+    let mut md = format!(
         "# Detection corpus\n\n\
          Written by `cargo xtask test` (tests/tests/corpus.rs): each scenario runs between\n\
          the lab's namespaces with dropscope at its default settings (no thresholds, 100 ms\n\
          interval). Time to detect: the first attack event's start minus the moment the\n\
-         traffic started. Evidence: the first item of the start event's `evidence[]`.\n\n\
+         traffic started. Evidence: the first item of the start event's `evidence[]`.\n\
+         Floods: {} (a slower engine reaches each threshold later).\n\n\
          | scenario | want | first class | vectors | confidence | evidence | sources | spoofing | detect | attacks | class held | result |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        integration_tests::generator::engine(),
     );
     for o in &outcomes {
         let _ = writeln!(

@@ -384,6 +384,11 @@ fn main() {
     );
     let _ = writeln!(
         md,
+        "Floods and drop storms: {}.\n",
+        integration_tests::generator::engine()
+    );
+    let _ = writeln!(
+        md,
         "| section | measurement | value | ratio | target | met |\n| --- | --- | --- | --- | --- | --- |"
     );
     for r in &rows {
