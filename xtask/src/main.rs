@@ -43,6 +43,11 @@ enum Task {
         /// More trials and longer windows (the default is a quick run).
         #[arg(long)]
         full: bool,
+        /// Only the sections whose names start with this (xdp-test,
+        /// xdp-napi, throughput, latency, kfree, droppath, user, observe);
+        /// prints the rows and leaves BENCHMARKS.md alone.
+        #[arg(long, value_name = "SECTION")]
+        only: Option<String>,
     },
     /// What users install, under target/dist: the static binary (musl, eBPF
     /// embedded), its man pages, completions and default config, and the
@@ -435,7 +440,7 @@ fn main() -> ExitCode {
             };
             run(c.args(&args))
         })(),
-        Task::Bench { full } => (|| {
+        Task::Bench { full, only } => (|| {
             setup()?;
             // The peer the kfree_skb path is compared with.
             if !have("bpftrace") {
@@ -455,6 +460,9 @@ fn main() -> ExitCode {
             ]);
             if full {
                 c.arg("--full");
+            }
+            if let Some(section) = &only {
+                c.args(["--only", section]);
             }
             run(c.env("DROPSCOPE_BIN", &bin))
         })(),

@@ -542,9 +542,31 @@ const WATCH_NATIVE: [&str; 7] = [
     "json",
 ];
 
+/// Polls `dev`'s NAPI in a kernel thread of its own, as a NIC's interrupt
+/// polls on its own CPU: the sender only fills the veth ring, and NAPI
+/// takes the frames in batches (up to 64 a poll) as it does under a flood.
+/// Without it a frame sent through AF_PACKET is polled alone, on the
+/// sender's CPU, right after the sender's system call and the stack's
+/// last frame have pushed the program's maps out of the L1 cache: a cost
+/// no busy NIC sees. Setting it needs the device's NAPI, which veth
+/// creates with GRO; the setting outlives GRO and XDP changes.
+fn threaded_napi(lab: &Lab, dev: &str) {
+    lab.exec(&lab.b, &["ethtool", "-K", dev, "gro", "on"]);
+    lab.exec(
+        &lab.b,
+        &[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{dev}/threaded"),
+        ],
+    );
+    lab.exec(&lab.b, &["ethtool", "-K", dev, "gro", "off"]);
+}
+
 /// 1b. The same in NAPI on a veth, with the stack behind it (cold caches).
 fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
     let lab = Lab::new();
+    threaded_napi(&lab, "vb");
     let base = Ipv4Addr::new(198, 18, 0, 1);
     let trials = if full { 9 } else { 5 };
     // ns per packet: [floor, one source, 1M random sources, IPv6, 802.1Q],
@@ -1312,9 +1334,22 @@ const METHODS: &str = r#"
   windows, as each section says) with the min-max spread beside it; each
   empty-program floor is measured in the same rounds as the programs it is
   the floor of, not once.
-- **XDP cost (NAPI)**: the live-frames generator (BPF_PROG_TEST_RUN, `dropscope_gen`)
+- **Generator**: the live-frames generator (BPF_PROG_TEST_RUN,
+  `dropscope_gen`, batches of 64 frames out of one veth end) where the
+  kernel allows it; where it refuses live frames (EPERM: a sandbox whose
+  bounding set lacks CAP_SYS_RESOURCE, as some machines of this kind) the
+  same frames go out through an AF_PACKET socket (`sendmmsg`, qdisc
+  bypassed), slower per frame: the line above the table names the engine,
+  and rates (throughput, drop path) are only comparable within one run.
+- **XDP cost (NAPI)**: the generator
   transmits 64-byte UDP frames out of one end of a veth pair; the program
   under test runs in native mode on the other end, in NAPI, as in production.
+  The receiving end polls in a NAPI thread of its own (`threaded` in sysfs),
+  as a NIC's interrupt does on its CPU: frames come in batches of up to 64
+  a poll, as under a flood. (Polled on the sender's CPU, an AF_PACKET frame
+  is polled alone after the sender's system call and the stack have evicted
+  the program's lines: +36 ns instead of +21 ns on the AMD EPYC,
+  2026-12-07, a cost no busy NIC sees.)
   The per-packet cost is the kernel's own accounting (`kernel.bpf_stats_enabled`:
   run_time_ns / run_cnt of the program, which includes the statistics' own
   two clock reads). The floor is an XDP program that only
@@ -1398,7 +1433,11 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   some of these machines. The lever is touching fewer lines, not fewer
   instructions.
 - **XDP in NAPI: at the edge on the AMD machine, not met on the Intel
-  one.** Where the
+  one.** On 2026-12-07 (AMD EPYC, the AF_PACKET generator since live frames
+  were refused, receive side polled in its NAPI thread): one source 1.44x
+  and 1.45x (+20.6 and +22.0 ns), 1M random sources 1.40x and 1.46x in
+  two runs of the day; the week before, with the live-frames generator,
+  1.39x / 1.36x (+16.5 / +15.1 ns). Where the
   time went on the Intel machine, from a profile of `bench --only xdp-napi`
   (`perf record -a`, 893 samples in dropscope's XDP program, each mapped
   to its source line through the program's JIT line info with
@@ -1451,6 +1490,15 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   exit that counts a drop: dropscope's entry + exit programs 3422 ->
   2176 ns a packet there, trampolines 782-1088 ns, veth throughput 0.62x
   before and after (TCG's own cost per packet dominates the ratio).
+  Tried on 2026-12-07 and not kept: the entry copying the frame's first
+  128 bytes with one probe read and parsing from the copy (one helper
+  call instead of one per header): old and new builds interleaved in the
+  6.12 VM, entry + exit 1034 / 1043 ns vs 979 / 1121 ns, throughput
+  0.68x / 0.67x vs 0.71x / 0.64x: no difference beyond the noise, so the
+  extra map and verifier paths were not worth it. KVM, which would measure
+  it at native speed, cannot run guests on these machines (with a CPU
+  model the nested guest crawls and then faults on cmpxchg16b or xrstor:
+  the outer hypervisor hides those features from KVM).
 - **In-kernel trigger latency: met** (max under 50 ms over 10 trials from
   the crossing). Two causes of the old outliers are gone: a trigger within
   20 ms of the last sample was dropped (the crossing fires once per epoch,
