@@ -28,7 +28,7 @@ impl Eth {
     }
 }
 
-fn checksum(data: &[u8]) -> u16 {
+pub(crate) fn checksum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in data.chunks(2) {
         let w = if c.len() == 2 {

@@ -17,6 +17,7 @@
 use std::{
     io,
     net::Ipv4Addr,
+    os::fd::AsRawFd,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime},
 };
@@ -151,9 +152,9 @@ const SEND_BOUND: Duration = Duration::from_secs(300);
 /// frames a system call, the qdisc bypassed as XDP_TX bypasses it.
 fn send_packets(ifindex: u32, flood: &Flood) -> SystemTime {
     let len = flood.frame.len();
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
+    // The socket closes when `sock` drops, at the end of this scope.
+    let (sock, mut sll) = crate::packet_socket(ifindex);
+    let fd = sock.as_raw_fd();
     let one: libc::c_int = 1;
     // SAFETY: the option value is a live c_int of the size passed.
     let r = unsafe {
@@ -166,45 +167,42 @@ fn send_packets(ifindex: u32, flood: &Flood) -> SystemTime {
         )
     };
     assert_eq!(r, 0, "PACKET_QDISC_BYPASS: {}", io::Error::last_os_error());
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex as i32;
-    sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&flood.frame[..6]);
 
-    let mut bufs = vec![0u8; BATCH * len];
-    for b in bufs.chunks_exact_mut(len) {
-        b.copy_from_slice(&flood.frame);
-    }
+    let mut bufs = flood.frame.repeat(BATCH);
+    // One message per buffer slot, built once: each batch rewrites the
+    // frames in place and sends the first n messages.
+    let base = bufs.as_mut_ptr();
+    let mut iov: Vec<libc::iovec> = (0..BATCH)
+        .map(|i| libc::iovec {
+            iov_base: base.wrapping_add(i * len).cast(),
+            iov_len: len,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: an all-zero msghdr is a valid empty one.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&raw mut sll).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
     let mut rng = Rng::new(u64::from(flood.base.to_bits()) ^ u64::from(flood.count) << 32);
     let started = SystemTime::now();
     let deadline = Instant::now() + SEND_BOUND;
     let mut left = flood.count as usize;
     while left > 0 {
         let n = left.min(BATCH);
-        for b in bufs.chunks_exact_mut(len).take(n) {
+        for i in 0..n {
+            // SAFETY: slot i of `bufs` (len bytes inside its BATCH * len);
+            // no other reference to it lives while this one does.
+            let b = unsafe { std::slice::from_raw_parts_mut(base.add(i * len), len) };
             rewrite(b, &flood.frame, flood, &mut rng);
         }
-        let mut iov: Vec<libc::iovec> = bufs
-            .chunks_exact_mut(len)
-            .take(n)
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: len,
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: an all-zero msghdr is a valid empty one.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = (&raw mut sll).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-                h.msg_hdr.msg_iov = v;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
         let mut sent = 0;
         while sent < n {
             // SAFETY: msgs[sent..n] point at iovecs and buffers alive here.
@@ -230,8 +228,8 @@ fn send_packets(ifindex: u32, flood: &Flood) -> SystemTime {
             "the flood took longer than {SEND_BOUND:?}"
         );
     }
-    // SAFETY: fd is ours and no longer used.
-    unsafe { libc::close(fd) };
+    // The messages point into bufs: it lives until every frame went out.
+    drop(bufs);
     started
 }
 
@@ -269,13 +267,11 @@ fn rewrite(b: &mut [u8], template: &[u8], flood: &Flood, rng: &mut Rng) {
     if flood.spoof_ttl {
         b[ip + 8] = 16 + rng.below(224) as u8;
     }
+    // Over the 20-byte header, as the XDP generator does.
     b[ip + 10] = 0;
     b[ip + 11] = 0;
-    let sum: u32 = b[ip..ip + 20]
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    b[ip + 10..ip + 12].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    let c = crate::frames::checksum(&b[ip..ip + 20]);
+    b[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
 }
 
 fn fold(mut sum: u32) -> u16 {

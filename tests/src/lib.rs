@@ -272,16 +272,9 @@ impl Lab {
     pub fn send_frames(&self, ns: &str, dev: &str, frames: Vec<Vec<u8>>) {
         let ifindex = self.ifindex(ns, dev);
         self.in_ns(ns, move || {
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            assert!(
-                fd >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = ifindex as i32;
-            sll.sll_halen = 6;
+            // The socket closes when `sock` drops, at the end of this scope.
+            let (sock, mut sll) = packet_socket(ifindex);
+            let fd = sock.as_raw_fd();
             for (i, f) in frames.iter().enumerate() {
                 sll.sll_addr[..6].copy_from_slice(&f[..6]);
                 let r = unsafe {
@@ -304,7 +297,6 @@ impl Lab {
                     thread::sleep(Duration::from_micros(500));
                 }
             }
-            unsafe { libc::close(fd) };
         });
     }
 
@@ -921,4 +913,26 @@ pub fn shared_bpffs() -> String {
         sh(&["mount", "-t", "bpf", "bpf", dir]);
     }
     dir.to_string()
+}
+
+/// A raw AF_PACKET socket in the calling thread's namespace and the
+/// address that sends out of `ifindex` (its `sll_addr` is the caller's to
+/// set). Closed when the descriptor drops, panic or not.
+pub(crate) fn packet_socket(ifindex: u32) -> (std::os::fd::OwnedFd, libc::sockaddr_ll) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain socket call; the descriptor is owned from here on.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is a new descriptor nobody else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_ll is a valid value to fill in.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    (fd, sll)
 }
