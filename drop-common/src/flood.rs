@@ -172,11 +172,59 @@ pub struct SourceStats {
     pub bytes: u64,
 }
 
+/// Slots of the per-CPU cache in front of [`map_names::SOURCES`].
+pub const SRC_CACHE_SLOTS: usize = 64;
+/// A cached source's counts go to the table once they reach this many
+/// packets: what a read of table and cache together can miss while a
+/// flush races it (the next read has it).
+pub const SRC_CACHE_FLUSH: u64 = 1024;
+
+/// One cached source: its key as three words (compared in three loads),
+/// and the packets and bytes not yet added to the source table. All zero
+/// is empty: a real key has family 4 or 6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SrcCacheSlot {
+    pub key: [u64; 3],
+    pub pending: SourceStats,
+}
+
+impl SrcCacheSlot {
+    /// The key as stored.
+    #[inline(always)]
+    pub fn words(key: &SourceKey) -> [u64; 3] {
+        // SAFETY: SourceKey is repr(C), 24 bytes with no padding the
+        // compiler owns (`_pad` is a field), so every byte is initialized.
+        unsafe { core::mem::transmute::<SourceKey, [u64; 3]>(*key) }
+    }
+
+    /// The cached source's key, or None when the slot is empty.
+    #[inline(always)]
+    pub fn source(&self) -> Option<SourceKey> {
+        if self.key[0] | self.key[1] | self.key[2] == 0 {
+            return None;
+        }
+        // SAFETY: the inverse of `words`; any 24 bytes are a SourceKey.
+        Some(unsafe { core::mem::transmute::<[u64; 3], SourceKey>(self.key) })
+    }
+}
+
+/// Per-CPU, direct-mapped by the source's hash: heavy sources count here
+/// and reach the (hashed, costlier) source table once per
+/// [`SRC_CACHE_FLUSH`] packets. User space adds the pending counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SrcCache {
+    pub slots: [SrcCacheSlot; SRC_CACHE_SLOTS],
+}
+
 /// The names of the maps this concept owns (the statics' names in the
 /// eBPF object); `crate::maps` and `crate::flood_maps` index them all.
 pub(crate) mod map_names {
     /// LRU per-CPU hash: source address -> packets and bytes.
     pub const SOURCES: &str = "SOURCES";
+    /// Per-CPU array[1]: the [`crate::SrcCache`] in front of SOURCES.
+    pub const SRC_CACHE: &str = "SRC_CACHE";
     /// Array[1]: current epoch; its low bit picks the sketch/state pair in use.
     pub const EPOCH: &str = "EPOCH";
     /// Per-CPU array[2]: count-min sketch of sources, one per epoch parity.
@@ -200,4 +248,5 @@ mod user {
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for SourceKey {}
     unsafe impl aya::Pod for SourceStats {}
+    unsafe impl aya::Pod for SrcCache {}
 }

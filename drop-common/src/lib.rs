@@ -37,13 +37,13 @@ pub mod maps {
         DROP_EVENTS, DROP_LOCATIONS, DROP_SLOTS, DROPS_BY_IFACE, DROPS_BY_REASON, EVENT_SWITCH,
         KFREE_HEALTH, REASON_COUNTS,
     };
-    pub use crate::flood::map_names::SOURCES;
+    pub use crate::flood::map_names::{SOURCES, SRC_CACHE};
     pub use crate::iface::map_names::{
         IFACE_SLOT_ARRAY, IFACE_SLOTS, IFACE_STATS, PORT_BUCKETS, UDP_SRC_PORTS,
     };
     pub use crate::observe::map_names::{OBSERVE_STASH, XDP_VERDICTS};
     /// Every name here: user space looks each one up.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         REASON_COUNTS,
         DROPS_BY_REASON,
         DROP_SLOTS,
@@ -60,6 +60,7 @@ pub mod maps {
         PORT_BUCKETS,
         UDP_SRC_PORTS,
         SOURCES,
+        SRC_CACHE,
         XDP_VERDICTS,
         OBSERVE_STASH,
     ];

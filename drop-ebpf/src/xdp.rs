@@ -13,9 +13,9 @@ use aya_ebpf::{
 use drop_common::{
     BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceCounters, MAX_BLOCKS, MAX_HEAVY_PORTS,
     MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
-    SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SourceKey, SourceStats, SrcSketch, TRIGGER_RING_BYTES,
-    Trigger, UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, UdpPortCounts, XdpConfig, fmix, hash_addr,
-    hll_slot,
+    SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SRC_CACHE_FLUSH, SRC_CACHE_SLOTS, SourceKey, SourceStats,
+    SrcCache, SrcCacheSlot, SrcSketch, TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET,
+    UDP_PORT_BUCKETS, UdpPortCounts, XdpConfig, fmix, hash_addr, hll_slot,
     parse::{Bytes, Opt, Shape, parse},
     sketch_index, trigger_kind,
 };
@@ -83,6 +83,9 @@ static UDP_SRC_PORTS: PerCpuArray<UdpPortCounts> = PerCpuArray::with_max_entries
 #[map]
 static SOURCES: LruPerCpuHashMap<SourceKey, SourceStats> =
     LruPerCpuHashMap::with_max_entries(MAX_SOURCES, 0);
+
+#[map]
+static SRC_CACHE: PerCpuArray<SrcCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--enforce` blocklists, pinned so `dropscope block` can edit them.
 #[map]
@@ -541,32 +544,90 @@ fn per_source(
         family,
         _pad: [0; 3],
     };
-    let bytes = len * w as u64;
-    match SOURCES.get_ptr_mut(&key) {
-        // SAFETY: this CPU's value of a per-CPU hash entry.
-        Some(v) => unsafe {
-            (*v).packets += w as u64;
-            (*v).bytes += bytes;
-        },
-        None => {
-            st.new_sources = st.new_sources.wrapping_add(1);
-            // Promoted from the sketch: start from its estimate.
-            let v = SourceStats {
-                packets: if flood_mode { est as u64 } else { w as u64 },
-                bytes: if flood_mode { est as u64 * len } else { bytes },
-            };
-            if SOURCES.insert(&key, &v, BPF_NOEXIST as u64).is_err()
-                && let Some(v) = SOURCES.get_ptr_mut(&key)
-            {
-                // SAFETY: as above.
-                unsafe {
-                    (*v).packets += w as u64;
-                    (*v).bytes += bytes;
-                }
-            }
+    let add = SourceStats {
+        packets: w as u64,
+        bytes: len * w as u64,
+    };
+    let Some(cache) = SRC_CACHE.get_ptr_mut(0) else {
+        return packets;
+    };
+    // SAFETY: a per-CPU array slot, valid and ours for this run.
+    let cache = unsafe { &mut *cache };
+    let words = SrcCacheSlot::words(&key);
+    // The top bits: the sketch's rows index with the low ones.
+    let Some(slot) = cache
+        .slots
+        .get_mut((h >> 26) as usize & (SRC_CACHE_SLOTS - 1))
+    else {
+        return packets;
+    };
+    if slot.key[0] == words[0] && slot.key[1] == words[1] && slot.key[2] == words[2] {
+        slot.pending.packets += add.packets;
+        slot.pending.bytes += add.bytes;
+        if slot.pending.packets >= SRC_CACHE_FLUSH {
+            let pending = slot.pending;
+            slot.pending = SourceStats::default();
+            add_source(&key, &pending, None);
         }
+        return packets;
+    }
+    // Promoted from the sketch past the budget: start from its estimate.
+    let first = if flood_mode {
+        SourceStats {
+            packets: est as u64,
+            bytes: est as u64 * len,
+        }
+    } else {
+        add
+    };
+    if add_source(&key, &add, Some(&first)) {
+        st.new_sources = st.new_sources.wrapping_add(1);
+    }
+    // Only a source heavy this epoch takes the slot (random spoofed ones
+    // never are), flushing what the slot's last source had pending.
+    if est >= 2 * (st.packets >> 10) + SRC_CACHE_ADMIT {
+        if slot.pending.packets != 0
+            && let Some(old) = slot.source()
+        {
+            add_source(&old, &slot.pending, None);
+        }
+        slot.key = words;
+        slot.pending = SourceStats::default();
     }
     packets
+}
+
+/// A cached source is this heavy in the epoch's sketch (and above the
+/// sketch's noise) first.
+const SRC_CACHE_ADMIT: u32 = 16;
+
+/// Adds `add` to `key`'s row of the source table. A key not in the table
+/// is inserted with `first` (or `add` when None); returns whether it was.
+#[inline(always)]
+fn add_source(key: &SourceKey, add: &SourceStats, first: Option<&SourceStats>) -> bool {
+    if let Some(v) = SOURCES.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of a per-CPU hash entry.
+        unsafe {
+            (*v).packets += add.packets;
+            (*v).bytes += add.bytes;
+        }
+        return false;
+    }
+    if SOURCES
+        .insert(key, first.unwrap_or(add), BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        return true;
+    }
+    // Inserted meanwhile (another program on this CPU): add to it.
+    if let Some(v) = SOURCES.get_ptr_mut(key) {
+        // SAFETY: as above.
+        unsafe {
+            (*v).packets += add.packets;
+            (*v).bytes += add.bytes;
+        }
+    }
+    false
 }
 
 /// Whether a count that just grew by `w` to `now` crossed `threshold`

@@ -14,7 +14,7 @@ pub use load::{
     load, prepare_xdp,
 };
 pub(crate) use observe::ObservedProg;
-pub(crate) use snapshot::{EpochSummary, Maps, Snapshot};
+pub(crate) use snapshot::{EpochSummary, Maps, Snapshot, Sources};
 
 /// A user-side copy of a kernel table (sources, drop rows): hashed with
 /// foldhash, seeded per process, several times cheaper than SipHash on

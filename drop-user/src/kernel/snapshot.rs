@@ -13,8 +13,8 @@ use aya::{
 use drop_common::{
     DropEvent, DropKey, DropPortKey, DropSlots, DropSourceKey, EpochState, HLL_REGISTERS,
     IfaceCounters, IfaceStats, LocationKey, MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_LOCATIONS,
-    MAX_REASONS, MAX_SOURCES, PacketSample, PortKey, SourceKey, SourceStats, SrcSketch, Trigger,
-    UdpPortCounts, VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
+    MAX_REASONS, MAX_SOURCES, PacketSample, PortKey, SourceKey, SourceStats, SrcCache, SrcSketch,
+    Trigger, UdpPortCounts, VerdictStats, XDP_ACTIONS, flood_maps, kfree_health, maps, proto,
 };
 
 pub(crate) struct Maps {
@@ -26,6 +26,9 @@ pub(crate) struct Maps {
     iface_stats: PerCpuArray<MapData, IfaceCounters>,
     udp_ports: PerCpuArray<MapData, UdpPortCounts>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceStats>,
+    /// The per-CPU cache in front of `sources`: its pending counts are
+    /// part of every source's total.
+    src_cache: PerCpuArray<MapData, SrcCache>,
     locations: PerCpuHashMap<MapData, LocationKey, u64>,
     drop_sources: PerCpuHashMap<MapData, DropSourceKey, u64>,
     drop_ports: PerCpuHashMap<MapData, DropPortKey, u64>,
@@ -121,6 +124,16 @@ pub(super) fn hll_estimate(regs: &[u8]) -> f64 {
     }
 }
 
+/// The per-source totals: the kernel's table plus its cache's pending
+/// counts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sources {
+    pub totals: Table<SourceKey, SourceStats>,
+    /// Sources with counts pending in the cache. Never expired: the cache
+    /// would bring them back as new sources, their totals counted again.
+    pub cached: std::collections::HashSet<SourceKey, foldhash::fast::RandomState>,
+}
+
 /// Totals since load, as the kernel holds them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
@@ -134,7 +147,7 @@ pub(crate) struct Snapshot {
     pub ifaces: Vec<IfaceStats>,
     /// (slot, bucket) -> packets; only non-zero buckets.
     pub udp_ports: UdpPortBuckets,
-    pub sources: Table<SourceKey, SourceStats>,
+    pub sources: Sources,
     /// False when this snapshot skipped the source table (see `read`).
     pub sources_fresh: bool,
     /// The source table is as last read (no packet since): `sources` is
@@ -174,6 +187,7 @@ impl Maps {
             iface_stats: PerCpuArray::try_from(take(ebpf, maps::IFACE_STATS)?)?,
             udp_ports: PerCpuArray::try_from(take(ebpf, maps::UDP_SRC_PORTS)?)?,
             sources: PerCpuHashMap::try_from(take(ebpf, maps::SOURCES)?)?,
+            src_cache: PerCpuArray::try_from(take(ebpf, maps::SRC_CACHE)?)?,
             locations: PerCpuHashMap::try_from(take(ebpf, maps::DROP_LOCATIONS)?)?,
             // LRU per-CPU hashes read like per-CPU hashes.
             drop_sources: PerCpuHashMap::try_from(take(ebpf, maps::DROP_SOURCES)?)?,
@@ -193,7 +207,7 @@ impl Maps {
     }
 
     /// The whole source table, per-CPU values summed.
-    pub(crate) fn read_sources(&self) -> Result<Table<SourceKey, SourceStats>> {
+    pub(crate) fn read_sources(&self) -> Result<Sources> {
         let all = crate::kernel::batch::lookup_percpu::<SourceKey, SourceStats>(
             self.sources.map(),
             MAX_SOURCES as usize,
@@ -205,7 +219,21 @@ impl Maps {
         // Sized once: grown entry by entry, 65 536 rows rehash 16 times.
         let mut t = Table::with_capacity_and_hasher(all.len(), Default::default());
         t.extend(all);
-        Ok(t)
+        // Read after the table: a flush between the two reads is missed
+        // once (at most SRC_CACHE_FLUSH packets, or one eviction), never
+        // counted twice; the next read has it.
+        let mut cached = std::collections::HashSet::default();
+        for cpu in self.src_cache.get(&0, 0)?.iter() {
+            for slot in cpu.slots.iter().filter(|s| s.pending.packets > 0) {
+                if let Some(key) = slot.source() {
+                    let e = t.entry(key).or_default();
+                    e.packets += slot.pending.packets;
+                    e.bytes += slot.pending.bytes;
+                    cached.insert(key);
+                }
+            }
+        }
+        Ok(Sources { totals: t, cached })
     }
 
     /// Forgets sources user space expired (see `Tracker::take_expired`).

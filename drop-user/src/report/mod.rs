@@ -601,23 +601,27 @@ impl Tracker {
     /// Recomputes the top sources from a fresh read of the source table.
     pub(crate) fn refresh_sources(
         &mut self,
-        sources: Table<SourceKey, drop_common::SourceStats>,
+        sources: crate::kernel::Sources,
         now: Instant,
     ) -> Vec<SourceRow> {
         let ssecs = now
             .duration_since(self.last_sources_at)
             .as_secs_f64()
             .max(1e-3);
+        let crate::kernel::Sources {
+            totals: mut sources,
+            cached,
+        } = sources;
         let mut rows: Vec<(u64, u64, &SourceKey, &drop_common::SourceStats)> = sources
-            .iter()
+            .iter_mut()
             .map(|(k, v)| {
                 let p = self.prev_sources.get(k).copied().unwrap_or_default();
-                (
-                    v.packets.saturating_sub(p.packets),
-                    v.bytes.saturating_sub(p.bytes),
-                    k,
-                    v,
-                )
+                // A cache flush racing the read (see `Maps::read_sources`)
+                // can leave a total below the last one: totals never go
+                // back, and the next read catches up.
+                v.packets = v.packets.max(p.packets);
+                v.bytes = v.bytes.max(p.bytes);
+                (v.packets - p.packets, v.bytes - p.bytes, k, &*v)
             })
             .collect();
         let order = |a: &(u64, u64, &SourceKey, &drop_common::SourceStats),
@@ -648,7 +652,6 @@ impl Tracker {
             .collect();
         self.last_top = top;
         self.sources_tracked = sources.len();
-        let mut sources = sources;
         // A table past an eighth of its bound is a spoofed flood's doing
         // (each interval's budget of new sources, one packet each, and the
         // sources sketch collisions promote): sources that stayed light
@@ -661,6 +664,7 @@ impl Tracker {
                 .filter(|(k, v)| {
                     v.packets < EXPIRE_LIGHTER_THAN
                         && prev.get(*k).is_some_and(|p| p.packets == v.packets)
+                        && !cached.contains(k)
                 })
                 .map(|(k, _)| *k)
                 .collect();
