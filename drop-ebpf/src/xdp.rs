@@ -481,10 +481,7 @@ fn per_source(
         // counter): under a random-port flood nothing does. A heavy port is
         // counted in steps of 64 so its table costs one hash per 64 packets.
         let steps = (est / PORT_SAMPLE).wrapping_sub(est.wrapping_sub(w) / PORT_SAMPLE);
-        if est >= xdp_config!(promote_port_packets)
-            && est >= 2 * (st.packets >> 10) + xdp_config!(promote_port_packets)
-            && steps > 0
-        {
+        if above_noise(est, st.packets, xdp_config!(promote_port_packets)) && steps > 0 {
             let key = PortKey {
                 ifindex,
                 proto: proto as u16,
@@ -532,10 +529,7 @@ fn per_source(
     // Past the budget, only sources well above the sketch's noise (its
     // average counter) are hashed: random spoofed sources never are.
     let flood_mode = st.new_sources >= xdp_config!(source_budget);
-    if flood_mode
-        && (est < xdp_config!(promote_packets)
-            || est < 2 * (st.packets >> 10) + xdp_config!(promote_packets))
-    {
+    if flood_mode && !above_noise(est, st.packets, xdp_config!(promote_packets)) {
         return packets;
     }
     let key = SourceKey {
@@ -585,7 +579,7 @@ fn per_source(
     }
     // Only a source heavy this epoch takes the slot (random spoofed ones
     // never are), flushing what the slot's last source had pending.
-    if est >= 2 * (st.packets >> 10) + SRC_CACHE_ADMIT {
+    if above_noise(est, st.packets, SRC_CACHE_ADMIT) {
         if slot.pending.packets != 0
             && let Some(old) = slot.source()
         {
@@ -601,16 +595,30 @@ fn per_source(
 /// sketch's noise) first.
 const SRC_CACHE_ADMIT: u32 = 16;
 
+/// Whether a sketch estimate `est` is at least `floor` and stands that far
+/// above the sketch's noise (twice its average counter after `packets`
+/// this epoch): the test for promoting a port or source and for caching a
+/// source. The first comparison holds on its own when the sum wraps.
+#[inline(always)]
+fn above_noise(est: u32, packets: u32, floor: u32) -> bool {
+    est >= floor && est >= 2 * (packets >> 10) + floor
+}
+
 /// Adds `add` to `key`'s row of the source table. A key not in the table
 /// is inserted with `first` (or `add` when None); returns whether it was.
 #[inline(always)]
 fn add_source(key: &SourceKey, add: &SourceStats, first: Option<&SourceStats>) -> bool {
-    if let Some(v) = SOURCES.get_ptr_mut(key) {
+    // Adds to the row if there is one.
+    let bump = || match SOURCES.get_ptr_mut(key) {
         // SAFETY: this CPU's value of a per-CPU hash entry.
-        unsafe {
+        Some(v) => unsafe {
             (*v).packets += add.packets;
             (*v).bytes += add.bytes;
-        }
+            true
+        },
+        None => false,
+    };
+    if bump() {
         return false;
     }
     if SOURCES
@@ -620,13 +628,7 @@ fn add_source(key: &SourceKey, add: &SourceStats, first: Option<&SourceStats>) -
         return true;
     }
     // Inserted meanwhile (another program on this CPU): add to it.
-    if let Some(v) = SOURCES.get_ptr_mut(key) {
-        // SAFETY: as above.
-        unsafe {
-            (*v).packets += add.packets;
-            (*v).bytes += add.bytes;
-        }
-    }
+    bump();
     false
 }
 
