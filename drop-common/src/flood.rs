@@ -100,23 +100,15 @@ pub struct PortKey {
     pub port: u16,
 }
 
-/// 32-bit mix of an address (murmur3 finalizer over folded words; an
-/// IPv4 address is one word).
+/// 32-bit mix of an address's words (murmur3 finalizer; an IPv4
+/// address is one word).
 #[inline(always)]
-pub fn hash_addr(addr: &[u8; 16], family: u8) -> u32 {
-    let word = |i: usize| {
-        u32::from_le_bytes([
-            addr[i * 4],
-            addr[i * 4 + 1],
-            addr[i * 4 + 2],
-            addr[i * 4 + 3],
-        ])
-    };
+pub fn hash_addr(words: &[u32; 4], family: u8) -> u32 {
     let mut h: u32 = 0x9747_b28c ^ family as u32;
-    let words = if family == 4 { 1 } else { 4 };
+    let n = if family == 4 { 1 } else { 4 };
     let mut i = 0;
-    while i < words {
-        h ^= word(i)
+    while i < n {
+        h ^= words[i]
             .wrapping_mul(0xcc9e_2d51)
             .rotate_left(15)
             .wrapping_mul(0x1b87_3593);
@@ -163,6 +155,22 @@ pub struct SourceKey {
     /// 4 or 6.
     pub family: u8,
     pub _pad: [u8; 3],
+}
+
+impl SourceKey {
+    /// The key of `addr` on `ifindex`, built in words: byte by byte, the
+    /// eBPF build copies (and spills) every byte.
+    #[inline(always)]
+    pub fn new(addr: &crate::parse::Addr, ifindex: u32) -> Self {
+        let w = addr.words;
+        let tail = u32::from_ne_bytes([addr.family, 0, 0, 0]);
+        // SAFETY: SourceKey is repr(C), 24 bytes at alignment 4: the
+        // address's 16 bytes, ifindex, then family and its 3 pad bytes,
+        // exactly the six words' bytes in memory order.
+        unsafe {
+            core::mem::transmute::<[u32; 6], SourceKey>([w[0], w[1], w[2], w[3], ifindex, tail])
+        }
+    }
 }
 
 #[repr(C)]
@@ -249,4 +257,37 @@ mod user {
     unsafe impl aya::Pod for SourceKey {}
     unsafe impl aya::Pod for SourceStats {}
     unsafe impl aya::Pod for SrcCache {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::source_at;
+
+    /// A frame's source read as words gives the same key, byte for byte, as
+    /// the address copied field by field (what user space reads back).
+    #[test]
+    fn source_key_from_words_is_the_bytes_key() {
+        let mut frame = [0u8; 64];
+        for (i, b) in frame.iter_mut().enumerate() {
+            *b = 0xa0 ^ i as u8;
+        }
+        for (family, n) in [(4u8, 4usize), (6, 16)] {
+            let addr = source_at(&frame[..], family, 22).get().unwrap();
+            let mut bytes = [0u8; 16];
+            bytes[..n].copy_from_slice(&frame[22..22 + n]);
+            assert_eq!(addr.bytes(), bytes);
+            assert_eq!(
+                SourceKey::new(&addr, 7),
+                SourceKey {
+                    addr: bytes,
+                    ifindex: 7,
+                    family,
+                    _pad: [0; 3],
+                }
+            );
+            // Cut one byte short: no address.
+            assert!(source_at(&frame[..22 + n - 1], family, 22).get().is_none());
+        }
+    }
 }

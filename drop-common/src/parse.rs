@@ -113,9 +113,9 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The source address (IPv4 in the first 4 bytes) and its family.
+    /// The source address, read from the frame.
     #[inline(always)]
-    pub fn source<B: Bytes + ?Sized>(&self, f: &B) -> Opt<(u8, [u8; 16])> {
+    pub fn source<B: Bytes + ?Sized>(&self, f: &B) -> Opt<Addr> {
         let Some((family, off)) = self.source_at.get() else {
             return Opt::none();
         };
@@ -123,22 +123,43 @@ impl Shape {
     }
 }
 
+/// A source address as it lies in the frame, in four native-endian words
+/// (IPv4: the first; the rest zero). Words rather than 16 bytes: in eBPF
+/// every byte of an array is a register of its own, and 16 of them live
+/// across a branchy path are 16 stack spills and 16 byte copies per use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Addr {
+    /// 4 or 6.
+    pub family: u8,
+    pub words: [u32; 4],
+}
+
+impl Addr {
+    /// The address bytes in network order (IPv4 in the first 4).
+    #[inline(always)]
+    pub fn bytes(&self) -> [u8; 16] {
+        // SAFETY: same size, and any 16 bytes are a valid [u8; 16]; the
+        // words hold the bytes in memory order.
+        unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(self.words) }
+    }
+}
+
 /// The source address of `family` (4 or 6) at `off` in the frame.
 #[inline(always)]
-pub fn source_at<B: Bytes + ?Sized>(f: &B, family: u8, off: usize) -> Opt<(u8, [u8; 16])> {
-    let mut a = [0u8; 16];
-    if family == 4 {
-        match f.load::<4>(off) {
-            Some(v) => a[..4].copy_from_slice(&v),
+pub fn source_at<B: Bytes + ?Sized>(f: &B, family: u8, off: usize) -> Opt<Addr> {
+    let word = |i: usize| f.load::<4>(off + i * 4).map(u32::from_ne_bytes);
+    let words = if family == 4 {
+        match word(0) {
+            Some(w) => [w, 0, 0, 0],
             None => return Opt::none(),
         }
     } else {
-        match f.load::<16>(off) {
-            Some(v) => a = v,
-            None => return Opt::none(),
+        match (word(0), word(1), word(2), word(3)) {
+            (Some(a), Some(b), Some(c), Some(d)) => [a, b, c, d],
+            _ => return Opt::none(),
         }
-    }
-    Opt::some((family, a))
+    };
+    Opt::some(Addr { family, words })
 }
 
 /// Parses Ethernet (up to two VLAN tags), IPv4 or IPv6 (extension headers,

@@ -16,7 +16,7 @@ use drop_common::{
     SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SRC_CACHE_FLUSH, SRC_CACHE_SLOTS, SourceKey, SourceStats,
     SrcCache, SrcCacheSlot, SrcSketch, TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET,
     UDP_PORT_BUCKETS, UdpPortCounts, XdpConfig, fmix, hash_addr, hll_slot,
-    parse::{Bytes, Opt, Shape, parse},
+    parse::{Addr, Bytes, Shape, parse},
     sketch_index, trigger_kind,
 };
 
@@ -211,8 +211,8 @@ fn observe(
     let enforce = xdp_config!(enforce);
     if enforce != 0
         && maybe_blocked(&frame, &shape)
-        && let Some((family, addr)) = shape.source(&frame).get()
-        && blocked(family, &addr, len)
+        && let Some((family, off)) = shape.source_at.get()
+        && blocked(&frame, family, off, len)
     {
         stats.blocked += 1;
         stats.blocked_bytes += len;
@@ -258,9 +258,8 @@ pub(crate) fn count_frame<F: Bytes>(
         // Its own parse: cheaper, 1 in K packets, than keeping every field
         // of the counting parse alive through this path.
         let shape = parse(frame);
-        let source = shape.source(frame);
         count_udp_source_port(slot, &shape, weight);
-        let epoch_packets = per_source(ifindex(), len, &shape, source, weight);
+        let epoch_packets = per_source(frame, ifindex(), len, &shape, weight);
         stats.sampler.next(
             epoch_packets >= xdp_config!(exact_packets),
             xdp_config!(flood_sample_every),
@@ -323,12 +322,19 @@ fn maybe_blocked(frame: &Frame, shape: &Shape) -> bool {
 /// Whether `addr` falls in an unexpired blocklist prefix; counts the hit
 /// on the entry.
 #[inline(always)]
-fn blocked(family: u8, addr: &[u8; 16], len: u64) -> bool {
+fn blocked(frame: &Frame, family: u8, off: usize, len: u64) -> bool {
+    // The key's bytes straight from the frame: through [`Addr`]'s words,
+    // LLVM's byte shuffles for the trie key are rejected by the verifier.
     let e = if family == 4 {
-        let a = [addr[0], addr[1], addr[2], addr[3]];
+        let Some(a) = frame.load::<4>(off) else {
+            return false;
+        };
         block_entry(&BLOCK_V4, &Key::new(32, a))
     } else {
-        block_entry(&BLOCK_V6, &Key::new(128, *addr))
+        let Some(a) = frame.load::<16>(off) else {
+            return false;
+        };
+        block_entry(&BLOCK_V6, &Key::new(128, a))
     };
     if e.is_null() {
         return false;
@@ -423,13 +429,7 @@ pub(crate) fn sample(
 /// packet counts for `weight` packets (see [`Sampler`]); returns the
 /// epoch's packets on this CPU so far.
 #[inline(always)]
-fn per_source(
-    ifindex: u32,
-    len: u64,
-    shape: &Shape,
-    source: Opt<(u8, [u8; 16])>,
-    weight: u32,
-) -> u32 {
+fn per_source<F: Bytes>(frame: &F, ifindex: u32, len: u64, shape: &Shape, weight: u32) -> u32 {
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     let parity = epoch & 1;
     let Some(st) = EPOCH_STATE.get_ptr_mut(parity) else {
@@ -462,7 +462,7 @@ fn per_source(
 
     if let Some((proto, port)) = shape.dport.get() {
         let ph = fmix(((proto as u32) << 16) | port as u32);
-        let (reg, rank) = drop_common::hll_slot(ph);
+        let (reg, rank) = hll_slot(ph);
         if reg < st.hll_dport.len() && st.hll_dport[reg] < rank {
             st.hll_dport[reg] = rank;
         }
@@ -501,10 +501,12 @@ fn per_source(
     }
 
     let packets = st.packets;
-    let Some((family, addr)) = source.get() else {
+    // Read here, after every parse branch has joined: carried from the
+    // parse, its 16 bytes were live (and spilled) through all of them.
+    let Some(addr) = shape.source(frame).get() else {
         return packets;
     };
-    let h = hash_addr(&addr, family);
+    let h = hash_addr(&addr.words, addr.family);
     let (reg, rank) = hll_slot(h);
     if reg < st.hll_src.len() && st.hll_src[reg] < rank {
         st.hll_src[reg] = rank;
@@ -522,7 +524,7 @@ fn per_source(
             epoch,
             0,
             est as u64,
-            Some((family, addr)),
+            Some(&addr),
         );
     }
 
@@ -532,12 +534,7 @@ fn per_source(
     if flood_mode && !above_noise(est, st.packets, xdp_config!(promote_packets)) {
         return packets;
     }
-    let key = SourceKey {
-        addr,
-        ifindex,
-        family,
-        _pad: [0; 3],
-    };
+    let key = SourceKey::new(&addr, ifindex);
     let add = SourceStats {
         packets: w as u64,
         bytes: len * w as u64,
@@ -560,7 +557,8 @@ fn per_source(
         slot.pending.bytes += add.bytes;
         if slot.pending.packets >= SRC_CACHE_FLUSH {
             let pending = slot.pending;
-            slot.pending = SourceStats::default();
+            slot.pending.packets = 0;
+            slot.pending.bytes = 0;
             add_source(&key, &pending, None);
         }
         return packets;
@@ -586,7 +584,9 @@ fn per_source(
             add_source(&old, &slot.pending, None);
         }
         slot.key = words;
-        slot.pending = SourceStats::default();
+        // Field by field: a whole-struct store is a memset call in eBPF.
+        slot.pending.packets = 0;
+        slot.pending.bytes = 0;
     }
     packets
 }
@@ -658,8 +658,10 @@ fn sketch_count<const D: usize>(rows: &mut [[u32; SKETCH_WIDTH]; D], h: u32, w: 
 }
 
 #[inline(always)]
-fn emit(kind: u32, ifindex: u32, epoch: u32, port: u32, value: u64, src: Option<(u8, [u8; 16])>) {
-    let (family, addr) = src.unwrap_or((0, [0; 16]));
+fn emit(kind: u32, ifindex: u32, epoch: u32, port: u32, value: u64, src: Option<&Addr>) {
+    // Off the per-packet path's straight line: a crossing is once an epoch.
+    core::hint::cold_path();
+    let (family, addr) = src.map_or((0, [0; 16]), |a| (a.family, a.bytes()));
     let t = Trigger {
         // SAFETY: a helper with no arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
