@@ -147,17 +147,19 @@ impl Addr {
 /// The source address of `family` (4 or 6) at `off` in the frame.
 #[inline(always)]
 pub fn source_at<B: Bytes + ?Sized>(f: &B, family: u8, off: usize) -> Opt<Addr> {
-    let word = |i: usize| f.load::<4>(off + i * 4).map(u32::from_ne_bytes);
+    // One read per family, each checked before its bytes are used: older
+    // verifiers (5.10) refuse code that reads a word of a None.
     let words = if family == 4 {
-        match word(0) {
-            Some(w) => [w, 0, 0, 0],
-            None => return Opt::none(),
-        }
+        let Some(b) = f.load::<4>(off) else {
+            return Opt::none();
+        };
+        [u32::from_ne_bytes(b), 0, 0, 0]
     } else {
-        match (word(0), word(1), word(2), word(3)) {
-            (Some(a), Some(b), Some(c), Some(d)) => [a, b, c, d],
-            _ => return Opt::none(),
-        }
+        let Some(b) = f.load::<16>(off) else {
+            return Opt::none();
+        };
+        let w = |i: usize| u32::from_ne_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+        [w(0), w(1), w(2), w(3)]
     };
     Opt::some(Addr { family, words })
 }
