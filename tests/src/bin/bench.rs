@@ -1430,14 +1430,52 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   the interface slot, the device and netns behind the skb, the packet's
   headers. The stack runs between two frames (or two drops) and evicts
   them, so each line is a likely miss, and a miss costs that much more on
-  some of these machines. The lever is touching fewer lines, not fewer
-  instructions.
-- **XDP in NAPI: at the edge on the AMD machine, not met on the Intel
-  one.** On 2026-12-07 (AMD EPYC, the AF_PACKET generator since live frames
+  some of these machines. The lever is mostly touching fewer lines; on
+  the sampled path, instructions counted too (next item).
+- **XDP in NAPI: met on the AMD machine since the address change
+  below; not met on the Intel one when last measured, before it.** On
+  2026-12-07 (AMD EPYC, the AF_PACKET generator since live frames
   were refused, receive side polled in its NAPI thread): one source 1.44x
   and 1.45x (+20.6 and +22.0 ns), 1M random sources 1.40x and 1.46x in
   two runs of the day; the week before, with the live-frames generator,
-  1.39x / 1.36x (+16.5 / +15.1 ns). Where the
+  1.39x / 1.36x (+16.5 / +15.1 ns). Later the same day, measured by
+  changing only the sampler's budgets (`--only xdp-napi`, runs minutes
+  apart): with almost no packet on the full per-source path (exact budget
+  1000 an interval, 1 in 1024 after) the rows are 1.21x / 1.22x (+9.7 /
+  +10.4 ns); with every packet on it, +115.5 ns one source, +74.2 ns random
+  sources (which skip the source table past the budget). So the shape
+  counters cost ~10 ns and the sampled full path (~9% of the frames at
+  this rate: the first 20 000 a second per CPU, then 1 in ~32) the other
+  ~10. In a test run the source table's LRU hash lookup was 52 of the full
+  path's 99 ns; a per-CPU cache in front of it (`SRC_CACHE`, 64 slots,
+  heavy sources only, flushed every 1024 packets) cut the NAPI full path
+  for one source from +115.5 to +74.3 ns. The default rows did not move
+  beyond the run-to-run noise (+20.0 and +20.6 ns after, +19.3 and +22.0
+  before), and the random-source row cannot gain from it: its full path
+  is the sketches' and the second parse's. Splitting the two budgets
+  (same runs, after the cache): exact budget only (1 in 1024 after it)
+  +16.3 / +16.5 ns, the 1-in-32 samples only +16.9 / +20.5 ns. So the
+  exact budget's frames (hot: they come one after another) add ~6.5 ns a
+  frame at this rate, and the 1-in-32 samples ~7 ns (one source) to ~10
+  ns (random): about 230 and 330 ns per sample, because a sample comes
+  after ~32 frames of stack work that evicted its ~12 lines (epoch state,
+  two HLL registers, 4 + 2 sketch rows, port buckets, the cache slot).
+  Read in the object (`llvm-objdump` of `dropscope_xdp_0`), the sampled
+  path was also long for a bad reason: the source address travelled as
+  16 one-byte values from the sampled parse on, so every parse branch
+  zeroed and spilled 16-20 stack slots (three times on the IPv4 path) and
+  each use copied 16 bytes one by one. Since then the address is four
+  words (`parse::Addr`), read once after the parse's branches join, and
+  the key is built from them (2899 -> 2513 instructions). The table above
+  is the first full run after it: one source 1.31x (+14.2 ns), 1M random
+  sources 1.35x (+15.9 ns); `--only xdp-napi` runs the same day gave +13.6
+  to +15.5 and +15.9 to +18.3 ns. What the random row pays beyond one
+  source is the source table's inserts while the new-source budget lasts
+  (4096 an interval per CPU, each an LRU insert that evicts): with the
+  budget set to 0 for one run, both rows were +13.9 ns. Tried and dropped:
+  a branchy leading-zeros for the HLL rank (its branches mispredict on
+  random hashes), and counting a sampled frame from its own parse instead
+  of parsing it again (+18.3 / +20.8 ns: the count code in two copies). Where the
   time went on the Intel machine, from a profile of `bench --only xdp-napi`
   (`perf record -a`, 893 samples in dropscope's XDP program, each mapped
   to its source line through the program's JIT line info with
