@@ -211,8 +211,8 @@ fn observe(
     let enforce = xdp_config!(enforce);
     if enforce != 0
         && maybe_blocked(&frame, &shape)
-        && let Some((family, off)) = shape.source_at.get()
-        && blocked(&frame, family, off, len)
+        && let Some(addr) = shape.source(&frame).get()
+        && blocked(&addr, len)
     {
         stats.blocked += 1;
         stats.blocked_bytes += len;
@@ -322,19 +322,11 @@ fn maybe_blocked(frame: &Frame, shape: &Shape) -> bool {
 /// Whether `addr` falls in an unexpired blocklist prefix; counts the hit
 /// on the entry.
 #[inline(always)]
-fn blocked(frame: &Frame, family: u8, off: usize, len: u64) -> bool {
-    // The key's bytes straight from the frame: through [`Addr`]'s words,
-    // LLVM's byte shuffles for the trie key are rejected by the verifier.
-    let e = if family == 4 {
-        let Some(a) = frame.load::<4>(off) else {
-            return false;
-        };
-        block_entry(&BLOCK_V4, &Key::new(32, a))
+fn blocked(addr: &Addr, len: u64) -> bool {
+    let e = if addr.family == 4 {
+        block_entry(&BLOCK_V4, &Key::new(32, addr.words[0].to_ne_bytes()))
     } else {
-        let Some(a) = frame.load::<16>(off) else {
-            return false;
-        };
-        block_entry(&BLOCK_V6, &Key::new(128, a))
+        block_entry(&BLOCK_V6, &Key::new(128, addr.bytes()))
     };
     if e.is_null() {
         return false;
@@ -557,8 +549,7 @@ fn per_source<F: Bytes>(frame: &F, ifindex: u32, len: u64, shape: &Shape, weight
         slot.pending.bytes += add.bytes;
         if slot.pending.packets >= SRC_CACHE_FLUSH {
             let pending = slot.pending;
-            slot.pending.packets = 0;
-            slot.pending.bytes = 0;
+            slot.pending = SourceStats::default();
             add_source(&key, &pending, None);
         }
         return packets;
@@ -584,9 +575,7 @@ fn per_source<F: Bytes>(frame: &F, ifindex: u32, len: u64, shape: &Shape, weight
             add_source(&old, &slot.pending, None);
         }
         slot.key = words;
-        // Field by field: a whole-struct store is a memset call in eBPF.
-        slot.pending.packets = 0;
-        slot.pending.bytes = 0;
+        slot.pending = SourceStats::default();
     }
     packets
 }
