@@ -13,7 +13,7 @@ use drop_common::{
     AttrState, DROP_EVENT_RING_BYTES, DROP_SLOT_COUNT, DropEvent, DropKey, DropPortKey, DropSlots,
     DropSourceKey, KFREE_FLAG_PKT_OFFSETS, KFREE_FLAG_SKB_OFFSETS, KfreeConfig, LocationKey,
     MAX_DROP_PORTS, MAX_DROP_ROWS, MAX_DROP_SOURCES, MAX_LOCATIONS, MAX_REASONS, kfree_health,
-    parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP},
+    parse::{Addr, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
 use crate::xdp::EPOCH;
@@ -450,10 +450,10 @@ fn attribute<const DIRECT: bool>(cfg: &KfreeConfig, skb: u64, reason: u32) {
 pub(crate) fn attribute_parsed(
     cfg: &KfreeConfig,
     reason: u32,
-    src: Option<(u8, [u8; 16])>,
+    src: Option<Addr>,
     port: Option<(u8, u16)>,
 ) {
-    let Some((family, addr)) = src else {
+    let Some(src) = src else {
         return;
     };
     let Some((st, weight)) = attr_weight(cfg) else {
@@ -461,9 +461,9 @@ pub(crate) fn attribute_parsed(
     };
     let key = DropSourceKey {
         reason,
-        family,
+        family: src.family,
         _pad: [0; 3],
-        addr,
+        addr: src.bytes(),
     };
     attr_count(cfg, st, weight, key, port);
 }

@@ -297,9 +297,7 @@ fn exit(ctx: &FExitContext, slot: u32) {
             len: stash.len as usize,
         };
         let src = if stash.family != 0 {
-            source_at(&frame, stash.family, stash.source_off as usize)
-                .get()
-                .map(|a| (a.family, a.bytes()))
+            source_at(&frame, stash.family, stash.source_off as usize).get()
         } else {
             None
         };
