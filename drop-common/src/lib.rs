@@ -151,6 +151,9 @@ pub mod programs {
     pub const GENERATOR: &str = "dropscope_gen";
     /// In the test object only: the benchmarks' empty XDP floor.
     pub const PASS: &str = "dropscope_pass";
+    /// In the test object only: the empty XDP floor plus one read of the
+    /// frame's Ethernet type.
+    pub const TOUCH: &str = "dropscope_touch";
     /// In the test object only: the benchmarks' empty tp_btf/kfree_skb
     /// floor (the cost of the dispatch alone).
     pub const KFREE_EMPTY: &str = "dropscope_kfree_empty";

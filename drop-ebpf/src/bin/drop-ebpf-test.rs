@@ -6,6 +6,8 @@
 //!   (never attached): each run rewrites the template frame's IPv4 source
 //!   (and TTL) and transmits it.
 //! * `dropscope_pass`: the benchmarks' floor, an XDP program that only passes.
+//! * `dropscope_touch`: the same after reading the frame's Ethernet type:
+//!   what any program that looks at the packet pays for its first cache line.
 //! * `dropscope_kfree_empty`: the kfree_skb benchmark's floor, a tp_btf
 //!   program that returns at once.
 #![no_std]
@@ -128,6 +130,21 @@ fn transmit(cfg: &GenConfig) -> u32 {
 /// The floor for benchmarks: an XDP program that only passes.
 #[xdp]
 pub fn dropscope_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Passes after reading the frame's Ethernet type: the cost of bringing the
+/// frame's first cache line in, which the empty program never pays (the
+/// stack pays it later, after XDP).
+#[xdp]
+pub fn dropscope_touch(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 14 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: start + 14 <= data_end was checked above. Volatile: the
+    // value is unused, the read is the point.
+    unsafe { core::ptr::read_volatile((start + 12) as *const u16) };
     xdp_action::XDP_PASS
 }
 

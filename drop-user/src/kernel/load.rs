@@ -855,6 +855,7 @@ mod tests {
         for name in [
             programs::GENERATOR,
             programs::PASS,
+            programs::TOUCH,
             programs::KFREE_EMPTY,
             globals::GEN_CONFIG,
         ] {
