@@ -628,7 +628,7 @@ fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
     rows.push(Row::info(
         "XDP cost (NAPI)",
         format!(
-            "empty program + one read of the frame (+{:.1} ns: its first cache line)",
+            "empty program + one read of the frame ({:+.1} ns: its first cache line)",
             touch.median - floor.median
         ),
         touch.ns_packet(),
@@ -1485,9 +1485,10 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   zeroed and spilled 16-20 stack slots (three times on the IPv4 path) and
   each use copied 16 bytes one by one. Since then the address is four
   words (`parse::Addr`), read once after the parse's branches join, and
-  the key is built from them (2899 -> 2513 instructions). The table above
-  is the first full run after it: one source 1.31x (+14.2 ns), 1M random
-  sources 1.35x (+15.9 ns); `--only xdp-napi` runs the same day gave +13.6
+  the key is built from them (2899 -> 2513 instructions). The first full
+  run after it gave one source 1.31x (+14.2 ns), 1M random sources 1.35x
+  (+15.9 ns); the table above, a later run with 9 rounds on a noisier
+  host, 1.33x / 1.38x (+15.2 / +17.5 ns); `--only xdp-napi` runs the same day gave +13.6
   to +15.5 and +15.9 to +18.3 ns. What the random row pays beyond one
   source is the source table's inserts while the new-source budget lasts
   (4096 an interval per CPU, each an LRU insert that evicts): with the
