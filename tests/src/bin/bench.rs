@@ -1488,13 +1488,10 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   the key is built from them (2899 -> 2513 instructions). The first full
   run after it gave one source 1.31x (+14.2 ns), 1M random sources 1.35x
   (+15.9 ns); the table above, a later run with 9 rounds on a noisier
-  host, 1.33x / 1.38x (+15.2 / +17.5 ns); `--only xdp-napi` runs the same day gave +13.6
-  to +15.5 and +15.9 to +18.3 ns. What the random row pays beyond one
-  source is the source table's inserts while the new-source budget lasts
-  (4096 an interval per CPU, each an LRU insert that evicts): with the
-  budget set to 0 for one run, both rows were +13.9 ns. Runs of the
-  same day later (`--only xdp-napi`, minutes apart, random +17 to +25
-  ns on a noisier host) put numbers on what it is not. The frame's first
+  host, 1.33x / 1.38x (+15.2 / +17.5 ns); `--only xdp-napi` runs on the
+  day of the change gave +13.6 to +15.5 and +15.9 to +18.3 ns, later
+  ones on the noisier host random +17 to +25 ns. What the random row
+  pays beyond one source, and what it does not, measured. The frame's first
   line costs nothing here: the floor plus one read of the frame equals
   the floor, since veth copies the frame into a page-pool page just
   before XDP runs (a NIC's freshly written frame may be colder, for any
@@ -1503,8 +1500,9 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   per-CPU LRU lists for the source table (`BPF_F_NO_COMMON_LRU`), one
   shared value per source added with BPF_XADD instead of per-CPU values,
   the receiving NAPI thread and dropscope pinned to different CPUs. With
-  the budget at 0 the random row was the one-source row again (+13.2 vs
-  +14.4 ns). So the difference is the budget's inserts, about 330 ns
+  the new-source budget at 0 the random row was the one-source row (+13.9
+  and +13.9 ns in one run, +13.2 vs +14.4 in another). So the difference
+  is the budget's source-table inserts, about 330 ns
   each (an insert into a full LRU evicts: cold entries and buckets),
   4096 an interval per CPU: a cost per second that the packet rate
   divides, ~4.5 ns a frame at this veth's ~300 kpps, under 1 ns at 2
