@@ -794,11 +794,17 @@ pub fn drop_row<'a>(
 
 /// The `rx_packets` of `ip -s link` for a device in a namespace.
 pub fn ip_link_rx_packets(lab: &Lab, ns: &str, dev: &str) -> u64 {
+    ip_link_stat(lab, ns, dev, "rx", "packets")
+}
+
+/// One counter of `ip -s link` for a device in a namespace: `dir` is "rx"
+/// or "tx", `field` e.g. "packets" or "dropped".
+pub fn ip_link_stat(lab: &Lab, ns: &str, dev: &str, dir: &str, field: &str) -> u64 {
     let out = lab.ip(ns, &["-s", "-j", "link", "show", dev]);
     let v: Value = serde_json::from_str(&out).expect("ip -j output");
-    v[0]["stats64"]["rx"]["packets"]
+    v[0]["stats64"][dir][field]
         .as_u64()
-        .expect("rx packets")
+        .unwrap_or_else(|| panic!("no {dir} {field} for {dev} in: {out}"))
 }
 
 impl Lab {
