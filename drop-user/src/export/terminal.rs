@@ -22,8 +22,11 @@ pub(crate) fn emit(
 ) -> io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut *out, report)?;
-            out.write_all(b"\n")?;
+            // Whole, then one write: through stdout's line buffer a
+            // serialized report went out in 1 KiB writes.
+            let mut line = serde_json::to_vec(report)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
         }
         Format::Table => {
             if clear {
@@ -43,8 +46,9 @@ pub(crate) fn emit_event(
 ) -> io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut *out, e)?;
-            out.write_all(b"\n")?;
+            let mut line = serde_json::to_vec(e)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
             out.flush()
         }
         Format::Table => {

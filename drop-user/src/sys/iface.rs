@@ -1,40 +1,57 @@
 //! Interface names, indexes and the default-route interfaces.
 
-use std::{collections::BTreeSet, ffi::CString};
+use std::collections::BTreeSet;
 
 use anyhow::{Result, bail};
 
 pub(crate) fn index_of(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
+    let mut req = ifreq(name)?;
+    ioctl(libc::SIOCGIFINDEX as libc::Ioctl, &mut req)?;
+    // SAFETY: SIOCGIFINDEX filled the union's index.
+    let i = unsafe { req.ifr_ifru.ifru_ifindex };
+    (i > 0).then_some(i as u32)
 }
 
 /// Link state of `name`: None if it does not exist, else (administratively
 /// up, carrier) from its flags (IFF_UP, IFF_RUNNING).
 pub(crate) fn link_state(name: &str) -> Option<(bool, bool)> {
-    // SAFETY: a datagram socket for the ioctl, closed on every path.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return None;
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (d, s) in req
-            .ifr_name
-            .iter_mut()
-            .zip(name.bytes().take(libc::IF_NAMESIZE - 1))
-        {
-            *d = s as libc::c_char;
-        }
-        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req);
-        libc::close(fd);
-        if r < 0 {
-            return None;
-        }
-        let flags = req.ifr_ifru.ifru_flags as i32;
-        Some((flags & libc::IFF_UP != 0, flags & libc::IFF_RUNNING != 0))
+    let mut req = ifreq(name)?;
+    ioctl(libc::SIOCGIFFLAGS as libc::Ioctl, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the union's flags.
+    let flags = unsafe { req.ifr_ifru.ifru_flags } as i32;
+    Some((flags & libc::IFF_UP != 0, flags & libc::IFF_RUNNING != 0))
+}
+
+/// A request naming `name`; None for a name no interface can have.
+fn ifreq(name: &str) -> Option<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
+        return None;
     }
+    // SAFETY: an all-zero ifreq is a valid empty request.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Some(req)
+}
+
+/// One interface ioctl through a datagram socket opened once: a session
+/// asks for each interface's index and flags every interval, and a socket
+/// per question was a good part of an idle dropscope's CPU time.
+fn ioctl(request: libc::Ioctl, req: &mut libc::ifreq) -> Option<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    static SOCK: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    let sock = SOCK.get_or_init(|| {
+        // SAFETY: socket(2) with constant arguments; a valid fd is owned
+        // from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+    let fd = sock.as_ref()?.as_raw_fd();
+    // SAFETY: req is a live, properly sized ifreq for these requests.
+    let r = unsafe { libc::ioctl(fd, request, req as *mut libc::ifreq) };
+    (r >= 0).then_some(())
 }
 
 pub(crate) fn name_of(index: u32) -> Option<String> {

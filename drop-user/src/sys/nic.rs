@@ -84,25 +84,6 @@ const SYSFS_STATS: [&str; 5] = [
     "rx_nohandler",
 ];
 
-fn read_sysfs_stats(iface: &str, ifindex: u32, c: &mut Counters) {
-    let dir = format!("/sys/class/net/{iface}");
-    let same = std::fs::read_to_string(format!("{dir}/ifindex"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        == Some(ifindex);
-    if !same {
-        return;
-    }
-    for name in SYSFS_STATS {
-        if let Some(v) = std::fs::read_to_string(format!("{dir}/statistics/{name}"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            c.insert(name.into(), v);
-        }
-    }
-}
-
 /// Does an ethtool statistic name look like loss?
 pub(crate) fn is_loss_stat(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -113,31 +94,196 @@ pub(crate) fn is_loss_stat(name: &str) -> bool {
     .any(|k| n.contains(k))
 }
 
-/// Reads the loss-related NIC statistics (`ethtool -S`) of one interface.
-/// Interfaces without driver statistics give an empty map.
-pub(crate) fn ethtool_stats(iface: &str) -> Counters {
-    ethtool::stats(iface)
-        .map(|all| all.into_iter().filter(|(k, _)| is_loss_stat(k)).collect())
-        .unwrap_or_default()
+/// Everything for the watched interfaces, once (doctor, a session's
+/// start); a session's intervals read through one [`Reader`].
+pub(crate) fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> {
+    Reader::default().read(ifaces)
 }
 
-/// Everything for the watched interfaces, keyed by interface name, with the
-/// per-CPU backlog under the pseudo-interface "softnet".
-pub(crate) fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> {
-    let dev = parse_proc_net_dev(&std::fs::read_to_string("/proc/net/dev")?)?;
-    let mut out = BTreeMap::new();
-    for (name, ifindex) in ifaces {
-        let mut c = dev.get(name).cloned().unwrap_or_default();
-        read_sysfs_stats(name, *ifindex, &mut c);
-        for (k, v) in ethtool_stats(name) {
-            c.insert(format!("ethtool:{k}"), v);
+/// Reads the interface counters interval after interval through files and
+/// a socket opened once: opening ten files and two sockets a second was
+/// most of an idle dropscope's CPU time. procfs and sysfs make a file's
+/// text anew when it is read again from offset 0. A device's sysfs files
+/// that fail to read (it went away) are dropped together, and the next
+/// read checks its index and opens them again.
+pub(crate) struct Reader {
+    proc_dev: Reopen,
+    softnet: Reopen,
+    /// Per (name, ifindex): the sysfs statistics files, when sysfs shows
+    /// this namespace's device of that name.
+    sysfs: BTreeMap<(String, u32), Vec<(&'static str, std::fs::File)>>,
+    ethtool_names: BTreeMap<(String, u32), LossStats>,
+    sock: Option<std::net::UdpSocket>,
+    text: String,
+}
+
+/// A driver's statistics count and the indexes and names of its loss
+/// statistics among them.
+type LossStats = (usize, Vec<(usize, String)>);
+
+impl Default for Reader {
+    fn default() -> Self {
+        Self {
+            proc_dev: Reopen::new("/proc/net/dev".into()),
+            softnet: Reopen::new("/proc/net/softnet_stat".into()),
+            sysfs: BTreeMap::new(),
+            ethtool_names: BTreeMap::new(),
+            sock: None,
+            text: String::new(),
         }
-        out.insert(name.clone(), c);
     }
-    if let Ok(text) = std::fs::read_to_string("/proc/net/softnet_stat") {
-        out.insert("softnet".into(), parse_softnet(&text)?);
+}
+
+/// A file kept open and read from the start each time; opened again when
+/// a read fails.
+struct Reopen {
+    path: String,
+    file: Option<std::fs::File>,
+}
+
+impl Reopen {
+    fn new(path: String) -> Self {
+        Self { path, file: None }
     }
-    Ok(out)
+
+    /// The file's whole text into `out`. A kept file that fails (its
+    /// device went away) is dropped and the path opened again.
+    fn read(&mut self, out: &mut String) -> std::io::Result<()> {
+        if let Some(f) = &self.file {
+            if read_from_start(f, out).is_ok() {
+                return Ok(());
+            }
+            self.file = None;
+        }
+        let f = self.file.insert(std::fs::File::open(&self.path)?);
+        let r = read_from_start(f, out);
+        if r.is_err() {
+            self.file = None;
+        }
+        r
+    }
+}
+
+/// Reads `file` from offset 0 to its end with pread: no seek and no size
+/// query (procfs and sysfs files have no size to ask for).
+fn read_from_start(file: &std::fs::File, out: &mut String) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = std::mem::take(out).into_bytes();
+    bytes.clear();
+    let mut chunk = [0u8; 4096];
+    let r = loop {
+        match file.read_at(&mut chunk, bytes.len() as u64) {
+            Ok(0) => break Ok(()),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    *out = String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))?;
+    r
+}
+
+impl Reader {
+    /// Everything for the watched interfaces, keyed by interface name, with
+    /// the per-CPU backlog under the pseudo-interface "softnet".
+    pub(crate) fn read(&mut self, ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Counters>> {
+        self.proc_dev
+            .read(&mut self.text)
+            .context("reading /proc/net/dev")?;
+        let dev = parse_proc_net_dev(&self.text)?;
+        // Interfaces no longer watched under that (name, ifindex) go.
+        self.sysfs
+            .retain(|(n, i), _| ifaces.iter().any(|(m, j)| m == n && j == i));
+        self.ethtool_names
+            .retain(|(n, i), _| ifaces.iter().any(|(m, j)| m == n && j == i));
+        let mut out = BTreeMap::new();
+        for (name, ifindex) in ifaces {
+            let mut c = dev.get(name).cloned().unwrap_or_default();
+            self.read_sysfs_stats(name, *ifindex, &mut c);
+            for (k, v) in self.ethtool_stats(name, *ifindex) {
+                c.insert(format!("ethtool:{k}"), v);
+            }
+            out.insert(name.clone(), c);
+        }
+        if self.softnet.read(&mut self.text).is_ok() {
+            out.insert("softnet".into(), parse_softnet(&self.text)?);
+        }
+        Ok(out)
+    }
+
+    fn read_sysfs_stats(&mut self, iface: &str, ifindex: u32, c: &mut Counters) {
+        let key = (iface.to_string(), ifindex);
+        if !self.sysfs.contains_key(&key) {
+            let dir = format!("/sys/class/net/{iface}");
+            let same = std::fs::read_to_string(format!("{dir}/ifindex"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                == Some(ifindex);
+            // sysfs shows the namespace it was mounted in: its device of
+            // this name may be another namespace's (asked again next time:
+            // a device that is gone may come back).
+            if !same {
+                return;
+            }
+            let files = SYSFS_STATS
+                .iter()
+                .filter_map(|name| {
+                    let f = std::fs::File::open(format!("{dir}/statistics/{name}")).ok()?;
+                    Some((*name, f))
+                })
+                .collect();
+            self.sysfs.insert(key.clone(), files);
+        }
+        let text = &mut self.text;
+        let mut failed = false;
+        for (name, file) in self.sysfs.get(&key).into_iter().flatten() {
+            match read_from_start(file, text) {
+                Ok(()) => {
+                    if let Ok(v) = text.trim().parse() {
+                        c.insert((*name).into(), v);
+                    }
+                }
+                Err(_) => failed = true,
+            }
+        }
+        if failed {
+            self.sysfs.remove(&key);
+        }
+    }
+
+    /// The loss-related driver statistics (`ethtool -S`) of one interface;
+    /// empty for interfaces without driver statistics. Names are asked for
+    /// again only when the driver's count of statistics changes.
+    fn ethtool_stats(&mut self, iface: &str, ifindex: u32) -> Counters {
+        if self.sock.is_none() {
+            self.sock = ethtool::socket().ok();
+        }
+        let Some(sock) = &self.sock else {
+            return Counters::new();
+        };
+        let key = (iface.to_string(), ifindex);
+        let cached = self.ethtool_names.get(&key).map(|(n, _)| *n);
+        let Ok((n, values)) = ethtool::values(sock, iface) else {
+            return Counters::new();
+        };
+        if cached != Some(n) {
+            let names = ethtool::names(sock, iface, n)
+                .map(|all| {
+                    all.into_iter()
+                        .enumerate()
+                        .filter(|(_, k)| is_loss_stat(k))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.ethtool_names.insert(key.clone(), (n, names));
+        }
+        let (_, names) = &self.ethtool_names[&key];
+        names
+            .iter()
+            .filter_map(|(i, k)| values.get(*i).map(|v| (k.clone(), *v)))
+            .collect()
+    }
 }
 
 pub(crate) mod ethtool {
@@ -184,8 +330,7 @@ pub(crate) mod ethtool {
 
     /// Issues one fixed-size ethtool command: words[0] is the command.
     fn words<const N: usize>(iface: &str, cmd: u32) -> io::Result<[u32; N]> {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0")
-            .or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+        let sock = socket()?;
         let mut w = [0u32; N];
         w[0] = cmd;
         ioctl(&sock, iface, w.as_mut_ptr().cast())?;
@@ -219,44 +364,64 @@ pub(crate) mod ethtool {
         Ok((speed, duplex))
     }
 
-    pub(crate) fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0")
-            .or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    /// The socket the ethtool ioctls go through.
+    pub(super) fn socket() -> io::Result<std::net::UdpSocket> {
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+    }
+
+    /// The driver's statistics count (0 when it has none).
+    fn count(sock: &std::net::UdpSocket, iface: &str) -> io::Result<usize> {
         // struct ethtool_sset_info { cmd, reserved, sset_mask, data[] }
         let mut info = [0u32; 5];
         info[0] = ETHTOOL_GSSET_INFO;
         let mask_lo = 1u64 << ETH_SS_STATS;
         info[2] = mask_lo as u32;
         info[3] = (mask_lo >> 32) as u32;
-        ioctl(&sock, iface, info.as_mut_ptr().cast())?;
+        ioctl(sock, iface, info.as_mut_ptr().cast())?;
         let returned_mask = info[2] as u64 | ((info[3] as u64) << 32);
         if returned_mask & mask_lo == 0 {
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        let n = (info[4] as usize).min(MAX_STATS);
+        Ok((info[4] as usize).min(MAX_STATS))
+    }
+
+    /// (count, values) of the driver's statistics. The count is asked for
+    /// first every time: the kernel writes as many values as the driver
+    /// has, so the buffer must hold them all.
+    pub(super) fn values(sock: &std::net::UdpSocket, iface: &str) -> io::Result<(usize, Vec<u64>)> {
+        let n = count(sock, iface)?;
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok((0, Vec::new()));
         }
+        // struct ethtool_stats { cmd, n_stats, data[] (u64) }
+        let mut stats = vec![0u64; 1 + n];
+        let head = [ETHTOOL_GSTATS, n as u32];
+        stats[0] = unsafe { mem::transmute::<[u32; 2], u64>(head) };
+        ioctl(sock, iface, stats.as_mut_ptr().cast())?;
+        stats.remove(0);
+        Ok((n, stats))
+    }
+
+    /// The names of the driver's first `n` statistics.
+    pub(super) fn names(
+        sock: &std::net::UdpSocket,
+        iface: &str,
+        n: usize,
+    ) -> io::Result<Vec<String>> {
         // struct ethtool_gstrings { cmd, string_set, len, data[] }
         let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
         strings[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
         strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
         strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
-        ioctl(&sock, iface, strings.as_mut_ptr().cast())?;
-        // struct ethtool_stats { cmd, n_stats, data[] (u64) }
-        let mut stats = vec![0u64; 1 + n];
-        let head = [ETHTOOL_GSTATS, n as u32];
-        stats[0] = unsafe { mem::transmute::<[u32; 2], u64>(head) };
-        ioctl(&sock, iface, stats.as_mut_ptr().cast())?;
+        ioctl(sock, iface, strings.as_mut_ptr().cast())?;
         let got = (u32::from_ne_bytes(strings[8..12].try_into().unwrap()) as usize).min(n);
-        let mut out = Vec::with_capacity(got);
-        for i in 0..got {
-            let raw = &strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
-            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-            let name = String::from_utf8_lossy(&raw[..end]).trim().to_string();
-            out.push((name, stats[1 + i]));
-        }
-        Ok(out)
+        Ok((0..got)
+            .map(|i| {
+                let raw = &strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
+                let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+                String::from_utf8_lossy(&raw[..end]).trim().to_string()
+            })
+            .collect())
     }
 }
 
@@ -291,6 +456,32 @@ mod tests {
         let text = include_str!("../../../tests/fixtures/text/proc_net_dev");
         let d = parse_proc_net_dev(text).unwrap();
         assert!(d.contains_key("lo") && d.contains_key("eth0"));
+    }
+
+    /// A kept file is read anew from its start; a path that is missing
+    /// errs, and is opened once it is there.
+    #[test]
+    fn kept_files_are_read_from_the_start_each_time() {
+        let path = std::env::temp_dir().join(format!("dropscope-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut f = Reopen::new(path.display().to_string());
+        let mut text = String::new();
+        assert!(f.read(&mut text).is_err());
+        std::fs::write(&path, "1\n").unwrap();
+        f.read(&mut text).unwrap();
+        assert_eq!(text, "1\n");
+        // Rewritten in place (same inode, as sysfs regenerates): the new text.
+        let long = "x".repeat(10_000);
+        std::fs::write(&path, &long).unwrap();
+        f.read(&mut text).unwrap();
+        assert_eq!(text, long);
+        std::fs::remove_file(&path).unwrap();
+        // procfs: read twice through one open file, whole both times.
+        let mut dev = Reopen::new("/proc/net/dev".into());
+        dev.read(&mut text).unwrap();
+        assert!(parse_proc_net_dev(&text).unwrap().contains_key("lo"));
+        dev.read(&mut text).unwrap();
+        assert!(parse_proc_net_dev(&text).unwrap().contains_key("lo"));
     }
 
     #[test]

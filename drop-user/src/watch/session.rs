@@ -54,6 +54,7 @@ pub(super) struct Session {
     prev_ports: HashMap<PortKey, u64>,
     pub(super) last_sample: Instant,
     last_sources: Option<Instant>,
+    nic: nic::Reader,
 }
 
 /// Validates the options that need no kernel and works out the XDP
@@ -165,7 +166,8 @@ impl Session {
             },
             opts.interval
         );
-        let nic_start = nic::read_all(&ifaces).context("reading interface counters")?;
+        let mut nic = nic::Reader::default();
+        let nic_start = nic.read(&ifaces).context("reading interface counters")?;
         let tracker = Tracker::new(
             probes.reasons.clone(),
             ifaces.clone(),
@@ -232,6 +234,7 @@ impl Session {
             prev_ports: HashMap::new(),
             last_sample: now,
             last_sources: None,
+            nic,
         })
     }
 
@@ -326,7 +329,7 @@ impl Session {
         let snap = maps.read(self.slots, with_sources)?;
         let sample = maps.close_epoch(self.source_budget)?;
         let ports = port_deltas(&mut self.prev_ports, maps.heavy_ports());
-        let counters = nic::read_all(&self.ifaces).unwrap_or_default();
+        let counters = self.nic.read(&self.ifaces).unwrap_or_default();
         let mut measured = self
             .tracker
             .measure(snap, counters, Some((&sample, &ports)));
