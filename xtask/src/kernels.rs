@@ -6,14 +6,19 @@
 //! I/O port it falls back to the console and exits 255 even on success).
 
 use std::{
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Command,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
 use crate::{cargo, run, succeeds, workspace_root};
+
+/// How long a guest may take to start its script: TCG boots these kernels
+/// in seconds to a minute.
+const BOOT_BOUND: Duration = Duration::from_secs(240);
 
 /// A kernel of the matrix: Debian's package, and the suite it is in when
 /// that is not one the machine's own sources carry.
@@ -413,11 +418,22 @@ pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> 
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(k) = kernels.get(i) else { break };
-                    let run =
+                    let try_boot = || {
                         boot(k, &vng, &images[i], &bins, &bin_copy).unwrap_or_else(|e| KernelRun {
                             broken: vec![format!("{}: {e:#}", k.name)],
                             ..KernelRun::default()
-                        });
+                        })
+                    };
+                    let mut run = try_boot();
+                    // A TCG boot that hangs is the emulator's, not the
+                    // kernel's (seen once in many runs): boot once more.
+                    if run.not_booted {
+                        eprintln!(
+                            "matrix: Linux {} did not boot; booting it again\n{}",
+                            k.name, run.report
+                        );
+                        run = try_boot();
+                    }
                     // Each kernel's lines together, as it finishes.
                     print!("{}", run.report);
                     runs.lock().unwrap().push(run);
@@ -440,6 +456,8 @@ pub(crate) fn run_matrix(kernels: &[&Kernel], bin: &Path) -> Result<(u64, u64)> 
 struct KernelRun {
     passed: u64,
     failed: u64,
+    /// The guest never started its script.
+    not_booted: bool,
     /// What failed, one entry each.
     broken: Vec<String>,
     /// The lines to print for this kernel.
@@ -469,7 +487,7 @@ fn boot(
     // KVM stalls on these machines (nested virtualisation): TCG. One VM
     // per three CPUs runs at its own speed (617-1059 s here): the bound of
     // a VM alone holds.
-    let status = Command::new("timeout")
+    let mut vm = Command::new("timeout")
         .arg("1500")
         .arg(vng)
         .arg("-r")
@@ -482,11 +500,29 @@ fn boot(
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(out.join("console.log"))?)
         .stderr(std::fs::File::create(out.join("vng.log"))?)
-        .status()
+        // Its own group: a VM that does not boot is killed whole.
+        .process_group(0)
+        .spawn()
         .context("running vng")?;
+    let status = loop {
+        if let Some(status) = vm.try_wait()? {
+            break status.to_string();
+        }
+        // The script's first line writes uname: a guest that has not
+        // within the bound (seconds, normally) hangs in its boot.
+        if started.elapsed() > BOOT_BOUND && !out.join("uname").exists() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", vm.id())])
+                .status();
+            let _ = vm.wait();
+            break format!("killed: no script after {} s", BOOT_BOUND.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let secs = started.elapsed().as_secs();
     let uname = std::fs::read_to_string(out.join("uname")).unwrap_or_default();
     if uname.trim() != k.release {
+        r.not_booted = true;
         for f in ["vng.log", "console.log"] {
             let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
@@ -496,7 +532,7 @@ fn boot(
             }
         }
         r.broken
-            .push(format!("{}: did not boot (vng {status})", k.name));
+            .push(format!("{}: did not boot (vng: {status})", k.name));
         return Ok(r);
     }
     let statuses = std::fs::read_to_string(out.join("status")).unwrap_or_default();
