@@ -1487,8 +1487,9 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   words (`parse::Addr`), read once after the parse's branches join, and
   the key is built from them (2899 -> 2513 instructions). The first full
   run after it gave one source 1.31x (+14.2 ns), 1M random sources 1.35x
-  (+15.9 ns); the table above, a later run with 9 rounds on a noisier
-  host, 1.33x / 1.38x (+15.2 / +17.5 ns); `--only xdp-napi` runs on the
+  (+15.9 ns); later full runs with 9 rounds on a noisier host 1.33x /
+  1.38x (+15.2 / +17.5 ns) and, the table above, 1.30x / 1.38x (+14.2 /
+  +17.5 ns); `--only xdp-napi` runs on the
   day of the change gave +13.6 to +15.5 and +15.9 to +18.3 ns, later
   ones on the noisier host random +17 to +25 ns. What the random row
   pays beyond one source, and what it does not, measured. The frame's first
@@ -1589,7 +1590,15 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   second; per-reason totals only once a table was full. Idle memory: the
   per-drop event ring (4 MiB, mapped twice by the kernel: 8 MiB resident)
   and the PCAP ring are mapped only when read (doctor, --pcap-dir), and
-  the kernel's symbol table keeps its names in one string.
+  the kernel's symbol table keeps its names in one string. Idle CPU was at
+  its target's edge (0.07-0.08% of a core, 2026-12-07): most of it was
+  system calls around the interface counters, 85 an interval (ten files
+  opened, statted and closed, three sockets made, a JSON line written in
+  1 KiB pieces). The files and sockets are now opened once and the files
+  read again from offset 0 (about 25 calls an interval): 0.04% idle, old
+  and new builds interleaved; the 100 ms flood row 1.35% -> 1.2%. Under
+  the flood, most of what is left is the kernel walking the source
+  table's 65 536 buckets in the batch read, once a second.
 
 dropwatch needs the kernel's drop_monitor (CONFIG_NET_DROP_MONITOR); where
 the kernel lacks it, its row says so.
