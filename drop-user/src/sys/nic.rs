@@ -296,7 +296,9 @@ pub(crate) mod ethtool {
     const ETHTOOL_GSSET_INFO: u32 = 0x37;
     const ETH_SS_STATS: u32 = 1;
     const ETH_GSTRING_LEN: usize = 32;
-    /// Drivers with more stats than this are cut (mlx5 has ~1500).
+    /// Drivers with more stats than this are not read (mlx5 has ~1500):
+    /// the kernel writes every name and value the driver has, whatever
+    /// count the request gives, so a buffer must hold them all.
     const MAX_STATS: usize = 4096;
 
     #[repr(C)]
@@ -369,7 +371,8 @@ pub(crate) mod ethtool {
         std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))
     }
 
-    /// The driver's statistics count (0 when it has none).
+    /// The driver's statistics count (0 when it has none, or more than
+    /// [`MAX_STATS`]).
     fn count(sock: &std::net::UdpSocket, iface: &str) -> io::Result<usize> {
         // struct ethtool_sset_info { cmd, reserved, sset_mask, data[] }
         let mut info = [0u32; 5];
@@ -382,7 +385,8 @@ pub(crate) mod ethtool {
         if returned_mask & mask_lo == 0 {
             return Ok(0);
         }
-        Ok((info[4] as usize).min(MAX_STATS))
+        let n = info[4] as usize;
+        Ok(if n > MAX_STATS { 0 } else { n })
     }
 
     /// (count, values) of the driver's statistics. The count is asked for
