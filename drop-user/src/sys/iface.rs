@@ -35,23 +35,29 @@ fn ifreq(name: &str) -> Option<libc::ifreq> {
     Some(req)
 }
 
-/// One interface ioctl through a datagram socket opened once: a session
-/// asks for each interface's index and flags every interval, and a socket
-/// per question was a good part of an idle dropscope's CPU time.
+/// One interface ioctl through [`ioctl_socket`].
 fn ioctl(request: libc::Ioctl, req: &mut libc::ifreq) -> Option<()> {
+    let fd = ioctl_socket().ok()?;
+    // SAFETY: req is a live, properly sized ifreq for these requests.
+    let r = unsafe { libc::ioctl(fd, request, req as *mut libc::ifreq) };
+    (r >= 0).then_some(())
+}
+
+/// The datagram socket interface ioctls go through (index, flags,
+/// ethtool), opened once: a session asks each interval, and a socket per
+/// question was a good part of an idle dropscope's CPU time.
+pub(crate) fn ioctl_socket() -> std::io::Result<std::os::fd::RawFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     static SOCK: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
     let sock = SOCK.get_or_init(|| {
-        // SAFETY: socket(2) with constant arguments; a valid fd is owned
-        // from here on.
+        // SAFETY: socket(2) with constant arguments.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         // SAFETY: fd was just returned by socket(2) and nothing else owns it.
         (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     });
-    let fd = sock.as_ref()?.as_raw_fd();
-    // SAFETY: req is a live, properly sized ifreq for these requests.
-    let r = unsafe { libc::ioctl(fd, request, req as *mut libc::ifreq) };
-    (r >= 0).then_some(())
+    sock.as_ref()
+        .map(|s| s.as_raw_fd())
+        .ok_or_else(|| std::io::Error::other("no socket for interface ioctls"))
 }
 
 pub(crate) fn name_of(index: u32) -> Option<String> {

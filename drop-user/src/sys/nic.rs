@@ -100,9 +100,9 @@ pub(crate) fn read_all(ifaces: &[(String, u32)]) -> Result<BTreeMap<String, Coun
     Reader::default().read(ifaces)
 }
 
-/// Reads the interface counters interval after interval through files and
-/// a socket opened once: opening ten files and two sockets a second was
-/// most of an idle dropscope's CPU time. procfs and sysfs make a file's
+/// Reads the interface counters interval after interval through files
+/// opened once (and the shared ioctl socket): opening ten files and three
+/// sockets a second was most of an idle dropscope's CPU time. procfs and sysfs make a file's
 /// text anew when it is read again from offset 0. A device's sysfs files
 /// that fail to read (it went away) are dropped together, and the next
 /// read checks its index and opens them again.
@@ -113,7 +113,6 @@ pub(crate) struct Reader {
     /// this namespace's device of that name.
     sysfs: BTreeMap<(String, u32), Vec<(&'static str, std::fs::File)>>,
     ethtool_names: BTreeMap<(String, u32), LossStats>,
-    sock: Option<std::net::UdpSocket>,
     text: String,
 }
 
@@ -128,7 +127,6 @@ impl Default for Reader {
             softnet: Reopen::new("/proc/net/softnet_stat".into()),
             sysfs: BTreeMap::new(),
             ethtool_names: BTreeMap::new(),
-            sock: None,
             text: String::new(),
         }
     }
@@ -256,19 +254,13 @@ impl Reader {
     /// empty for interfaces without driver statistics. Names are asked for
     /// again only when the driver's count of statistics changes.
     fn ethtool_stats(&mut self, iface: &str, ifindex: u32) -> Counters {
-        if self.sock.is_none() {
-            self.sock = ethtool::socket().ok();
-        }
-        let Some(sock) = &self.sock else {
-            return Counters::new();
-        };
         let key = (iface.to_string(), ifindex);
         let cached = self.ethtool_names.get(&key).map(|(n, _)| *n);
-        let Ok((n, values)) = ethtool::values(sock, iface) else {
+        let Ok((n, values)) = ethtool::values(iface) else {
             return Counters::new();
         };
         if cached != Some(n) {
-            let names = ethtool::names(sock, iface, n)
+            let names = ethtool::names(iface, n)
                 .map(|all| {
                     all.into_iter()
                         .enumerate()
@@ -288,7 +280,7 @@ impl Reader {
 
 pub(crate) mod ethtool {
     //! SIOCETHTOOL: ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS, ETHTOOL_GSTATS.
-    use std::{io, mem, os::fd::AsRawFd};
+    use std::{io, mem};
 
     const SIOCETHTOOL: libc::Ioctl = 0x8946;
     const ETHTOOL_GSTRINGS: u32 = 0x1b;
@@ -308,7 +300,7 @@ pub(crate) mod ethtool {
         _pad: [u8; 16],
     }
 
-    fn ioctl(sock: &std::net::UdpSocket, iface: &str, data: *mut libc::c_void) -> io::Result<()> {
+    fn ioctl(iface: &str, data: *mut libc::c_void) -> io::Result<()> {
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
             data,
@@ -319,7 +311,8 @@ pub(crate) mod ethtool {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         req.name[..b.len()].copy_from_slice(b);
-        let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) };
+        let fd = crate::sys::iface::ioctl_socket()?;
+        let r = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -332,10 +325,9 @@ pub(crate) mod ethtool {
 
     /// Issues one fixed-size ethtool command: words[0] is the command.
     fn words<const N: usize>(iface: &str, cmd: u32) -> io::Result<[u32; N]> {
-        let sock = socket()?;
         let mut w = [0u32; N];
         w[0] = cmd;
-        ioctl(&sock, iface, w.as_mut_ptr().cast())?;
+        ioctl(iface, w.as_mut_ptr().cast())?;
         Ok(w)
     }
 
@@ -366,21 +358,16 @@ pub(crate) mod ethtool {
         Ok((speed, duplex))
     }
 
-    /// The socket the ethtool ioctls go through.
-    pub(super) fn socket() -> io::Result<std::net::UdpSocket> {
-        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))
-    }
-
     /// The driver's statistics count (0 when it has none, or more than
     /// [`MAX_STATS`]).
-    fn count(sock: &std::net::UdpSocket, iface: &str) -> io::Result<usize> {
+    fn count(iface: &str) -> io::Result<usize> {
         // struct ethtool_sset_info { cmd, reserved, sset_mask, data[] }
         let mut info = [0u32; 5];
         info[0] = ETHTOOL_GSSET_INFO;
         let mask_lo = 1u64 << ETH_SS_STATS;
         info[2] = mask_lo as u32;
         info[3] = (mask_lo >> 32) as u32;
-        ioctl(sock, iface, info.as_mut_ptr().cast())?;
+        ioctl(iface, info.as_mut_ptr().cast())?;
         let returned_mask = info[2] as u64 | ((info[3] as u64) << 32);
         if returned_mask & mask_lo == 0 {
             return Ok(0);
@@ -392,8 +379,8 @@ pub(crate) mod ethtool {
     /// (count, values) of the driver's statistics. The count is asked for
     /// first every time: the kernel writes as many values as the driver
     /// has, so the buffer must hold them all.
-    pub(super) fn values(sock: &std::net::UdpSocket, iface: &str) -> io::Result<(usize, Vec<u64>)> {
-        let n = count(sock, iface)?;
+    pub(super) fn values(iface: &str) -> io::Result<(usize, Vec<u64>)> {
+        let n = count(iface)?;
         if n == 0 {
             return Ok((0, Vec::new()));
         }
@@ -401,23 +388,19 @@ pub(crate) mod ethtool {
         let mut stats = vec![0u64; 1 + n];
         let head = [ETHTOOL_GSTATS, n as u32];
         stats[0] = unsafe { mem::transmute::<[u32; 2], u64>(head) };
-        ioctl(sock, iface, stats.as_mut_ptr().cast())?;
+        ioctl(iface, stats.as_mut_ptr().cast())?;
         stats.remove(0);
         Ok((n, stats))
     }
 
     /// The names of the driver's first `n` statistics.
-    pub(super) fn names(
-        sock: &std::net::UdpSocket,
-        iface: &str,
-        n: usize,
-    ) -> io::Result<Vec<String>> {
+    pub(super) fn names(iface: &str, n: usize) -> io::Result<Vec<String>> {
         // struct ethtool_gstrings { cmd, string_set, len, data[] }
         let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
         strings[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
         strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
         strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
-        ioctl(sock, iface, strings.as_mut_ptr().cast())?;
+        ioctl(iface, strings.as_mut_ptr().cast())?;
         let got = (u32::from_ne_bytes(strings[8..12].try_into().unwrap()) as usize).min(n);
         Ok((0..got)
             .map(|i| {
