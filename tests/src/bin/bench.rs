@@ -1511,25 +1511,28 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   a branchy leading-zeros for the HLL rank (its branches mispredict on
   random hashes), and counting a sampled frame from its own parse instead
   of parsing it again (+18.3 / +20.8 ns: the count code in two copies).
-  On 2026-12-07 (evening) three more, each against the build before it in
+  On 2026-12-07 (evening) four more, each against the build before it in
   `--only xdp-napi` runs interleaved two by two, moved neither row beyond
   the drift between runs (about 2 ns): the source table as a plain per-CPU
   hash without LRU (random +19.4 / +19.5 vs +19.4 / +18.8 ns: the LRU's
   lists and evictions are not what an insert costs), the HLL rank by a de
   Bruijn multiply and a 32-byte table instead of LLVM's 45-instruction
   leading-zeros expansion (66 instructions fewer; one source +16.0 / +14.0
-  vs +13.8 / +15.3 ns), and the sampler taking runs of 4 packets after
-  each gap (the same 1 in 32 share, so the rest of a run would find the
-  full path's lines warm: one source +15.8 / +15.7 vs +14.7 / +14.2 ns,
-  random +18.6 / +21.6 vs +19.1 / +18.3 ns). A profile of that day (`perf
-  record -a` over `--only xdp-napi`, 3068 samples in the program and the
-  helpers it called) put 290 in the source table's helpers, the random
-  trials' inserts: the walk of a cold bucket (`lookup_nulls_elem_raw`,
-  114: once in the lookup that misses, once in the insert), the update
-  (55), the lookup (54), the LRU free-list pop (51). Nine `--only
-  xdp-napi` runs of that day's build gave the random row 1.35x to 1.49x
-  (four at or over 1.40x, on a host noisier than the day before: floor up
-  to 51 ns) and the one-source row 1.29x to 1.36x.
+  vs +13.8 / +15.3 ns), the sampler taking runs of 4 packets after each
+  gap (the same 1 in 32 share, so the rest of a run would find the full
+  path's lines warm: one source +15.8 / +15.7 vs +14.7 / +14.2 ns, random
+  +18.6 / +21.6 vs +19.1 / +18.3 ns), and an insert before any lookup for
+  a source new in the epoch's sketch once an eighth of the budget was
+  spent (skipping the lookup that misses: random +20.5 / +18.5 vs +18.4 /
+  +18.1 ns). A profile of that day (`perf record -a` over `--only
+  xdp-napi`, 3068 samples in the program and the helpers it called) put
+  290 in the source table's helpers, the random trials' inserts: the walk
+  of a cold bucket (`lookup_nulls_elem_raw`, 114: once in the lookup that
+  misses, once in the insert), the update (55), the lookup (54), the LRU
+  free-list pop (51). Eleven measurements of that day's build (ten `--only
+  xdp-napi` runs and a full run) gave the random row 1.35x to
+  1.49x (five at or over 1.40x, on a host noisier than the day before:
+  floor up to 51 ns) and the one-source row 1.29x to 1.35x.
   Where the time went on the Intel machine, from a profile of `bench --only xdp-napi`
   (`perf record -a`, 893 samples in dropscope's XDP program, each mapped
   to its source line through the program's JIT line info with
