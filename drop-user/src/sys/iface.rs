@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 
 pub(crate) fn index_of(name: &str) -> Option<u32> {
     let mut req = ifreq(name)?;
-    ioctl(libc::SIOCGIFINDEX as libc::Ioctl, &mut req)?;
+    ioctl(libc::SIOCGIFINDEX as libc::Ioctl, &mut req).ok()?;
     // SAFETY: SIOCGIFINDEX filled the union's index.
     let i = unsafe { req.ifr_ifru.ifru_ifindex };
     (i > 0).then_some(i as u32)
@@ -16,14 +16,14 @@ pub(crate) fn index_of(name: &str) -> Option<u32> {
 /// up, carrier) from its flags (IFF_UP, IFF_RUNNING).
 pub(crate) fn link_state(name: &str) -> Option<(bool, bool)> {
     let mut req = ifreq(name)?;
-    ioctl(libc::SIOCGIFFLAGS as libc::Ioctl, &mut req)?;
+    ioctl(libc::SIOCGIFFLAGS as libc::Ioctl, &mut req).ok()?;
     // SAFETY: SIOCGIFFLAGS filled the union's flags.
     let flags = unsafe { req.ifr_ifru.ifru_flags } as i32;
     Some((flags & libc::IFF_UP != 0, flags & libc::IFF_RUNNING != 0))
 }
 
 /// A request naming `name`; None for a name no interface can have.
-fn ifreq(name: &str) -> Option<libc::ifreq> {
+pub(crate) fn ifreq(name: &str) -> Option<libc::ifreq> {
     if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
         return None;
     }
@@ -35,12 +35,16 @@ fn ifreq(name: &str) -> Option<libc::ifreq> {
     Some(req)
 }
 
-/// One interface ioctl through [`ioctl_socket`].
-fn ioctl(request: libc::Ioctl, req: &mut libc::ifreq) -> Option<()> {
-    let fd = ioctl_socket().ok()?;
+/// One interface ioctl through [`ioctl_socket`] (ethtool's too, with
+/// its command in the request's data pointer).
+pub(crate) fn ioctl(request: libc::Ioctl, req: &mut libc::ifreq) -> std::io::Result<()> {
+    let fd = ioctl_socket()?;
     // SAFETY: req is a live, properly sized ifreq for these requests.
     let r = unsafe { libc::ioctl(fd, request, req as *mut libc::ifreq) };
-    (r >= 0).then_some(())
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The datagram socket interface ioctls go through (index, flags,

@@ -191,10 +191,9 @@ impl Reader {
             .context("reading /proc/net/dev")?;
         let dev = parse_proc_net_dev(&self.text)?;
         // Interfaces no longer watched under that (name, ifindex) go.
-        self.sysfs
-            .retain(|(n, i), _| ifaces.iter().any(|(m, j)| m == n && j == i));
-        self.ethtool_names
-            .retain(|(n, i), _| ifaces.iter().any(|(m, j)| m == n && j == i));
+        let watched = |(n, i): &(String, u32)| ifaces.iter().any(|(m, j)| m == n && j == i);
+        self.sysfs.retain(|k, _| watched(k));
+        self.ethtool_names.retain(|k, _| watched(k));
         let mut out = BTreeMap::new();
         for (name, ifindex) in ifaces {
             let mut c = dev.get(name).cloned().unwrap_or_default();
@@ -293,30 +292,12 @@ pub(crate) mod ethtool {
     /// count the request gives, so a buffer must hold them all.
     const MAX_STATS: usize = 4096;
 
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; libc::IFNAMSIZ],
-        data: *mut libc::c_void,
-        _pad: [u8; 16],
-    }
-
+    /// One ethtool command; `data` points at its struct.
     fn ioctl(iface: &str, data: *mut libc::c_void) -> io::Result<()> {
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            data,
-            _pad: [0; 16],
-        };
-        let b = iface.as_bytes();
-        if b.len() >= libc::IFNAMSIZ {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
-        req.name[..b.len()].copy_from_slice(b);
-        let fd = crate::sys::iface::ioctl_socket()?;
-        let r = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let mut req = crate::sys::iface::ifreq(iface)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        req.ifr_ifru.ifru_data = data.cast();
+        crate::sys::iface::ioctl(SIOCETHTOOL, &mut req)
     }
 
     const ETHTOOL_GSET: u32 = 0x1;
