@@ -632,12 +632,12 @@ impl Detector {
             })
             .collect();
         e.top_source_share = e.top_sources.first().map(|s| s.share).unwrap_or(0.0);
-        let top5: f64 = e.top_sources.iter().take(5).map(|s| s.share).sum();
-        e.sources = if e.distinct_sources < 50.0 || top5 >= 0.8 {
-            SourceSpread::Few
-        } else {
-            SourceSpread::Many
-        };
+        let rows: Vec<&crate::report::SourceRow> = report
+            .top_sources
+            .iter()
+            .filter(|s| s.iface == e.iface)
+            .collect();
+        e.sources = source_spread(e.distinct_sources, &rows, &e.top_sources);
     }
 
     pub(crate) fn active_on(&self, iface: &str) -> bool {
@@ -960,9 +960,8 @@ impl Detector {
             })
             .collect();
         let top_share = top_sources.first().map(|s| s.share).unwrap_or(0.0);
-        let top5: f64 = top_sources.iter().take(5).map(|s| s.share).sum();
         let distinct = sample.distinct_sources;
-        let few = distinct < 50.0 || top5 >= 0.8;
+        let few = source_spread(distinct, &srcs, &top_sources) == SourceSpread::Few;
         let eps = std::f64::consts::E / SKETCH_WIDTH as f64;
         AttackEvent {
             schema: Cow::Borrowed(EVENT_SCHEMA),
@@ -1039,6 +1038,28 @@ impl Detector {
     }
 }
 
+/// Packets the top five sources must have carried in their window before
+/// their share may call the sources few: a handful of packets from a
+/// random flood's first milliseconds (a source read right after the last
+/// one, each source's rate over a few ms) says nothing about the spread.
+const FEW_MIN_PACKETS: u64 = 64;
+
+/// Few sources: under 50 distinct, or five carrying 80% of the traffic
+/// with enough packets among them to tell.
+fn source_spread(
+    distinct: f64,
+    rows: &[&crate::report::SourceRow],
+    shares: &[SourceShare],
+) -> SourceSpread {
+    let top5: f64 = shares.iter().take(5).map(|s| s.share).sum();
+    let top5_packets: u64 = rows.iter().take(5).map(|s| s.packets).sum();
+    if distinct < 50.0 || (top5 >= 0.8 && top5_packets >= FEW_MIN_PACKETS) {
+        SourceSpread::Few
+    } else {
+        SourceSpread::Many
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1047,6 +1068,51 @@ mod tests {
         let mut s = ShapeCounts::default();
         f(&mut s);
         s
+    }
+
+    #[test]
+    fn a_few_packets_early_in_a_flood_do_not_make_its_sources_few() {
+        let rows = |packets: u64, n: usize| -> Vec<crate::report::SourceRow> {
+            (0..n)
+                .map(|i| crate::report::SourceRow {
+                    address: format!("198.18.0.{i}"),
+                    iface: "vb".into(),
+                    packets,
+                    bytes: packets * 60,
+                    pps: packets as f64 * 100.0,
+                    bps: 0.0,
+                    total_packets: packets,
+                    total_bytes: packets * 60,
+                })
+                .collect()
+        };
+        let share = |r: &[crate::report::SourceRow], total_pps: f64| -> Vec<SourceShare> {
+            r.iter()
+                .map(|s| SourceShare {
+                    address: s.address.clone(),
+                    pps: s.pps,
+                    share: (s.pps / total_pps).min(1.0),
+                })
+                .collect()
+        };
+        // Six spoofed sources, a few packets each in a window of ms, rated
+        // against the interface's rate over the whole interval: shares that
+        // sum past 1 (the failure seen under emulation).
+        let early = rows(4, 6);
+        let refs: Vec<_> = early.iter().collect();
+        assert_eq!(
+            source_spread(394.0, &refs, &share(&early, 1663.0)),
+            SourceSpread::Many
+        );
+        // Three real heavy hitters among many sources: few.
+        let heavy = rows(5000, 3);
+        let refs: Vec<_> = heavy.iter().collect();
+        assert_eq!(
+            source_spread(394.0, &refs, &share(&heavy, 1.6e6)),
+            SourceSpread::Few
+        );
+        // Under 50 distinct sources is few whatever the packets.
+        assert_eq!(source_spread(12.0, &[], &[]), SourceSpread::Few);
     }
 
     #[test]
