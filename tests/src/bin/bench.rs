@@ -617,6 +617,16 @@ fn xdp_napi(rows: &mut Vec<Row>, n: u32, full: bool) {
             );
         }));
         drop(ds);
+        // Each round's figures, for the spread the medians hide.
+        eprintln!(
+            "bench: xdp-napi round: floor {:.1} touch {:.1} one {:.1} random {:.1} v6 {:.1} vlan {:.1}",
+            per[0].last().unwrap_or(&0.0),
+            per[5].last().unwrap_or(&0.0),
+            per[1].last().unwrap_or(&0.0),
+            per[2].last().unwrap_or(&0.0),
+            per[3].last().unwrap_or(&0.0),
+            per[4].last().unwrap_or(&0.0),
+        );
     }
     let [floor, one, random, v6, vlan, touch] = per.map(|mut v| Spread::of(&mut v));
     rows.push(Row::info(
@@ -1533,6 +1543,43 @@ only in runs minutes apart (the NAPI rows drifted less, about 1 ns).
   xdp-napi` runs and a full run) gave the random row 1.35x to
   1.49x (five at or over 1.40x, on a host noisier than the day before:
   floor up to 51 ns) and the one-source row 1.29x to 1.35x.
+  On 2026-12-07 (night) a fresh machine of this kind (AMD EPYC, family 25
+  model 1, 2 CPUs; a noisier and slower host: the NAPI floor 55-74 ns,
+  single trials up to 134 ns, the kernel matrix under TCG twice as slow)
+  missed rows the day's other machine met. The full run above (unchanged
+  build): NAPI one source 1.69x (+41.7 ns), 1M random sources 1.72x
+  (+43.0 ns), XDP-only throughput 0.85x and `--enforce` 0.83x (their
+  spreads overlap the empty program's), kfree 0.43x bpftrace and 1.71x
+  the empty program (met), user side 1.45% at 1 s and 1.97% at 100 ms
+  (met). An `--only xdp-napi` run an hour before gave 1.50x / 1.58x
+  (+27.3 / +31.8 ns). Where the NAPI cost goes there, from builds cut
+  down step by step and measured interleaved in the same rounds (a
+  throwaway harness: each round the floor, then every build's one-source
+  and random trials, medians of 9; added ns, one source / random): entry,
+  the slot's per-CPU value and one counter write +3.6 / +3.5; plus the
+  parse +8.7 / +7.6 and, another run, +10.8 / +11.0; plus the shape
+  counters and the sampler, with almost no frame on the full path (exact
+  budget 1000, then 1 in 1024) +19.9 / +18.8 and +19.2 / +19.0; the
+  default build +30.8 / +32.6. So on that host every frame's own work is
+  already ~19 ns, 1.32x its floor, before any per-source accounting, and
+  the sampled path adds ~11-13 ns at the veth's ~250-300 kpps. Tried there
+  and not kept, none beyond the noise (trials moved by 10-30 ns between
+  rounds): the class and TTL counts kept in a run accumulator beside the
+  sampler, flushed when the shape changes (two counter lines fewer a frame
+  in a uniform flood: +29.1 / +35.9 vs +29.5 / +35.2); the sampled path's
+  code removed altogether, to see whether the program's size costs the
+  counting frames (+20.1 / +14.3 vs +19.2 / +19.0: it does not); a CPU
+  past its exact budget in one epoch sampling from the start of the next
+  (the sustained flood's 20 000 exact frames a second, ~7% of the frames
+  at this rate: one source -2.3, -5.2 and +8.6 ns, random +3.3, +0.2 and
+  +6.4 ns over three interleaved runs); the NAPI thread pinned to its own
+  CPU and the generator to the other (slower, not steadier: +30.5 /
+  +37.5 ns pinned, against +26.7 to +30.8 / +28.5 to +35.2 ns unpinned in
+  the runs around it). Two-byte header reads as one
+  load instead of two byte loads take 44 of 2512 instructions off the
+  program, few on the per-frame path, and need misaligned pointer reads;
+  not tried in NAPI. On such a host the NAPI target needs the per-frame
+  path itself to shrink (parse and counters), not the sampled path.
   Where the time went on the Intel machine, from a profile of `bench --only xdp-napi`
   (`perf record -a`, 893 samples in dropscope's XDP program, each mapped
   to its source line through the program's JIT line info with
