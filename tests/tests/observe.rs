@@ -141,14 +141,44 @@ fn observes_xdp_filter(mode: &str) {
     args.extend(["--prometheus", &port_arg]);
     let ds = Dropscope::start_nsenter(&lab.b, &args);
     let observed = observing(&ds);
-    lab.send_udp(&lab.a, addr(&denied, 0), addr(&lab.v4(2), 7001), 300, 64);
+    let denied_n = 300;
+    lab.send_udp(
+        &lab.a,
+        addr(&denied, 0),
+        addr(&lab.v4(2), 7001),
+        denied_n,
+        64,
+    );
     lab.send_udp(&lab.a, addr(&allowed, 0), addr(&lab.v4(2), 7002), 200, 64);
     settle();
-    let metrics = lab.get(&lab.b, port, "/metrics").1;
+    // The exporter renders once an interval: under emulation (the kernel
+    // matrix) the first render after the traffic may come well after the
+    // settle. Scrape until it shows the filter's drops, 10 s at most; the
+    // assertions below then read that scrape. (Not observing, the series
+    // never come: one scrape.)
+    let mut metrics = String::new();
+    for _ in 0..if observed { 20 } else { 1 } {
+        metrics = lab.get(&lab.b, port, "/metrics").1;
+        let rendered = |prefix: &str, label: &str| {
+            metrics.lines().any(|l| {
+                l.starts_with(prefix) && l.contains(label) && l.ends_with(&format!(" {denied_n}"))
+            })
+        };
+        if rendered("dropscope_xdp_verdicts_total{", "action=\"drop\"")
+            && rendered("dropscope_drops_total{", "reason=\"XDP_DROP\"")
+        {
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
     let reports = ds.stop();
     let last = reports.last().expect("a report");
     let hits = filter.hits(&denied);
-    assert_eq!(hits, 300, "xdp-filter dropped every denied datagram");
+    assert_eq!(
+        hits,
+        u64::from(denied_n),
+        "xdp-filter dropped every denied datagram"
+    );
     // dropscope never displaced it: the hook holds what it held before.
     assert_eq!(filter.attached(), before);
     if !observed {
