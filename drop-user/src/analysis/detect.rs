@@ -619,25 +619,10 @@ impl Detector {
         let Some(i) = report.interfaces.iter().find(|i| i.iface == e.iface) else {
             return;
         };
-        let total = i.pps.max(1e-9);
-        e.top_sources = report
-            .top_sources
-            .iter()
-            .filter(|s| s.iface == e.iface)
-            .take(10)
-            .map(|s| SourceShare {
-                address: s.address.clone(),
-                pps: s.pps,
-                share: (s.pps / total).min(1.0),
-            })
-            .collect();
-        e.top_source_share = e.top_sources.first().map(|s| s.share).unwrap_or(0.0);
-        let rows: Vec<&crate::report::SourceRow> = report
-            .top_sources
-            .iter()
-            .filter(|s| s.iface == e.iface)
-            .collect();
-        e.sources = source_spread(e.distinct_sources, &rows, &e.top_sources);
+        let (top, spread) = top_sources(&report.top_sources, &e.iface, i.pps, e.distinct_sources);
+        e.top_source_share = top.first().map(|s| s.share).unwrap_or(0.0);
+        e.top_sources = top;
+        e.sources = spread;
     }
 
     pub(crate) fn active_on(&self, iface: &str) -> bool {
@@ -944,24 +929,9 @@ impl Detector {
         ev: Evidence,
     ) -> AttackEvent {
         let a = &self.active[&i.iface];
-        let srcs: Vec<&crate::report::SourceRow> = report
-            .top_sources
-            .iter()
-            .filter(|s| s.iface == i.iface)
-            .collect();
-        let total_pps = i.pps.max(1e-9);
-        let top_sources: Vec<SourceShare> = srcs
-            .iter()
-            .take(10)
-            .map(|s| SourceShare {
-                address: s.address.clone(),
-                pps: s.pps,
-                share: (s.pps / total_pps).min(1.0),
-            })
-            .collect();
-        let top_share = top_sources.first().map(|s| s.share).unwrap_or(0.0);
         let distinct = sample.distinct_sources;
-        let few = source_spread(distinct, &srcs, &top_sources) == SourceSpread::Few;
+        let (top_sources, spread) = top_sources(&report.top_sources, &i.iface, i.pps, distinct);
+        let top_share = top_sources.first().map(|s| s.share).unwrap_or(0.0);
         let eps = std::f64::consts::E / SKETCH_WIDTH as f64;
         AttackEvent {
             schema: Cow::Borrowed(EVENT_SCHEMA),
@@ -994,11 +964,7 @@ impl Detector {
             peak_pps: a.peak_pps.max(i.pps),
             peak_bps: a.peak_bps.max(i.bps),
             distinct_sources: distinct.round(),
-            sources: if few {
-                SourceSpread::Few
-            } else {
-                SourceSpread::Many
-            },
+            sources: spread,
             top_source_share: top_share,
             spoofing: ev.spoofing,
             top_sources,
@@ -1044,20 +1010,34 @@ impl Detector {
 /// one, each source's rate over a few ms) says nothing about the spread.
 const FEW_MIN_PACKETS: u64 = 64;
 
-/// Few sources: under 50 distinct, or five carrying 80% of the traffic
-/// with enough packets among them to tell.
-fn source_spread(
+/// `iface`'s top sources among `rows` (up to 10) as shares of its rate
+/// `pps`, and their spread: few when under 50 distinct, or when five carry
+/// 80% of the traffic with enough packets among them to tell.
+fn top_sources(
+    rows: &[crate::report::SourceRow],
+    iface: &str,
+    pps: f64,
     distinct: f64,
-    rows: &[&crate::report::SourceRow],
-    shares: &[SourceShare],
-) -> SourceSpread {
+) -> (Vec<SourceShare>, SourceSpread) {
+    let total = pps.max(1e-9);
+    let rows: Vec<&crate::report::SourceRow> =
+        rows.iter().filter(|s| s.iface == iface).take(10).collect();
+    let shares: Vec<SourceShare> = rows
+        .iter()
+        .map(|s| SourceShare {
+            address: s.address.clone(),
+            pps: s.pps,
+            share: (s.pps / total).min(1.0),
+        })
+        .collect();
     let top5: f64 = shares.iter().take(5).map(|s| s.share).sum();
     let top5_packets: u64 = rows.iter().take(5).map(|s| s.packets).sum();
-    if distinct < 50.0 || (top5 >= 0.8 && top5_packets >= FEW_MIN_PACKETS) {
+    let spread = if distinct < 50.0 || (top5 >= 0.8 && top5_packets >= FEW_MIN_PACKETS) {
         SourceSpread::Few
     } else {
         SourceSpread::Many
-    }
+    };
+    (shares, spread)
 }
 
 #[cfg(test)]
@@ -1086,33 +1066,23 @@ mod tests {
                 })
                 .collect()
         };
-        let share = |r: &[crate::report::SourceRow], total_pps: f64| -> Vec<SourceShare> {
-            r.iter()
-                .map(|s| SourceShare {
-                    address: s.address.clone(),
-                    pps: s.pps,
-                    share: (s.pps / total_pps).min(1.0),
-                })
-                .collect()
-        };
         // Six spoofed sources, a few packets each in a window of ms, rated
         // against the interface's rate over the whole interval: shares that
         // sum past 1 (the failure seen under emulation).
-        let early = rows(4, 6);
-        let refs: Vec<_> = early.iter().collect();
-        assert_eq!(
-            source_spread(394.0, &refs, &share(&early, 1663.0)),
-            SourceSpread::Many
-        );
+        let (shares, spread) = top_sources(&rows(4, 6), "vb", 1663.0, 394.0);
+        assert!(shares.iter().map(|s| s.share).sum::<f64>() > 1.0);
+        assert_eq!(spread, SourceSpread::Many);
         // Three real heavy hitters among many sources: few.
-        let heavy = rows(5000, 3);
-        let refs: Vec<_> = heavy.iter().collect();
         assert_eq!(
-            source_spread(394.0, &refs, &share(&heavy, 1.6e6)),
+            top_sources(&rows(5000, 3), "vb", 1.6e6, 394.0).1,
             SourceSpread::Few
         );
+        // Another interface's rows are not this one's.
+        let (shares, spread) = top_sources(&rows(5000, 3), "va", 1.6e6, 394.0);
+        assert!(shares.is_empty());
+        assert_eq!(spread, SourceSpread::Many);
         // Under 50 distinct sources is few whatever the packets.
-        assert_eq!(source_spread(12.0, &[], &[]), SourceSpread::Few);
+        assert_eq!(top_sources(&[], "vb", 0.0, 12.0).1, SourceSpread::Few);
     }
 
     #[test]
