@@ -130,33 +130,135 @@ impl Default for IfaceCounters {
     }
 }
 
+/// The class of a TCP frame with a header (see [`class::TCP_FLAGS`]).
+#[inline(always)]
+fn tcp_class(flags: u8, payload: bool) -> usize {
+    let syn = flags & 0x02 != 0;
+    let ack = flags & 0x10 != 0;
+    let rst = flags & 0x04 != 0;
+    let fin = flags & 0x01 != 0;
+    let kind = if syn {
+        1 + ack as usize
+    } else if ack && !rst && !fin && !payload {
+        3
+    } else {
+        0
+    };
+    class::TCP_FLAGS + (kind | (rst as usize) << 2 | (fin as usize) << 3)
+}
+
+/// The per-frame count's view of a parse ([`parse::walk`]): the frame's
+/// shape class, its TTL and where its source address is, as three small
+/// integers. The XDP program carries these through the parse instead of
+/// a whole [`parse::Shape`]; the fuzzer checks that both views agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classify {
+    /// `(family * 2 + vlan) * 2 + fragment`, family 0 (not IP), 1 (IPv4)
+    /// or 2 (IPv6): the class's index without its protocol part.
+    outer: usize,
+    /// The protocol-and-flags part of the class.
+    pf: usize,
+    /// IPv4 TTL or IPv6 hop limit.
+    ttl: u8,
+    /// Offset of the source address in the frame; 0 (never an address's
+    /// offset) when the IP header was not sane.
+    source_off: usize,
+}
+
+impl Default for Classify {
+    #[inline(always)]
+    fn default() -> Self {
+        Classify {
+            outer: 0,
+            pf: proto::MALFORMED,
+            ttl: 0,
+            source_off: 0,
+        }
+    }
+}
+
+impl Classify {
+    /// The view of a frame already parsed into `shape`.
+    pub fn of(shape: &parse::Shape) -> Classify {
+        let family = shape.ipv4 as usize | (shape.ipv6 as usize) << 1;
+        let (ttl, source_off) = match shape.source_at.get() {
+            Some((_, off)) => (shape.ttl, off),
+            None => (0, 0),
+        };
+        Classify {
+            outer: (family * 2 + shape.vlan as usize) * 2 + shape.fragment as usize,
+            pf: match shape.tcp_flags.get() {
+                Some(flags) => tcp_class(flags, shape.tcp_payload),
+                None => shape.proto,
+            },
+            ttl,
+            source_off,
+        }
+    }
+
+    /// (4 or 6, offset) of the source address, when the frame has one
+    /// (an [`parse::Opt`]: old verifiers refuse an `Option`'s unwritten
+    /// payload).
+    #[inline(always)]
+    pub fn source_at(&self) -> parse::Opt<(u8, usize)> {
+        if self.source_off == 0 {
+            return parse::Opt::none();
+        }
+        parse::Opt::some((if self.outer >> 2 == 1 { 4 } else { 6 }, self.source_off))
+    }
+}
+
+impl parse::Visit for Classify {
+    #[inline(always)]
+    fn vlan(&mut self) {
+        self.outer |= 2;
+    }
+
+    #[inline(always)]
+    fn family(&mut self, family: u8) {
+        self.outer |= if family == 4 { 4 } else { 8 };
+    }
+
+    #[inline(always)]
+    fn ip(&mut self, _family: u8, ttl: u8, source_off: usize) {
+        self.ttl = ttl;
+        self.source_off = source_off;
+    }
+
+    #[inline(always)]
+    fn fragment(&mut self) {
+        self.outer |= 1;
+    }
+
+    #[inline(always)]
+    fn proto(&mut self, p: usize) {
+        self.pf = p;
+    }
+
+    #[inline(always)]
+    fn tcp(&mut self, flags: u8, payload: bool, _dport: u16) {
+        self.pf = tcp_class(flags, payload);
+    }
+
+    #[inline(always)]
+    fn udp(&mut self, _sport: u16, _dport: u16) {
+        self.pf = proto::UDP;
+    }
+}
+
 impl IfaceCounters {
-    /// Counts one parsed frame of `len` bytes: the XDP program's hot path.
+    /// Counts one parsed frame of `len` bytes.
     /// Must agree with [`IfaceStats::count`] (a unit test checks it).
     #[inline(always)]
     pub fn count(&mut self, shape: &parse::Shape, len: u64) {
-        let p = shape.proto;
-        let pf = match shape.tcp_flags.get() {
-            Some(flags) => {
-                let syn = flags & 0x02 != 0;
-                let ack = flags & 0x10 != 0;
-                let rst = flags & 0x04 != 0;
-                let fin = flags & 0x01 != 0;
-                let kind = if syn {
-                    1 + ack as usize
-                } else if ack && !rst && !fin && !shape.tcp_payload {
-                    3
-                } else {
-                    0
-                };
-                class::TCP_FLAGS + (kind | (rst as usize) << 2 | (fin as usize) << 3)
-            }
-            None => p,
-        };
-        let family = shape.ipv4 as usize | (shape.ipv6 as usize) << 1;
-        let c = ((family * 2 + shape.vlan as usize) * 2 + shape.fragment as usize)
-            * class::PROTO_FLAGS
-            + pf;
+        self.count_class(&Classify::of(shape), len);
+    }
+
+    /// Counts one frame of `len` bytes by its class: the XDP program's
+    /// hot path.
+    #[inline(always)]
+    pub fn count_class(&mut self, k: &Classify, len: u64) {
+        let c = k.outer * class::PROTO_FLAGS + k.pf;
         if c < class::COUNT {
             self.classes[c][0] += 1;
             self.classes[c][1] += len;
@@ -165,8 +267,8 @@ impl IfaceCounters {
         if b < self.size_buckets.len() {
             self.size_buckets[b] += 1;
         }
-        if shape.source_at.is_some() {
-            self.ttl[shape.ttl as usize] += 1;
+        if k.source_off != 0 {
+            self.ttl[k.ttl as usize] += 1;
         }
     }
 

@@ -164,27 +164,110 @@ pub fn source_at<B: Bytes + ?Sized>(f: &B, family: u8, off: usize) -> Opt<Addr> 
     Opt::some(Addr { family, words })
 }
 
+/// What [`walk`] reports as it parses a frame, in frame order. [`Shape`]
+/// keeps every fact; the XDP program's per-frame count keeps only its
+/// class ([`crate::Classify`]), so a few small integers live
+/// through the walk instead of every field of a Shape (which the BPF
+/// backend spilled to the stack at each branch). One walk for both keeps
+/// one parser: the fuzzer checks that the two views agree.
+pub trait Visit {
+    /// An 802.1Q or 802.1ad tag (once per tag).
+    fn vlan(&mut self);
+    /// IPv4 (4) or IPv6 (6) by ethertype, before its header is checked.
+    fn family(&mut self, family: u8);
+    /// A sane IP header: its TTL or hop limit, and where the source is.
+    fn ip(&mut self, family: u8, ttl: u8, source_off: usize);
+    /// An IPv4 fragment (MF or offset set) or an IPv6 fragment header.
+    fn fragment(&mut self);
+    /// The protocol index of a frame with no TCP or UDP header to report.
+    fn proto(&mut self, p: usize);
+    /// A TCP header inside the IP payload.
+    fn tcp(&mut self, flags: u8, payload: bool, dport: u16);
+    /// A UDP header inside the IP payload.
+    fn udp(&mut self, sport: u16, dport: u16);
+}
+
+impl Shape {
+    /// What an empty or unparsable frame is.
+    #[inline(always)]
+    pub fn malformed() -> Shape {
+        Shape {
+            proto: proto::MALFORMED,
+            vlan: false,
+            ipv4: false,
+            ipv6: false,
+            fragment: false,
+            tcp_flags: Opt::none(),
+            tcp_payload: false,
+            udp_sport: Opt::none(),
+            dport: Opt::none(),
+            ttl: 0,
+            source_at: Opt::none(),
+        }
+    }
+}
+
+impl Visit for Shape {
+    #[inline(always)]
+    fn vlan(&mut self) {
+        self.vlan = true;
+    }
+
+    #[inline(always)]
+    fn family(&mut self, family: u8) {
+        self.ipv4 = family == 4;
+        self.ipv6 = family == 6;
+    }
+
+    #[inline(always)]
+    fn ip(&mut self, family: u8, ttl: u8, source_off: usize) {
+        self.ttl = ttl;
+        self.source_at = Opt::some((family, source_off));
+    }
+
+    #[inline(always)]
+    fn fragment(&mut self) {
+        self.fragment = true;
+    }
+
+    #[inline(always)]
+    fn proto(&mut self, p: usize) {
+        self.proto = p;
+    }
+
+    #[inline(always)]
+    fn tcp(&mut self, flags: u8, payload: bool, dport: u16) {
+        self.proto = proto::TCP;
+        self.tcp_flags = Opt::some(flags);
+        self.tcp_payload = payload;
+        self.dport = Opt::some((IPPROTO_TCP, dport));
+    }
+
+    #[inline(always)]
+    fn udp(&mut self, sport: u16, dport: u16) {
+        self.proto = proto::UDP;
+        self.udp_sport = Opt::some(sport);
+        self.dport = Opt::some((IPPROTO_UDP, dport));
+    }
+}
+
 /// Parses Ethernet (up to two VLAN tags), IPv4 or IPv6 (extension headers,
 /// fragments) and the TCP/UDP/ICMP header. A frame whose headers are cut
 /// short or whose IP length disagrees with the frame (as the kernel's
 /// ip_rcv/ipv6_rcv checks) is `proto::MALFORMED`, with its source kept.
 #[inline(always)]
 pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
-    let mut shape = Shape {
-        proto: proto::MALFORMED,
-        vlan: false,
-        ipv4: false,
-        ipv6: false,
-        fragment: false,
-        tcp_flags: Opt::none(),
-        tcp_payload: false,
-        udp_sport: Opt::none(),
-        dport: Opt::none(),
-        ttl: 0,
-        source_at: Opt::none(),
-    };
+    let mut shape = Shape::malformed();
+    walk(f, &mut shape);
+    shape
+}
+
+/// The parse itself: reports each fact to `v` as it finds it. A visitor
+/// that reports nothing about the protocol leaves it malformed.
+#[inline(always)]
+pub fn walk<B: Bytes + ?Sized, V: Visit>(f: &B, v: &mut V) {
     let Some(mut ethertype) = f.be16(12) else {
-        return shape;
+        return;
     };
     let mut off: usize = 14;
     // Up to two tags: 802.1ad outer, 802.1Q inner (QinQ).
@@ -193,9 +276,9 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        shape.vlan = true;
+        v.vlan();
         let Some(inner) = f.be16(off + 2) else {
-            return shape;
+            return;
         };
         ethertype = inner;
         off += 4;
@@ -204,41 +287,41 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
 
     let (l4proto, l4off, ip_end) = match ethertype {
         ETH_P_IP => {
-            shape.ipv4 = true;
+            v.family(4);
             let Some(h) = f.load::<20>(off) else {
-                return shape;
+                return;
             };
             let ihl = (h[0] & 0x0f) as usize * 4;
             if h[0] >> 4 != 4 || ihl < 20 {
-                return shape;
+                return;
             }
-            shape.ttl = h[8];
-            shape.source_at = Opt::some((4, off + 12));
+            v.ip(4, h[8], off + 12);
             let total = u16::from_be_bytes([h[2], h[3]]) as usize;
             // Claims more than it carries, or less than its own header.
             if off + total > f.len() || total < ihl {
-                return shape;
+                return;
             }
             let frag = u16::from_be_bytes([h[6], h[7]]);
-            shape.fragment = frag & 0x3fff != 0;
+            if frag & 0x3fff != 0 {
+                v.fragment();
+            }
             if frag & 0x1fff != 0 {
                 // Later fragments carry no transport header.
-                shape.proto = proto_index(h[9]);
-                return shape;
+                v.proto(proto_index(h[9]));
+                return;
             }
             (h[9], off + ihl, off + total)
         }
         ETH_P_IPV6 => {
-            shape.ipv6 = true;
+            v.family(6);
             let Some(h) = f.load::<40>(off) else {
-                return shape;
+                return;
             };
-            shape.ttl = h[7];
-            shape.source_at = Opt::some((6, off + 8));
+            v.ip(6, h[7], off + 8);
             let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
             // A zero length with a hop-by-hop header may be a jumbogram.
             if (plen != 0 || h[6] != 0) && off + 40 + plen > f.len() {
-                return shape;
+                return;
             }
             let mut next = h[6];
             let mut hoff = off + 40;
@@ -249,7 +332,7 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 }
                 // Every extension header starts with (next header, length).
                 let Some(e) = f.load::<8>(hoff) else {
-                    return shape;
+                    return;
                 };
                 match next {
                     // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
@@ -258,10 +341,10 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                     51 => hoff += (e[1] as usize + 2) * 4,
                     // Fragment header: 8 bytes; later fragments have no transport header.
                     _ => {
-                        shape.fragment = true;
+                        v.fragment();
                         if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
-                            shape.proto = proto_index6(e[0]);
-                            return shape;
+                            v.proto(proto_index6(e[0]));
+                            return;
                         }
                         hoff += 8;
                     }
@@ -269,15 +352,15 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
                 next = e[0];
                 // Keeps the offset provably small for the verifier.
                 if hoff > 1024 {
-                    return shape;
+                    return;
                 }
                 i += 1;
             }
             (next, hoff, off + 40 + plen)
         }
         _ => {
-            shape.proto = proto::NON_IP;
-            return shape;
+            v.proto(proto::NON_IP);
+            return;
         }
     };
 
@@ -286,37 +369,38 @@ pub fn parse<B: Bytes + ?Sized>(f: &B) -> Shape {
             if let Some(t) = f.load::<20>(l4off)
                 && l4off + 20 <= ip_end
             {
-                shape.proto = proto::TCP;
-                shape.tcp_flags = Opt::some(t[13]);
                 let doff = (t[12] >> 4) as usize * 4;
-                shape.tcp_payload = ip_end > l4off + doff;
-                shape.dport = Opt::some((IPPROTO_TCP, u16::from_be_bytes([t[2], t[3]])));
+                v.tcp(
+                    t[13],
+                    ip_end > l4off + doff,
+                    u16::from_be_bytes([t[2], t[3]]),
+                );
             }
         }
         IPPROTO_UDP => {
             if let Some(u) = f.load::<8>(l4off)
                 && l4off + 8 <= ip_end
             {
-                shape.proto = proto::UDP;
-                shape.udp_sport = Opt::some(u16::from_be_bytes([u[0], u[1]]));
-                shape.dport = Opt::some((IPPROTO_UDP, u16::from_be_bytes([u[2], u[3]])));
+                v.udp(
+                    u16::from_be_bytes([u[0], u[1]]),
+                    u16::from_be_bytes([u[2], u[3]]),
+                );
             }
         }
         // ICMP belongs to IPv4 and ICMPv6 to IPv6; the other way round is
         // just an unusual transport.
-        IPPROTO_ICMP if shape.ipv4 => {
+        IPPROTO_ICMP if ethertype == ETH_P_IP => {
             if f.load::<4>(l4off).is_some() && l4off + 4 <= ip_end {
-                shape.proto = proto::ICMP;
+                v.proto(proto::ICMP);
             }
         }
-        IPPROTO_ICMPV6 if shape.ipv6 => {
+        IPPROTO_ICMPV6 if ethertype == ETH_P_IPV6 => {
             if f.load::<4>(l4off).is_some() && l4off + 4 <= ip_end {
-                shape.proto = proto::ICMPV6;
+                v.proto(proto::ICMPV6);
             }
         }
-        _ => shape.proto = proto::OTHER_IP,
+        _ => v.proto(proto::OTHER_IP),
     }
-    shape
 }
 
 #[inline(always)]
@@ -425,6 +509,12 @@ pub mod promises {
             if t != s && t.proto != proto::MALFORMED {
                 return Err("a cut frame parsed as something else");
             }
+        }
+        // The XDP program's per-frame view of the same walk.
+        let mut k = crate::Classify::default();
+        super::walk(f, &mut k);
+        if k != crate::Classify::of(&s) {
+            return Err("the per-frame class differs from the shape's");
         }
         let mut st = crate::IfaceStats::default();
         st.count(&s, f.len() as u64);

@@ -21,13 +21,13 @@ use aya_ebpf::{
 use drop_common::{
     DropKey, MAX_OBSERVED, ObserveConfig, ObserveStash, VerdictStats, XDP_ABORTED, XDP_ACTIONS,
     XDP_DROP,
-    parse::{Bytes, source_at},
+    parse::{Bytes, parse, source_at},
     xdp_drop_reason,
 };
 
 use crate::{
     kfree,
-    xdp::{EPOCH, count_frame, iface_stats, sample, xdp_config},
+    xdp::{EPOCH, iface_stats, sample, sampled_path, xdp_config},
 };
 
 /// Filled in by user space before load: offsets from BTF.
@@ -181,7 +181,11 @@ fn entry(ctx: &FEntryContext) {
             }
         });
     }
-    let shape = count_frame(&frame, || ifindex, slot, stats, len);
+    sampled_path(&frame, || ifindex, slot, stats, len);
+    // Unlike dropscope's own program, the exit needs the source and port
+    // too: the full shape.
+    let shape = parse(&frame);
+    stats.count(&shape, len);
     stash.buff = buff;
     stash.data = frame.data;
     stash.ifindex = ifindex;

@@ -11,12 +11,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use drop_common::{
-    BLOCK_FILTER_WORDS, BlockEntry, EpochState, IfaceCounters, MAX_BLOCKS, MAX_HEAVY_PORTS,
-    MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES, SAMPLE_SNAP_MAX,
-    SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SRC_CACHE_FLUSH, SRC_CACHE_SLOTS, SourceKey, SourceStats,
-    SrcCache, SrcCacheSlot, SrcSketch, TRIGGER_RING_BYTES, Trigger, UDP_OTHER_BUCKET,
-    UDP_PORT_BUCKETS, UdpPortCounts, XdpConfig, fmix, hash_addr, hll_slot,
-    parse::{Addr, Bytes, Shape, parse},
+    BLOCK_FILTER_WORDS, BlockEntry, Classify, EpochState, IfaceCounters, MAX_BLOCKS,
+    MAX_HEAVY_PORTS, MAX_IFACES, MAX_SOURCES, PacketSample, PortKey, SAMPLE_RING_BYTES,
+    SAMPLE_SNAP_MAX, SKETCH_WIDTH, SLOT_ARRAY_IFINDEXES, SRC_CACHE_FLUSH, SRC_CACHE_SLOTS,
+    SourceKey, SourceStats, SrcCache, SrcCacheSlot, SrcSketch, TRIGGER_RING_BYTES, Trigger,
+    UDP_OTHER_BUCKET, UDP_PORT_BUCKETS, UdpPortCounts, XdpConfig, fmix, hash_addr, hll_slot,
+    parse::{Addr, Bytes, Shape, parse, source_at, walk},
     sketch_index, trigger_kind,
 };
 
@@ -207,11 +207,16 @@ fn observe(
             unsafe { aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 0, dst, caplen) == 0 }
         });
     }
-    let shape = count_frame(&frame, ifindex, slot, stats, len);
+    sampled_path(&frame, ifindex, slot, stats, len);
+    // Every frame: the walk reports only what the shape counters need.
+    let mut class = Classify::default();
+    walk(&frame, &mut class);
+    stats.count_class(&class, len);
     let enforce = xdp_config!(enforce);
     if enforce != 0
-        && maybe_blocked(&frame, &shape)
-        && let Some(addr) = shape.source(&frame).get()
+        && let Some((family, off)) = class.source_at().get()
+        && maybe_blocked(&frame, family, off)
+        && let Some(addr) = source_at(&frame, family, off).get()
         && blocked(&addr, len)
     {
         stats.blocked += 1;
@@ -242,21 +247,27 @@ pub(crate) fn iface_stats(ifindex: u32) -> Option<(u32, &'static mut IfaceCounte
     Some((slot, unsafe { &mut *stats }))
 }
 
-/// Counts one frame: the shape counters (every frame, exact) and the
-/// sampled per-source and per-port path. Returns the counting parse's
-/// shape. Shared by dropscope's own XDP program and observe mode's entry
-/// program, which differ only in how they read the frame.
+/// The sampled per-source and per-port path, for the frames the sampler
+/// picks (see [`observe`]). Shared by dropscope's own XDP program and
+/// observe mode's entry program, which differ only in how they read the
+/// frame; each then counts the frame's shape itself.
+///
+/// It runs before the counting parse and keeps nothing alive past its
+/// end, so the verifier checks it and the counting one after the other.
+/// Older verifiers (6.1, 5.10) explore every combination of live states:
+/// with one parse alive through the other, the paths multiplied past the
+/// 1M-instruction limit.
 #[inline(always)]
-pub(crate) fn count_frame<F: Bytes>(
+pub(crate) fn sampled_path<F: Bytes>(
     frame: &F,
     ifindex: impl Fn() -> u32,
     slot: u32,
     stats: &mut IfaceCounters,
     len: u64,
-) -> Shape {
+) {
     if let Some(weight) = stats.sampler.take() {
         // Its own parse: cheaper, 1 in K packets, than keeping every field
-        // of the counting parse alive through this path.
+        // of a full parse alive through the per-frame count.
         let shape = parse(frame);
         count_udp_source_port(slot, &shape, weight);
         let epoch_packets = per_source(frame, ifindex(), len, &shape, weight);
@@ -267,14 +278,6 @@ pub(crate) fn count_frame<F: Bytes>(
             || unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() },
         );
     }
-    // The sampled path runs first and keeps nothing alive past its end,
-    // so the verifier checks it and the counting below one after the
-    // other. Older verifiers (6.1, 5.10) explore every combination of live
-    // states: with one parse alive through the other, the paths
-    // multiplied past the 1M-instruction limit.
-    let shape = parse(frame);
-    stats.count(&shape, len);
-    shape
 }
 
 /// UDP source-port buckets (reflection), `weight` packets at a time.
@@ -301,10 +304,7 @@ fn count_udp_source_port(slot: u32, shape: &Shape, weight: u32) {
 /// The blocklist's prefilter: false when no prefix covers the source's
 /// first 16 bits (one inlined array read instead of a trie walk).
 #[inline(always)]
-fn maybe_blocked(frame: &Frame, shape: &Shape) -> bool {
-    let Some((family, off)) = shape.source_at.get() else {
-        return false;
-    };
+fn maybe_blocked(frame: &Frame, family: u8, off: usize) -> bool {
     let Some(top) = frame.be16(off) else {
         return false;
     };
