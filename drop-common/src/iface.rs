@@ -258,7 +258,11 @@ impl IfaceCounters {
     /// hot path.
     #[inline(always)]
     pub fn count_class(&mut self, k: &Classify, len: u64) {
-        let c = k.outer * class::PROTO_FLAGS + k.pf;
+        // black_box: LLVM proves both indexes in range from how the walk
+        // builds them and drops the checks; Linux 5.10's verifier, which
+        // forgets a spilled value's bounds, cannot, and refuses the
+        // program. Behind the box the checks stay, just before each use.
+        let c = core::hint::black_box(k.outer * class::PROTO_FLAGS + k.pf);
         if c < class::COUNT {
             self.classes[c][0] += 1;
             self.classes[c][1] += len;
@@ -267,8 +271,9 @@ impl IfaceCounters {
         if b < self.size_buckets.len() {
             self.size_buckets[b] += 1;
         }
-        if k.source_off != 0 {
-            self.ttl[k.ttl as usize] += 1;
+        let t = core::hint::black_box(k.ttl as usize);
+        if k.source_off != 0 && t < self.ttl.len() {
+            self.ttl[t] += 1;
         }
     }
 
